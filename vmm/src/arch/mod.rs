@@ -1,0 +1,2 @@
+//! Architecture-specific CPU and platform setup.
+pub mod x86;

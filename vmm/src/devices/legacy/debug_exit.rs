@@ -1,0 +1,30 @@
+//! The debug-exit port (0xf4, as QEMU's isa-debug-exit): a guest write of `v` ends the VM
+//! with status `(v << 1) | 1`, so test guests can report success or failure.
+
+use crate::devices::bus::BusDevice;
+use crate::vm::ExitSignal;
+
+pub const PORT: u16 = 0xf4;
+
+pub struct DebugExit {
+    exit: ExitSignal,
+}
+
+impl DebugExit {
+    pub fn new(exit: ExitSignal) -> Self {
+        DebugExit { exit }
+    }
+}
+
+impl BusDevice for DebugExit {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn write(&mut self, _offset: u64, data: &[u8]) {
+        let mut v = [0u8; 4];
+        let n = data.len().min(4);
+        v[..n].copy_from_slice(&data[..n]);
+        let v = u32::from_le_bytes(v);
+        self.exit.request(crate::vm::VmExit::DebugExit(v));
+    }
+}

@@ -1,0 +1,6 @@
+//! The legacy PC devices small kernels and firmware expect.
+
+pub mod cmos;
+pub mod debug_exit;
+pub mod i8042;
+pub mod serial;

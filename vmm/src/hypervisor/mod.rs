@@ -1,0 +1,263 @@
+//! The hypervisor interface the rest of fugu is written against.
+//!
+//! Two backends implement it: [`rustvmm`] (kvm-ioctls, x86_64 hosts only) and [`portable`]
+//! (the in-house layer over raw KVM ioctls, every host including i686). Types are the ABI
+//! structs of [`kvm_abi`], so both backends speak the same language.
+
+pub mod kvm_abi;
+pub mod portable;
+#[cfg(target_arch = "x86_64")]
+pub mod rustvmm;
+
+use std::fmt;
+use std::os::fd::RawFd;
+
+pub use kvm_abi::{
+    kvm_cpuid_entry2 as CpuidEntry, kvm_fpu as Fpu, kvm_msr_entry as MsrEntry, kvm_regs as Regs,
+    kvm_segment as Segment, kvm_sregs as Sregs,
+};
+
+/// A failed KVM operation: what was attempted and the OS error.
+#[derive(Debug)]
+pub struct Error {
+    pub op: &'static str,
+    pub source: std::io::Error,
+}
+
+impl Error {
+    pub fn last(op: &'static str) -> Self {
+        Error {
+            op,
+            source: std::io::Error::last_os_error(),
+        }
+    }
+    pub fn from_errno(op: &'static str, errno: i32) -> Self {
+        Error {
+            op,
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+    /// True when the call was interrupted by a signal (KVM_RUN returns EINTR for kicks).
+    pub fn is_interrupted(&self) -> bool {
+        self.source.raw_os_error() == Some(libc::EINTR)
+            || self.source.raw_os_error() == Some(libc::EAGAIN)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.op, self.source)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Which implementation of this interface to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// kvm-ioctls / kvm-bindings (x86_64 hosts).
+    RustVmm,
+    /// The in-house layer (all hosts).
+    Portable,
+}
+
+impl Backend {
+    /// rust-vmm where it builds, the in-house layer elsewhere.
+    pub fn host_default() -> Self {
+        if cfg!(target_arch = "x86_64") {
+            Backend::RustVmm
+        } else {
+            Backend::Portable
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::RustVmm => "rust-vmm",
+            Backend::Portable => "portable",
+        }
+    }
+}
+
+/// Why a vCPU returned to userspace. Data slices point into the vCPU's shared run page.
+#[derive(Debug)]
+pub enum VcpuExit<'a> {
+    IoIn(u16, &'a mut [u8]),
+    IoOut(u16, &'a [u8]),
+    MmioRead(u64, &'a mut [u8]),
+    MmioWrite(u64, &'a [u8]),
+    Hlt,
+    Shutdown,
+    /// KVM could not handle something itself: the suberror and the data words it reported
+    /// (for emulation failures these include the instruction bytes).
+    InternalError {
+        suberror: u32,
+        data: Vec<u64>,
+    },
+    FailEntry {
+        reason: u64,
+        cpu: u32,
+    },
+    SystemEvent {
+        kind: u32,
+    },
+    /// KVM_RUN returned because of a signal or `immediate_exit`.
+    Interrupted,
+    Other(u32),
+}
+
+/// A KVM system handle (`/dev/kvm`).
+pub trait Hypervisor: Send + Sync {
+    fn backend(&self) -> Backend;
+    fn api_version(&self) -> i32;
+    fn check_extension(&self, cap: u32) -> i32;
+    fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>>;
+    fn create_vm(&self) -> Result<Box<dyn Vm>>;
+}
+
+/// A KVM virtual machine.
+pub trait Vm: Send + Sync {
+    /// Map `size` bytes of this process at `host_addr` into the guest at `gpa`.
+    ///
+    /// # Safety
+    /// The host range must stay mapped and valid for the lifetime of the VM.
+    unsafe fn set_user_memory_region(
+        &self,
+        slot: u32,
+        gpa: u64,
+        size: u64,
+        host_addr: u64,
+        readonly: bool,
+    ) -> Result<()>;
+    fn set_tss_address(&self, addr: u64) -> Result<()>;
+    fn set_identity_map_address(&self, addr: u64) -> Result<()>;
+    fn create_irq_chip(&self) -> Result<()>;
+    fn create_pit2(&self) -> Result<()>;
+    fn set_irq_line(&self, irq: u32, level: bool) -> Result<()>;
+    fn register_irqfd(&self, fd: RawFd, gsi: u32, resample_fd: Option<RawFd>) -> Result<()>;
+    fn register_ioeventfd(&self, fd: RawFd, addr: u64, len: u32, pio: bool) -> Result<()>;
+    fn signal_msi(&self, address: u64, data: u32) -> Result<()>;
+    fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>>;
+}
+
+/// A KVM virtual CPU. Used from one thread at a time.
+pub trait Vcpu: Send {
+    fn get_regs(&self) -> Result<Regs>;
+    fn set_regs(&self, regs: &Regs) -> Result<()>;
+    fn get_sregs(&self) -> Result<Sregs>;
+    fn set_sregs(&self, sregs: &Sregs) -> Result<()>;
+    fn get_fpu(&self) -> Result<Fpu>;
+    fn set_fpu(&self, fpu: &Fpu) -> Result<()>;
+    fn set_cpuid2(&self, entries: &[CpuidEntry]) -> Result<()>;
+    fn set_msrs(&self, msrs: &[MsrEntry]) -> Result<usize>;
+    fn get_msrs(&self, msrs: &mut [MsrEntry]) -> Result<usize>;
+    fn get_lapic(&self) -> Result<kvm_abi::kvm_lapic_state>;
+    fn set_lapic(&self, lapic: &kvm_abi::kvm_lapic_state) -> Result<()>;
+    /// Ask a KVM_RUN in progress (on another thread, after a signal) or the next one to return.
+    fn set_immediate_exit(&mut self, on: bool);
+    fn run(&mut self) -> Result<VcpuExit<'_>>;
+}
+
+/// Open `/dev/kvm` with the chosen backend.
+pub fn open(backend: Backend) -> std::result::Result<Box<dyn Hypervisor>, OpenError> {
+    match backend {
+        Backend::Portable => Ok(Box::new(portable::Kvm::open()?)),
+        #[cfg(target_arch = "x86_64")]
+        Backend::RustVmm => Ok(Box::new(rustvmm::Kvm::open()?)),
+        #[cfg(not(target_arch = "x86_64"))]
+        Backend::RustVmm => Err(OpenError::Unsupported(
+            "the rust-vmm backend is built for x86_64 hosts only; use --backend portable",
+        )),
+    }
+}
+
+/// Opening /dev/kvm failed; the message says what the user can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("/dev/kvm does not exist: load kvm_intel, kvm_amd or kvm_pvm (is this host virtualized without nested KVM?)")]
+    Missing,
+    #[error("permission denied opening /dev/kvm: run as root or add yourself to the 'kvm' group")]
+    Permission,
+    #[error("opening /dev/kvm: {0}")]
+    Other(std::io::Error),
+    #[error("KVM API version {0} is not supported (need 12)")]
+    ApiVersion(i32),
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+impl From<std::io::Error> for OpenError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => OpenError::Missing,
+            std::io::ErrorKind::PermissionDenied => OpenError::Permission,
+            _ => OpenError::Other(e),
+        }
+    }
+}
+
+/// Exit reasons decoded from a raw `kvm_run` page; shared by both backends so they agree.
+///
+/// # Safety
+/// `run` must point to a live, mapped `kvm_run` page of at least `run_size` bytes.
+pub(crate) unsafe fn decode_exit<'a>(run: *mut u8, run_size: usize) -> VcpuExit<'a> {
+    use kvm_abi::*;
+    let head = std::ptr::read_volatile(run as *const kvm_run_head);
+    let union = run.add(KVM_RUN_EXIT_UNION);
+    match head.exit_reason {
+        KVM_EXIT_IO => {
+            let io = std::ptr::read_volatile(union as *const kvm_run_io);
+            let len = io.size as usize * io.count as usize;
+            let off = io.data_offset as usize;
+            // A corrupted offset must not make us read outside the page.
+            if off.checked_add(len).is_none_or(|end| end > run_size) || len == 0 {
+                return VcpuExit::Other(KVM_EXIT_IO);
+            }
+            let data = std::slice::from_raw_parts_mut(run.add(off), len);
+            if io.direction == KVM_EXIT_IO_OUT {
+                VcpuExit::IoOut(io.port, data)
+            } else {
+                VcpuExit::IoIn(io.port, data)
+            }
+        }
+        KVM_EXIT_MMIO => {
+            let mmio = union as *mut kvm_run_mmio;
+            let len = ((*mmio).len as usize).min(8);
+            let data = std::slice::from_raw_parts_mut((*mmio).data.as_mut_ptr(), len);
+            if (*mmio).is_write != 0 {
+                VcpuExit::MmioWrite((*mmio).phys_addr, data)
+            } else {
+                VcpuExit::MmioRead((*mmio).phys_addr, data)
+            }
+        }
+        KVM_EXIT_HLT => VcpuExit::Hlt,
+        KVM_EXIT_SHUTDOWN => VcpuExit::Shutdown,
+        KVM_EXIT_INTR => VcpuExit::Interrupted,
+        KVM_EXIT_FAIL_ENTRY => {
+            let f = std::ptr::read_volatile(union as *const kvm_run_fail_entry);
+            VcpuExit::FailEntry {
+                reason: f.hardware_entry_failure_reason,
+                cpu: f.cpu,
+            }
+        }
+        KVM_EXIT_INTERNAL_ERROR => {
+            let i = std::ptr::read_volatile(union as *const kvm_run_internal);
+            let n = (i.ndata as usize).min(i.data.len());
+            VcpuExit::InternalError {
+                suberror: i.suberror,
+                data: i.data[..n].to_vec(),
+            }
+        }
+        KVM_EXIT_SYSTEM_EVENT => {
+            let e = std::ptr::read_volatile(union as *const kvm_run_system_event);
+            VcpuExit::SystemEvent { kind: e.type_ }
+        }
+        other => VcpuExit::Other(other),
+    }
+}

@@ -1,0 +1,286 @@
+//! The rust-vmm backend: kvm-ioctls and kvm-bindings, on x86_64 hosts.
+//!
+//! The ABI structs in [`super::kvm_abi`] have the same layout as kvm-bindings' (asserted in
+//! kvm_abi's differential tests), so values pass between them by plain bit copies.
+
+use super::kvm_abi::{kvm_lapic_state, KVM_EXIT_INTERNAL_ERROR};
+use super::{CpuidEntry, Error, Fpu, MsrEntry, Regs, Result, Sregs, VcpuExit};
+use kvm_bindings as kb;
+use kvm_ioctls::{IoEventAddress, NoDatamatch};
+use std::mem::{transmute, ManuallyDrop};
+use std::os::fd::{FromRawFd, RawFd};
+use vmm_sys_util::eventfd::EventFd;
+
+fn err(op: &'static str, e: kvm_ioctls::Error) -> Error {
+    Error::from_errno(op, e.errno())
+}
+
+/// Borrow a raw eventfd as the EventFd type kvm-ioctls wants, without taking ownership.
+fn borrow_eventfd(fd: RawFd) -> ManuallyDrop<EventFd> {
+    // SAFETY: the EventFd is never dropped (ManuallyDrop), so the caller keeps ownership.
+    ManuallyDrop::new(unsafe { EventFd::from_raw_fd(fd) })
+}
+
+pub struct Kvm {
+    kvm: kvm_ioctls::Kvm,
+}
+
+impl Kvm {
+    pub fn open() -> std::result::Result<Self, super::OpenError> {
+        let kvm = kvm_ioctls::Kvm::new()
+            .map_err(|e| super::OpenError::from(std::io::Error::from_raw_os_error(e.errno())))?;
+        let v = kvm.get_api_version();
+        if v != 12 {
+            return Err(super::OpenError::ApiVersion(v));
+        }
+        Ok(Kvm { kvm })
+    }
+}
+
+impl super::Hypervisor for Kvm {
+    fn backend(&self) -> super::Backend {
+        super::Backend::RustVmm
+    }
+    fn api_version(&self) -> i32 {
+        self.kvm.get_api_version()
+    }
+    fn check_extension(&self, cap: u32) -> i32 {
+        self.kvm.check_extension_raw(cap as libc::c_ulong).max(0)
+    }
+    fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>> {
+        let c = self
+            .kvm
+            .get_supported_cpuid(kb::KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| err("KVM_GET_SUPPORTED_CPUID", e))?;
+        // SAFETY: kvm_cpuid_entry2 has the same size and layout in both definitions.
+        Ok(c.as_slice()
+            .iter()
+            .map(|e| unsafe { transmute::<kb::kvm_cpuid_entry2, CpuidEntry>(*e) })
+            .collect())
+    }
+    fn create_vm(&self) -> Result<Box<dyn super::Vm>> {
+        let vm = self.kvm.create_vm().map_err(|e| err("KVM_CREATE_VM", e))?;
+        Ok(Box::new(Vm { vm }))
+    }
+}
+
+pub struct Vm {
+    vm: kvm_ioctls::VmFd,
+}
+
+impl super::Vm for Vm {
+    unsafe fn set_user_memory_region(
+        &self,
+        slot: u32,
+        gpa: u64,
+        size: u64,
+        host_addr: u64,
+        readonly: bool,
+    ) -> Result<()> {
+        let region = kb::kvm_userspace_memory_region {
+            slot,
+            flags: if readonly { kb::KVM_MEM_READONLY } else { 0 },
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: host_addr,
+        };
+        self.vm
+            .set_user_memory_region(region)
+            .map_err(|e| err("KVM_SET_USER_MEMORY_REGION", e))
+    }
+    fn set_tss_address(&self, addr: u64) -> Result<()> {
+        self.vm
+            .set_tss_address(addr as usize)
+            .map_err(|e| err("KVM_SET_TSS_ADDR", e))
+    }
+    fn set_identity_map_address(&self, addr: u64) -> Result<()> {
+        self.vm
+            .set_identity_map_address(addr)
+            .map_err(|e| err("KVM_SET_IDENTITY_MAP_ADDR", e))
+    }
+    fn create_irq_chip(&self) -> Result<()> {
+        self.vm
+            .create_irq_chip()
+            .map_err(|e| err("KVM_CREATE_IRQCHIP", e))
+    }
+    fn create_pit2(&self) -> Result<()> {
+        let cfg = kb::kvm_pit_config {
+            flags: kb::KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        self.vm
+            .create_pit2(cfg)
+            .map_err(|e| err("KVM_CREATE_PIT2", e))
+    }
+    fn set_irq_line(&self, irq: u32, level: bool) -> Result<()> {
+        self.vm
+            .set_irq_line(irq, level)
+            .map_err(|e| err("KVM_IRQ_LINE", e))
+    }
+    fn register_irqfd(&self, fd: RawFd, gsi: u32, resample_fd: Option<RawFd>) -> Result<()> {
+        let efd = borrow_eventfd(fd);
+        match resample_fd {
+            Some(r) => {
+                let rfd = borrow_eventfd(r);
+                self.vm.register_irqfd_with_resample(&efd, &rfd, gsi)
+            }
+            None => self.vm.register_irqfd(&efd, gsi),
+        }
+        .map_err(|e| err("KVM_IRQFD", e))
+    }
+    fn register_ioeventfd(&self, fd: RawFd, addr: u64, _len: u32, pio: bool) -> Result<()> {
+        let efd = borrow_eventfd(fd);
+        let a = if pio {
+            IoEventAddress::Pio(addr)
+        } else {
+            IoEventAddress::Mmio(addr)
+        };
+        self.vm
+            .register_ioevent(&efd, &a, NoDatamatch)
+            .map_err(|e| err("KVM_IOEVENTFD", e))
+    }
+    fn signal_msi(&self, address: u64, data: u32) -> Result<()> {
+        let msi = kb::kvm_msi {
+            address_lo: address as u32,
+            address_hi: (address >> 32) as u32,
+            data,
+            ..Default::default()
+        };
+        self.vm
+            .signal_msi(msi)
+            .map(|_| ())
+            .map_err(|e| err("KVM_SIGNAL_MSI", e))
+    }
+    fn create_vcpu(&self, id: u32) -> Result<Box<dyn super::Vcpu>> {
+        let fd = self
+            .vm
+            .create_vcpu(id as u64)
+            .map_err(|e| err("KVM_CREATE_VCPU", e))?;
+        Ok(Box::new(Vcpu { fd }))
+    }
+}
+
+pub struct Vcpu {
+    fd: kvm_ioctls::VcpuFd,
+}
+
+impl super::Vcpu for Vcpu {
+    fn get_regs(&self) -> Result<Regs> {
+        let r = self.fd.get_regs().map_err(|e| err("KVM_GET_REGS", e))?;
+        // SAFETY: identical layouts (see kvm_abi's differential tests).
+        Ok(unsafe { transmute::<kb::kvm_regs, Regs>(r) })
+    }
+    fn set_regs(&self, regs: &Regs) -> Result<()> {
+        // SAFETY: identical layouts.
+        let r = unsafe { transmute::<Regs, kb::kvm_regs>(*regs) };
+        self.fd.set_regs(&r).map_err(|e| err("KVM_SET_REGS", e))
+    }
+    fn get_sregs(&self) -> Result<Sregs> {
+        let s = self.fd.get_sregs().map_err(|e| err("KVM_GET_SREGS", e))?;
+        // SAFETY: identical layouts.
+        Ok(unsafe { transmute::<kb::kvm_sregs, Sregs>(s) })
+    }
+    fn set_sregs(&self, sregs: &Sregs) -> Result<()> {
+        // SAFETY: identical layouts.
+        let s = unsafe { transmute::<Sregs, kb::kvm_sregs>(*sregs) };
+        self.fd.set_sregs(&s).map_err(|e| err("KVM_SET_SREGS", e))
+    }
+    fn get_fpu(&self) -> Result<Fpu> {
+        let f = self.fd.get_fpu().map_err(|e| err("KVM_GET_FPU", e))?;
+        // SAFETY: identical layouts.
+        Ok(unsafe { transmute::<kb::kvm_fpu, Fpu>(f) })
+    }
+    fn set_fpu(&self, fpu: &Fpu) -> Result<()> {
+        // SAFETY: identical layouts.
+        let f = unsafe { transmute::<Fpu, kb::kvm_fpu>(*fpu) };
+        self.fd.set_fpu(&f).map_err(|e| err("KVM_SET_FPU", e))
+    }
+    fn set_cpuid2(&self, entries: &[CpuidEntry]) -> Result<()> {
+        // SAFETY: identical layouts.
+        let v: Vec<kb::kvm_cpuid_entry2> = entries
+            .iter()
+            .map(|e| unsafe { transmute::<CpuidEntry, kb::kvm_cpuid_entry2>(*e) })
+            .collect();
+        let c = kb::CpuId::from_entries(&v)
+            .map_err(|_| Error::from_errno("KVM_SET_CPUID2", libc::E2BIG))?;
+        self.fd.set_cpuid2(&c).map_err(|e| err("KVM_SET_CPUID2", e))
+    }
+    fn set_msrs(&self, msrs: &[MsrEntry]) -> Result<usize> {
+        // SAFETY: identical layouts.
+        let v: Vec<kb::kvm_msr_entry> = msrs
+            .iter()
+            .map(|e| unsafe { transmute::<MsrEntry, kb::kvm_msr_entry>(*e) })
+            .collect();
+        let m = kb::Msrs::from_entries(&v)
+            .map_err(|_| Error::from_errno("KVM_SET_MSRS", libc::E2BIG))?;
+        self.fd.set_msrs(&m).map_err(|e| err("KVM_SET_MSRS", e))
+    }
+    fn get_msrs(&self, msrs: &mut [MsrEntry]) -> Result<usize> {
+        // SAFETY: identical layouts.
+        let v: Vec<kb::kvm_msr_entry> = msrs
+            .iter()
+            .map(|e| unsafe { transmute::<MsrEntry, kb::kvm_msr_entry>(*e) })
+            .collect();
+        let mut m = kb::Msrs::from_entries(&v)
+            .map_err(|_| Error::from_errno("KVM_GET_MSRS", libc::E2BIG))?;
+        let n = self
+            .fd
+            .get_msrs(&mut m)
+            .map_err(|e| err("KVM_GET_MSRS", e))?;
+        for (dst, src) in msrs.iter_mut().zip(m.as_slice()) {
+            // SAFETY: identical layouts.
+            *dst = unsafe { transmute::<kb::kvm_msr_entry, MsrEntry>(*src) };
+        }
+        Ok(n)
+    }
+    fn get_lapic(&self) -> Result<kvm_lapic_state> {
+        let l = self.fd.get_lapic().map_err(|e| err("KVM_GET_LAPIC", e))?;
+        // SAFETY: identical layouts (1024 bytes of registers).
+        Ok(unsafe { transmute::<kb::kvm_lapic_state, kvm_lapic_state>(l) })
+    }
+    fn set_lapic(&self, lapic: &kvm_lapic_state) -> Result<()> {
+        // SAFETY: identical layouts.
+        let l = unsafe { transmute::<kvm_lapic_state, kb::kvm_lapic_state>(*lapic) };
+        self.fd.set_lapic(&l).map_err(|e| err("KVM_SET_LAPIC", e))
+    }
+    fn set_immediate_exit(&mut self, on: bool) {
+        self.fd.set_kvm_immediate_exit(on as u8);
+    }
+    fn run(&mut self) -> Result<VcpuExit<'_>> {
+        let run_ptr = self.fd.get_kvm_run() as *mut kb::kvm_run;
+        use kvm_ioctls::VcpuExit as K;
+        match self.fd.run() {
+            Ok(K::IoIn(p, d)) => Ok(VcpuExit::IoIn(p, d)),
+            Ok(K::IoOut(p, d)) => Ok(VcpuExit::IoOut(p, d)),
+            Ok(K::MmioRead(a, d)) => Ok(VcpuExit::MmioRead(a, d)),
+            Ok(K::MmioWrite(a, d)) => Ok(VcpuExit::MmioWrite(a, d)),
+            Ok(K::Hlt) => Ok(VcpuExit::Hlt),
+            Ok(K::Shutdown) => Ok(VcpuExit::Shutdown),
+            Ok(K::Intr) => Ok(VcpuExit::Interrupted),
+            Ok(K::FailEntry(reason, cpu)) => Ok(VcpuExit::FailEntry { reason, cpu }),
+            Ok(K::SystemEvent(kind, _)) => Ok(VcpuExit::SystemEvent { kind }),
+            Ok(K::InternalError) => {
+                // kvm-ioctls does not surface the internal-error payload; read it from the
+                // run page, which KVM filled in before returning.
+                // SAFETY: run_ptr is this vCPU's live kvm_run mapping.
+                let i = unsafe { (*run_ptr).__bindgen_anon_1.internal };
+                let n = (i.ndata as usize).min(i.data.len());
+                Ok(VcpuExit::InternalError {
+                    suberror: i.suberror,
+                    data: i.data[..n].to_vec(),
+                })
+            }
+            Ok(K::Unsupported(r)) => Ok(VcpuExit::Other(r)),
+            Ok(_) => {
+                // SAFETY: as above.
+                let r = unsafe { (*run_ptr).exit_reason };
+                debug_assert_ne!(r, KVM_EXIT_INTERNAL_ERROR);
+                Ok(VcpuExit::Other(r))
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                Ok(VcpuExit::Interrupted)
+            }
+            Err(e) => Err(err("KVM_RUN", e)),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! fugu: a small KVM hypervisor for i386 and amd64 hosts and guests.
+//!
+//! See docs/ARCHITECTURE.md for the map of this crate.
+
+pub mod arch;
+pub mod boot;
+pub mod cli;
+pub mod console;
+pub mod devices;
+pub mod hypervisor;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;

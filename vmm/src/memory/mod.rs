@@ -1,0 +1,111 @@
+//! Guest physical memory: the interface devices and loaders use, and its two backends.
+//!
+//! [`GuestMemory`] is implemented by [`portable::MmapMemory`] (in-house, every host) and, on
+//! x86_64 hosts, by [`rustvmm::VmMemory`] (vm-memory's `GuestMemoryMmap`). Every access is
+//! bounds-checked: guest-controlled addresses never reach an unchecked pointer.
+
+pub mod layout;
+pub mod portable;
+#[cfg(target_arch = "x86_64")]
+pub mod rustvmm;
+
+/// An access outside guest RAM.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("guest memory access at {addr:#x}+{len:#x} is outside guest RAM")]
+pub struct OutOfRange {
+    pub addr: u64,
+    pub len: usize,
+}
+
+pub type Result<T> = std::result::Result<T, OutOfRange>;
+
+/// One contiguous range of guest RAM and where it is mapped in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub gpa: u64,
+    pub size: u64,
+    pub host_addr: u64,
+}
+
+/// Access to guest physical memory. Accesses may span adjacent regions.
+pub trait GuestMemory: Send + Sync {
+    fn regions(&self) -> Vec<Region>;
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<()>;
+    fn write(&self, gpa: u64, buf: &[u8]) -> Result<()>;
+
+    /// The last guest-physical address of RAM plus one.
+    fn end(&self) -> u64 {
+        self.regions()
+            .iter()
+            .map(|r| r.gpa + r.size)
+            .max()
+            .unwrap_or(0)
+    }
+    /// Whether `[gpa, gpa+len)` lies entirely in RAM.
+    fn contains(&self, gpa: u64, len: u64) -> bool {
+        let Some(end) = gpa.checked_add(len) else {
+            return false;
+        };
+        let mut at = gpa;
+        while at < end {
+            match self
+                .regions()
+                .iter()
+                .find(|r| at >= r.gpa && at < r.gpa + r.size)
+            {
+                Some(r) => at = r.gpa + r.size,
+                None => return false,
+            }
+        }
+        true
+    }
+    fn read_u8(&self, gpa: u64) -> Result<u8> {
+        let mut b = [0u8; 1];
+        self.read(gpa, &mut b)?;
+        Ok(b[0])
+    }
+    fn read_u16(&self, gpa: u64) -> Result<u16> {
+        let mut b = [0u8; 2];
+        self.read(gpa, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+    fn read_u32(&self, gpa: u64) -> Result<u32> {
+        let mut b = [0u8; 4];
+        self.read(gpa, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn read_u64(&self, gpa: u64) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.read(gpa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn write_u8(&self, gpa: u64, v: u8) -> Result<()> {
+        self.write(gpa, &[v])
+    }
+    fn write_u16(&self, gpa: u64, v: u16) -> Result<()> {
+        self.write(gpa, &v.to_le_bytes())
+    }
+    fn write_u32(&self, gpa: u64, v: u32) -> Result<()> {
+        self.write(gpa, &v.to_le_bytes())
+    }
+    fn write_u64(&self, gpa: u64, v: u64) -> Result<()> {
+        self.write(gpa, &v.to_le_bytes())
+    }
+}
+
+/// Allocate guest RAM for `ranges` (gpa, size) with the chosen backend.
+pub fn allocate(
+    backend: crate::hypervisor::Backend,
+    ranges: &[(u64, u64)],
+) -> std::io::Result<std::sync::Arc<dyn GuestMemory>> {
+    match backend {
+        #[cfg(target_arch = "x86_64")]
+        crate::hypervisor::Backend::RustVmm => {
+            Ok(std::sync::Arc::new(rustvmm::VmMemory::new(ranges)?))
+        }
+        _ => Ok(std::sync::Arc::new(portable::MmapMemory::new(ranges)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,62 @@
+//! Guest memory through vm-memory's `GuestMemoryMmap` (x86_64 hosts).
+
+use super::{GuestMemory, OutOfRange, Region, Result};
+use vm_memory::{Bytes, GuestAddress, GuestMemory as _, GuestMemoryMmap, GuestMemoryRegion};
+
+pub struct VmMemory {
+    mem: GuestMemoryMmap<()>,
+}
+
+impl VmMemory {
+    pub fn new(ranges: &[(u64, u64)]) -> std::io::Result<Self> {
+        let r: Vec<(GuestAddress, usize)> = ranges
+            .iter()
+            .map(|&(g, s)| (GuestAddress(g), s as usize))
+            .collect();
+        let mem = GuestMemoryMmap::from_ranges(&r)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(VmMemory { mem })
+    }
+}
+
+impl GuestMemory for VmMemory {
+    fn regions(&self) -> Vec<Region> {
+        self.mem
+            .iter()
+            .map(|r| Region {
+                gpa: r.start_addr().0,
+                size: r.len(),
+                host_addr: r.as_ptr() as u64,
+            })
+            .collect()
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<()> {
+        // Check first so that a failing access changes nothing, as the portable backend does.
+        if !self.contains(gpa, buf.len() as u64) {
+            return Err(OutOfRange {
+                addr: gpa,
+                len: buf.len(),
+            });
+        }
+        self.mem
+            .read_slice(buf, GuestAddress(gpa))
+            .map_err(|_| OutOfRange {
+                addr: gpa,
+                len: buf.len(),
+            })
+    }
+    fn write(&self, gpa: u64, buf: &[u8]) -> Result<()> {
+        if !self.contains(gpa, buf.len() as u64) {
+            return Err(OutOfRange {
+                addr: gpa,
+                len: buf.len(),
+            });
+        }
+        self.mem
+            .write_slice(buf, GuestAddress(gpa))
+            .map_err(|_| OutOfRange {
+                addr: gpa,
+                len: buf.len(),
+            })
+    }
+}

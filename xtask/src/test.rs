@@ -1,0 +1,124 @@
+//! `cargo xtask test`: formatting, clippy with warnings denied, and every test, built for
+//! both targets. The i686 test binaries run natively on x86_64 hosts.
+
+use crate::build;
+use crate::guests;
+use crate::targets::{Target, ALL};
+use crate::toolchain;
+use crate::util::{self, step, Error, Result};
+use std::process::{Command, Stdio};
+
+/// Debian packages the tests use: an assembler/linker for the tiny guests and 32-bit linking.
+const TEST_DEBS: &[&str] = &["gcc-multilib", "binutils"];
+
+pub fn main(args: &[String]) -> Result {
+    if let Some(a) = args.first() {
+        return Err(Error::usage(format!("test: unknown option '{a}'")));
+    }
+    util::ensure_debs(TEST_DEBS, "the tests")?;
+
+    step("cargo fmt --check");
+    util::run(
+        Command::new("cargo")
+            .current_dir(util::root())
+            .args(["fmt", "--all", "--check"]),
+    )?;
+
+    let mut counts = Vec::new();
+    for t in ALL {
+        let tc = toolchain::for_target(t)?;
+        step(format!("clippy for {} ({})", t.short(), tc.route));
+        let mut c = tc.cargo("clippy");
+        if t == Target::host() {
+            c.args(["--workspace", "--all-targets"]);
+        } else {
+            // xtask and the end-to-end tests are host tools; the VMM is built for every target.
+            c.args(["--package", "fugu", "--all-targets"]);
+        }
+        c.args(["--", "-D", "warnings"]);
+        util::run(&mut c)?;
+    }
+    // The end-to-end tests boot guests with both fugu builds.
+    guests::build_all()?;
+    let mut bins = Vec::new();
+    for t in ALL {
+        bins.push((t, build::build_fugu(t, false)?));
+    }
+    for t in ALL {
+        let tc = toolchain::for_target(t)?;
+        step(format!("tests for {} ({})", t.short(), tc.route));
+        let mut c = tc.cargo("test");
+        if t == Target::host() {
+            c.arg("--workspace");
+        } else {
+            c.args(["--package", "fugu"]);
+        }
+        c.env("FUGU_GUESTS_DIR", guests::out_dir());
+        for (bt, path) in &bins {
+            c.env(format!("FUGU_BIN_{}", bt.short().to_uppercase()), path);
+        }
+        let n = run_counting(&mut c)?;
+        counts.push((t, n));
+    }
+    println!();
+    for (t, (passed, ignored)) in &counts {
+        println!(
+            "tests compiled for {:<7}: {passed} passed, {ignored} ignored",
+            t.short()
+        );
+    }
+    Ok(())
+}
+
+/// Run cargo test, echoing its output, and sum the "test result" lines.
+fn run_counting(c: &mut Command) -> Result<(u64, u64)> {
+    c.stdout(Stdio::piped());
+    let mut child = c.spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::fail("no stdout from cargo test"))?;
+    let (mut passed, mut ignored) = (0, 0);
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += field(rest, "passed");
+            ignored += field(rest, "ignored");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(Error::fail(format!(
+            "{} failed ({status})",
+            util::describe(c)
+        )));
+    }
+    Ok((passed, ignored))
+}
+
+/// The number before `name` in "ok. 12 passed; 0 failed; 1 ignored; ...".
+fn field(s: &str, name: &str) -> u64 {
+    s.split(';')
+        .filter_map(|p| {
+            let p = p
+                .trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ");
+            let (n, what) = p.split_once(' ')?;
+            (what == name).then(|| n.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_cargo_test_summaries() {
+        let s = "ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(super::field(s, "passed"), 12);
+        assert_eq!(super::field(s, "ignored"), 3);
+        assert_eq!(super::field("FAILED. 1 passed; 2 failed;", "failed"), 2);
+    }
+}

@@ -1,1 +1,87 @@
+//! Helpers for fugu's end-to-end tests: find both fugu builds and the tiny guests, run a VM
+//! with a timeout, and capture its serial console.
+//!
+//! `cargo xtask test` builds everything first and passes the paths in the environment
+//! (FUGU_BIN_X86_64, FUGU_BIN_I686, FUGU_GUESTS_DIR).
 
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The fugu builds under test: (name, binary).
+pub fn fugu_builds() -> Vec<(&'static str, PathBuf)> {
+    ["x86_64", "i686"]
+        .iter()
+        .map(|b| {
+            let var = format!("FUGU_BIN_{}", b.to_uppercase());
+            let path = std::env::var_os(&var).map(PathBuf::from).unwrap_or_else(|| {
+                panic!("{var} is not set: run the end-to-end tests through `cargo xtask test`, which builds both fugu binaries")
+            });
+            assert!(path.exists(), "{var}={} does not exist", path.display());
+            (*b, path)
+        })
+        .collect()
+}
+
+/// A tiny guest from target/guests (built by the xtask).
+pub fn guest(name: &str) -> PathBuf {
+    let dir = std::env::var_os("FUGU_GUESTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("FUGU_GUESTS_DIR is not set: run through `cargo xtask test`"));
+    let p = dir.join(format!("{name}.elf"));
+    assert!(p.exists(), "guest {} is missing", p.display());
+    p
+}
+
+/// The outcome of one VM run.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Exit status, or None when it had to be killed at the timeout.
+    pub status: Option<i32>,
+    pub serial: String,
+    pub stderr: String,
+}
+
+/// Run `fugu <args>` with the serial console captured to a file, killing it after `timeout`.
+pub fn run_fugu(bin: &PathBuf, args: &[&str], timeout: Duration) -> Outcome {
+    let dir = tempdir();
+    let serial = dir.join("serial.log");
+    let mut child = Command::new(bin)
+        .args(args)
+        .arg("--serial")
+        .arg(&serial)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fugu");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let serial = std::fs::read_to_string(&serial).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    Outcome { status, serial, stderr }
+}
+
+/// A fresh private directory under the system temp dir.
+pub fn tempdir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!("fugu-e2e-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    std::fs::create_dir_all(&d).expect("create temp dir");
+    d
+}

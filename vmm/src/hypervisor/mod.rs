@@ -261,3 +261,6 @@ pub(crate) unsafe fn decode_exit<'a>(run: *mut u8, run_size: usize) -> VcpuExit<
         other => VcpuExit::Other(other),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -74,14 +74,22 @@ pub fn run_fugu(bin: &PathBuf, args: &[&str], timeout: Duration) -> Outcome {
     }
     let serial = std::fs::read_to_string(&serial).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
-    Outcome { status, serial, stderr }
+    Outcome {
+        status,
+        serial,
+        stderr,
+    }
 }
 
 /// A fresh private directory under the system temp dir.
 pub fn tempdir() -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!("fugu-e2e-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let d = std::env::temp_dir().join(format!(
+        "fugu-e2e-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     std::fs::create_dir_all(&d).expect("create temp dir");
     d
 }

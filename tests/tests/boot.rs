@@ -9,10 +9,27 @@ const T: Duration = Duration::from_secs(60);
 fn multiboot_guest_in_protected_mode_on_both_builds() {
     let g = guest("hello32");
     for (build, bin) in fugu_builds() {
-        let o = run_fugu(&bin, &["run", "--kernel", g.to_str().unwrap(), "--cmdline", "marker-42"], T);
+        let o = run_fugu(
+            &bin,
+            &[
+                "run",
+                "--kernel",
+                g.to_str().unwrap(),
+                "--cmdline",
+                "marker-42",
+            ],
+            T,
+        );
         assert_eq!(o.status, Some(33), "{build}: {o:?}");
-        assert!(o.serial.contains("fugu-guest: hello from 32-bit protected mode"), "{build}: {o:?}");
-        assert!(o.serial.contains("fugu-guest: cmdline=marker-42"), "{build}: cmdline not passed: {o:?}");
+        assert!(
+            o.serial
+                .contains("fugu-guest: hello from 32-bit protected mode"),
+            "{build}: {o:?}"
+        );
+        assert!(
+            o.serial.contains("fugu-guest: cmdline=marker-42"),
+            "{build}: cmdline not passed: {o:?}"
+        );
     }
 }
 
@@ -22,17 +39,43 @@ fn elf64_guest_in_long_mode_on_both_builds() {
     for (build, bin) in fugu_builds() {
         let o = run_fugu(&bin, &["run", "--kernel", g.to_str().unwrap()], T);
         assert_eq!(o.status, Some(65), "{build}: {o:?}");
-        assert!(o.serial.contains("fugu-guest: paging and long mode active"), "{build}: {o:?}");
+        assert!(
+            o.serial.contains("fugu-guest: paging and long mode active"),
+            "{build}: {o:?}"
+        );
     }
 }
 
 #[test]
 fn both_backends_agree_on_x86_64() {
-    let (_, bin) = fugu_builds().into_iter().find(|(b, _)| *b == "x86_64").unwrap();
+    let (_, bin) = fugu_builds()
+        .into_iter()
+        .find(|(b, _)| *b == "x86_64")
+        .unwrap();
     for g in ["hello32", "hello64"] {
         let g = guest(g);
-        let a = run_fugu(&bin, &["run", "--backend", "rust-vmm", "--kernel", g.to_str().unwrap()], T);
-        let b = run_fugu(&bin, &["run", "--backend", "portable", "--kernel", g.to_str().unwrap()], T);
+        let a = run_fugu(
+            &bin,
+            &[
+                "run",
+                "--backend",
+                "rust-vmm",
+                "--kernel",
+                g.to_str().unwrap(),
+            ],
+            T,
+        );
+        let b = run_fugu(
+            &bin,
+            &[
+                "run",
+                "--backend",
+                "portable",
+                "--kernel",
+                g.to_str().unwrap(),
+            ],
+            T,
+        );
         assert_eq!(a.status, b.status);
         assert_eq!(a.serial, b.serial);
         assert!(a.status.is_some());
@@ -65,10 +108,142 @@ fn malformed_kernels_are_clear_errors_not_panics() {
         let o = run_fugu(&bin, &["run", "--kernel", "/nonexistent/kernel"], T);
         assert_eq!(o.status, Some(4));
         assert!(o.stderr.contains("/nonexistent/kernel"), "{o:?}");
-        let o = run_fugu(&bin, &["run", "--kernel", guest("hello32").to_str().unwrap(), "--memory", "1M"], T);
+        let o = run_fugu(
+            &bin,
+            &[
+                "run",
+                "--kernel",
+                guest("hello32").to_str().unwrap(),
+                "--memory",
+                "1M",
+            ],
+            T,
+        );
         assert_eq!(o.status, Some(4), "{o:?}");
         let o = run_fugu(&bin, &["run", "--no-such-option"], T);
         assert_eq!(o.status, Some(2), "{o:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether this host's KVM emulates guest kernel code (kvm_pvm or no VMX/SVM).
+fn host_emulates_kernel_code() -> bool {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = flags
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    std::path::Path::new("/sys/module/kvm_pvm").exists() || !hw
+}
+
+#[test]
+fn cpl0_traps_and_x87_complete_on_both_builds() {
+    let g = guest("traps32");
+    for (build, bin) in fugu_builds() {
+        let o = run_fugu(&bin, &["run", "--kernel", g.to_str().unwrap()], T);
+        assert_eq!(o.status, Some(33), "{build}: {o:?}");
+        for m in [
+            "int3 delivered #BP after the instruction",
+            "ud2 delivered #UD at the instruction",
+            "fwait and fnclex completed",
+            "traps ok",
+        ] {
+            assert!(o.serial.contains(m), "{build}: missing '{m}': {o:?}");
+        }
+        if host_emulates_kernel_code() {
+            assert!(
+                o.stderr
+                    .contains("completed instructions the host could not emulate"),
+                "{build}: host adaptation did not report its work: {o:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn without_host_adaptation_unemulated_instructions_are_reported_with_rip_and_bytes() {
+    let g = guest("traps32");
+    for (build, bin) in fugu_builds() {
+        let o = run_fugu(
+            &bin,
+            &[
+                "run",
+                "--host-compat",
+                "off",
+                "--kernel",
+                g.to_str().unwrap(),
+            ],
+            T,
+        );
+        if host_emulates_kernel_code() {
+            assert_eq!(o.status, Some(6), "{build}: {o:?}");
+            assert!(o.stderr.contains("internal error"), "{build}: {o:?}");
+            assert!(o.stderr.contains("stopped at RIP 0x"), "{build}: {o:?}");
+        } else {
+            assert_eq!(o.status, Some(33), "{build}: {o:?}");
+        }
+    }
+}
+
+#[test]
+fn several_vcpus_boot_and_sigterm_ends_the_vm_with_130() {
+    let g = guest("hello32");
+    for (build, bin) in fugu_builds() {
+        let o = run_fugu(
+            &bin,
+            &["run", "--cpus", "4", "--kernel", g.to_str().unwrap()],
+            T,
+        );
+        assert_eq!(o.status, Some(33), "{build} with 4 vCPUs: {o:?}");
+        // A guest that never exits: the application processors wait for SIPI forever and the
+        // boot CPU spins in a loop; SIGTERM must end fugu with 130.
+        let spin = fugu_e2e::tempdir().join("spin.elf");
+        std::fs::write(&spin, spin_kernel()).unwrap();
+        let mut child = std::process::Command::new(&bin)
+            .args([
+                "run",
+                "--serial",
+                "none",
+                "--kernel",
+                spin.to_str().unwrap(),
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{build}: spin guest exited early"
+        );
+        // SAFETY: sending SIGTERM to our own child process.
+        unsafe { libc_kill(child.id() as i32, 15) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "{build}");
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// A Multiboot a.out-kludge kernel that spins: `jmp $`.
+fn spin_kernel() -> Vec<u8> {
+    let (magic, flags) = (0x1BAD_B002u32, 0x0001_0002u32);
+    let base = 0x10_0000u32;
+    let mut b = Vec::new();
+    for w in [
+        magic,
+        flags,
+        0u32.wrapping_sub(magic).wrapping_sub(flags),
+        base,
+        base,
+        0,
+        0,
+        base + 32,
+    ] {
+        b.extend_from_slice(&w.to_le_bytes());
+    }
+    b.extend_from_slice(&[0xeb, 0xfe]);
+    b
 }

@@ -32,6 +32,123 @@ pub enum Command {
     /// Boot a virtual machine with its serial console on this terminal.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Download, verify and manage guest images (see docs/images.md).
+    Image(ImageArgs),
+}
+
+/// `fugu image ...`: guest images from an index published with `cargo xtask images publish`.
+#[derive(Debug, clap::Args)]
+pub struct ImageArgs {
+    /// The image index: an http:// URL of index.json or a local path (https is not supported:
+    /// this fugu has no TLS). The built-in default is a placeholder until fugu publishes images.
+    #[arg(long, global = true, value_name = "URL", env = "FUGU_IMAGE_INDEX")]
+    pub index: Option<String>,
+    /// The image cache [default: $XDG_CACHE_HOME/fugu/images, else ~/.cache/fugu/images].
+    #[arg(long, global = true, value_name = "DIR", env = "FUGU_IMAGE_CACHE")]
+    pub cache: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List the index's images and which of them are cached.
+    List {
+        /// Only the cache; do not fetch the index.
+        #[arg(long)]
+        cached: bool,
+    },
+    /// Download images into the cache: progress bar, resume, SHA-256 checked before use.
+    Pull {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Check the sizes and SHA-256 of cached images (all of them when none is named).
+    Verify {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Remove images from the cache.
+    Rm {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+/// The hidden commands that print documentation generated from [`Cli`] (used by packaging):
+/// `fugu manpage [--out-dir DIR]` and `fugu completions <SHELL>`. They are a separate parser,
+/// so that neither `--help`, the man page nor the completion scripts mention them.
+#[derive(Debug, Parser)]
+#[command(name = "fugu", disable_help_subcommand = true)]
+pub struct DocCli {
+    #[command(subcommand)]
+    pub command: DocCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DocCommand {
+    /// Print the man page fugu.1, or write every page (fugu.1, fugu-run.1, ...) into DIR.
+    Manpage {
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Print the completion script for SHELL.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+impl DocCli {
+    /// Whether the command line asks for one of the hidden documentation commands.
+    pub fn requested(args: &[std::ffi::OsString]) -> bool {
+        matches!(
+            args.get(1).and_then(|a| a.to_str()),
+            Some("manpage" | "completions")
+        )
+    }
+}
+
+/// Write the man page of `fugu` to `w`, or with `out_dir` every page (fugu.1, fugu-run.1, ...)
+/// into that directory, returning the paths written. Hidden subcommands get no page.
+pub fn manpages(
+    out_dir: Option<&std::path::Path>,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<Vec<PathBuf>> {
+    use clap::CommandFactory;
+    // Built, so that subcommands know their display names ("fugu-run") and usage ("fugu run").
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let Some(dir) = out_dir else {
+        clap_mangen::Man::new(cmd).render(w)?;
+        return Ok(Vec::new());
+    };
+    fn walk(
+        cmd: &clap::Command,
+        dir: &std::path::Path,
+        out: &mut Vec<PathBuf>,
+    ) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(sub, dir, out)?;
+        }
+        out.push(clap_mangen::Man::new(cmd.clone()).generate_to(dir)?);
+        Ok(())
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    walk(&cmd, dir, &mut written)?;
+    written.sort();
+    Ok(written)
+}
+
+/// Write the completion script for `shell` to `w`.
+pub fn completions(shell: clap_complete::Shell, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    // clap_complete panics on write errors; render into memory, then write.
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "fugu", &mut buf);
+    w.write_all(&buf)?;
+    w.flush()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -42,11 +159,29 @@ pub enum BackendArg {
     Portable,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostCompatArg {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CpuProfileArg {
+    Auto,
+    Host,
+    Intel,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Kernel to boot: a Multiboot v1 kernel (ELF32 or a.out kludge) or an ELF kernel.
-    #[arg(long, value_name = "FILE")]
-    pub kernel: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "image")]
+    pub kernel: Option<PathBuf>,
+    /// Boot a cached image (`fugu image pull NAME`): its kernel, initrd and command line
+    /// (--cmdline is appended), and its disk, read-only, as the first --disk.
+    #[arg(long, value_name = "NAME", conflicts_with = "kernel")]
+    pub image: Option<String>,
     /// Initial ramdisk; for Multiboot kernels each --initrd becomes a module ("FILE args").
     #[arg(long, value_name = "FILE")]
     pub initrd: Vec<String>,
@@ -62,6 +197,23 @@ pub struct RunArgs {
     /// Where the serial console (COM1) goes: stdio, none, or a file path.
     #[arg(long, default_value = "stdio", value_name = "stdio|none|FILE")]
     pub serial: String,
+    /// Adapt to hosts whose KVM emulates guest kernel code (no VMX/SVM): Linux switches that
+    /// avoid unemulated features, a GenuineIntel CPU, and completion of instructions the host
+    /// cannot emulate. auto = on exactly when the host has no VMX/SVM or runs kvm_pvm.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub host_compat: HostCompatArg,
+    /// CPU vendor the guest sees: auto (GenuineIntel under host adaptation, else the host's),
+    /// host, or intel.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub cpu_profile: CpuProfileArg,
+    /// A virtio-blk disk on a raw image file, read-only with ",ro" (repeatable). A writable
+    /// image is locked while the VM runs: a second VM using it gets an error.
+    #[arg(long, value_name = "PATH[,ro]", value_parser = crate::devices::virtio::setup::parse_disk)]
+    pub disk: Vec<crate::devices::virtio::setup::DiskConfig>,
+    /// A virtio-net NIC on a tap device: "tap=NAME[,mac=MAC]" or "NAME" (repeatable). As
+    /// root, fugu creates a tap that does not exist and removes it when the VM ends.
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]", value_parser = crate::devices::virtio::setup::parse_net)]
+    pub net: Vec<crate::devices::virtio::setup::NetConfig>,
     /// KVM/memory implementation (default: rust-vmm on x86_64 hosts, portable elsewhere).
     #[arg(long, value_enum, hide = true)]
     pub backend: Option<BackendArg>,
@@ -108,5 +260,76 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn manpages_and_completions_come_from_the_definition() {
+        let mut page = Vec::new();
+        manpages(None, &mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH fugu 1"),
+            "{page}"
+        );
+        assert!(page.contains("fugu\\-run(1)"), "{page}");
+        assert!(
+            !page.contains("manpage") && !page.contains("completions"),
+            "{page}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("fugu-man-{}", std::process::id()));
+        let files = manpages(Some(&dir), &mut std::io::sink()).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "fugu-image-list.1",
+                "fugu-image-pull.1",
+                "fugu-image-rm.1",
+                "fugu-image-verify.1",
+                "fugu-image.1",
+                "fugu-run.1",
+                "fugu.1"
+            ]
+        );
+        let run = std::fs::read_to_string(dir.join("fugu-run.1")).unwrap();
+        assert!(
+            run.contains("\\-\\-kernel") && !run.contains("backend"),
+            "{run}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(DocCli::requested(&args(&["fugu", "manpage"])));
+        assert!(DocCli::requested(&args(&["fugu", "completions", "zsh"])));
+        assert!(!DocCli::requested(&args(&[
+            "fugu", "run", "--kernel", "manpage"
+        ])));
+        assert!(Cli::try_parse_from(["fugu", "manpage"]).is_err());
+        let doc = DocCli::try_parse_from(["fugu", "completions", "fish"]).unwrap();
+        assert!(matches!(
+            doc.command,
+            DocCommand::Completions {
+                shell: clap_complete::Shell::Fish
+            }
+        ));
+
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            completions(shell, &mut out).unwrap();
+            let out = String::from_utf8(out).unwrap();
+            assert!(!out.contains("manpage"), "{shell:?}: {out}");
+            assert!(
+                out.contains("kernel") && out.contains("run"),
+                "{shell:?}: {out}"
+            );
+        }
     }
 }

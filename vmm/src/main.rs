@@ -1,5 +1,5 @@
 use clap::Parser;
-use fugu::cli::{BackendArg, Cli, Command, RunArgs};
+use fugu::cli::{BackendArg, Cli, Command, CpuProfileArg, HostCompatArg, RunArgs};
 use fugu::hypervisor::Backend;
 use fugu::vm::{Machine, VmConfig};
 use std::process::ExitCode;
@@ -8,9 +8,37 @@ use std::process::ExitCode;
 const EXIT_SETUP: u8 = 4;
 
 fn main() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if fugu::cli::DocCli::requested(&argv) {
+        return docs(fugu::cli::DocCli::parse_from(argv).command);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Image(args) => ExitCode::from(fugu::image::run::main(args)),
+    }
+}
+
+/// The hidden `fugu manpage [--out-dir DIR]` and `fugu completions <SHELL>` (for packaging).
+fn docs(cmd: fugu::cli::DocCommand) -> ExitCode {
+    use fugu::cli::DocCommand;
+    let mut out = std::io::stdout();
+    let result = match cmd {
+        DocCommand::Manpage { out_dir } => fugu::cli::manpages(out_dir.as_deref(), &mut out)
+            .and_then(|written| {
+                use std::io::Write;
+                written
+                    .iter()
+                    .try_for_each(|p| writeln!(out, "{}", p.display()))
+            }),
+        DocCommand::Completions { shell } => fugu::cli::completions(shell, &mut out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fugu: error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -26,9 +54,25 @@ fn run(args: RunArgs) -> ExitCode {
     }));
     match setup(args) {
         Ok((machine, _raw)) => {
-            let exit = machine.run();
+            let adaptation = machine.adaptation.clone();
+            let stats = machine.stats.clone();
+            let (exit, finals) = machine.run();
             drop(_raw);
             eprintln!("fugu: {}", exit.describe());
+            if let Some(s) = stats.summary() {
+                eprintln!("fugu: {s}");
+            }
+            if !matches!(
+                exit,
+                fugu::vm::VmExit::DebugExit(_) | fugu::vm::VmExit::Poweroff
+            ) {
+                for f in finals {
+                    eprintln!("fugu: {f}");
+                }
+                if let Some(a) = adaptation {
+                    eprintln!("fugu: {a}");
+                }
+            }
             ExitCode::from(exit.status() as u8)
         }
         Err(msg) => {
@@ -38,13 +82,15 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-fn setup(args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>), String> {
+fn setup(mut args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>), String> {
+    fugu::image::run::apply(&mut args)?;
     let backend = match args.backend {
         Some(BackendArg::RustVmm) => Backend::RustVmm,
         Some(BackendArg::Portable) => Backend::Portable,
         None => Backend::host_default(),
     };
-    let kernel = read_file("kernel", &args.kernel)?;
+    let kernel_path = args.kernel.clone().ok_or("--kernel FILE or --image NAME is required")?;
+    let kernel = read_file("kernel", &kernel_path)?;
     let mut modules = Vec::new();
     for spec in &args.initrd {
         let path = spec.split_whitespace().next().unwrap_or(spec);
@@ -74,6 +120,18 @@ fn setup(args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>),
         modules,
         serial_out,
         serial_in,
+        host_compat: match args.host_compat {
+            HostCompatArg::Auto => fugu::host_compat::Mode::Auto,
+            HostCompatArg::On => fugu::host_compat::Mode::On,
+            HostCompatArg::Off => fugu::host_compat::Mode::Off,
+        },
+        cpu_vendor: match args.cpu_profile {
+            CpuProfileArg::Auto => None,
+            CpuProfileArg::Host => Some(fugu::arch::x86::cpuid::Vendor::Host),
+            CpuProfileArg::Intel => Some(fugu::arch::x86::cpuid::Vendor::Intel),
+        },
+        disks: args.disk.clone(),
+        nets: args.net.clone(),
     };
     let machine = Machine::new(cfg).map_err(|e| e.to_string())?;
     let raw = serial_in.then(fugu::console::RawTerminal::enable);

@@ -7,15 +7,72 @@ use std::sync::Arc;
 
 pub struct Context {
     pub id: u32,
+    /// Complete instructions the host cannot emulate (host adaptation in force).
+    pub complete_instructions: bool,
+    pub stats: Arc<crate::host_compat::Stats>,
     pub mem: Arc<dyn GuestMemory>,
     pub buses: Arc<Buses>,
     pub exit: ExitSignal,
 }
 
-/// Run `vcpu` until the VM is asked to exit.
-pub fn run_loop(mut vcpu: Box<dyn Vcpu>, ctx: Context) {
-    let _ = &ctx.mem;
+/// Where a vCPU was when its thread stopped, for the exit report.
+#[derive(Debug, Clone)]
+pub struct FinalState {
+    pub id: u32,
+    pub rip: u64,
+    pub cs_base: u64,
+    pub cr0: u64,
+    pub efer: u64,
+    pub exits: u64,
+}
+
+impl std::fmt::Display for FinalState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = if self.efer & (1 << 10) != 0 {
+            "long mode"
+        } else if self.cr0 & 1 != 0 {
+            if self.cr0 & (1 << 31) != 0 {
+                "protected mode, paging"
+            } else {
+                "protected mode"
+            }
+        } else {
+            "real mode"
+        };
+        write!(
+            f,
+            "vCPU {} stopped at RIP {:#x} (CS base {:#x}, {mode}) after {} exits",
+            self.id, self.rip, self.cs_base, self.exits
+        )
+    }
+}
+
+fn final_state(vcpu: &dyn Vcpu, id: u32, exits: u64) -> FinalState {
+    let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+    let (cs_base, cr0, efer) = vcpu
+        .get_sregs()
+        .map(|s| (s.cs.base, s.cr0, s.efer))
+        .unwrap_or((0, 0, 0));
+    FinalState {
+        id,
+        rip,
+        cs_base,
+        cr0,
+        efer,
+        exits,
+    }
+}
+
+/// Run `vcpu` until the VM is asked to exit; returns where it stopped.
+pub fn run_loop(mut vcpu: Box<dyn Vcpu>, ctx: Context) -> FinalState {
+    let mut exits = 0u64;
+    run_until_exit(&mut *vcpu, &ctx, &mut exits);
+    final_state(&*vcpu, ctx.id, exits)
+}
+
+fn run_until_exit(vcpu: &mut dyn Vcpu, ctx: &Context, exits: &mut u64) {
     while !ctx.exit.requested() {
+        *exits += 1;
         let exit = match vcpu.run() {
             Ok(e) => e,
             Err(e) => {
@@ -45,6 +102,17 @@ pub fn run_loop(mut vcpu: Box<dyn Vcpu>, ctx: Context) {
                 crate::hypervisor::kvm_abi::KVM_SYSTEM_EVENT_SHUTDOWN => VmExit::Poweroff,
                 k => VmExit::Crash(format!("vCPU {}: system event {k}", ctx.id)),
             }),
+            VcpuExit::InternalError { suberror, data }
+                if ctx.complete_instructions && suberror == crate::hypervisor::kvm_abi::KVM_INTERNAL_ERROR_EMULATION =>
+            {
+                match crate::arch::x86::complete::complete(vcpu, &*ctx.mem, &data) {
+                    Ok(done) => ctx.stats.record(done.name()),
+                    Err(u) => ctx.exit.request(VmExit::Crash(format!(
+                        "vCPU {}: emulation failure {u} (host adaptation on: instruction completion, Linux switches, GenuineIntel CPU)",
+                        ctx.id
+                    ))),
+                }
+            }
             VcpuExit::InternalError { suberror, data } => {
                 let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
                 let words: Vec<String> = data.iter().map(|w| format!("{w:#x}")).collect();

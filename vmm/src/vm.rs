@@ -99,6 +99,14 @@ pub struct VmConfig {
     pub serial_out: Box<dyn std::io::Write + Send>,
     /// Feed host stdin to the UART.
     pub serial_in: bool,
+    /// Host adaptation (see host_compat).
+    pub host_compat: crate::host_compat::Mode,
+    /// Force the CPU vendor; None follows host adaptation.
+    pub cpu_vendor: Option<cpuid::Vendor>,
+    /// virtio-blk disks (`--disk`), on PCI bus 0 in this order.
+    pub disks: Vec<crate::devices::virtio::setup::DiskConfig>,
+    /// virtio-net NICs on tap devices (`--net`), after the disks.
+    pub nets: Vec<crate::devices::virtio::setup::NetConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +192,11 @@ pub struct Machine {
     pub plan: BootPlan,
     vcpus: Vec<Box<dyn hypervisor::Vcpu>>,
     serial_in: bool,
+    compat: bool,
+    /// What host adaptation is in force, for messages; None when off.
+    pub adaptation: Option<String>,
+    /// Instructions completed for the guest.
+    pub stats: Arc<crate::host_compat::Stats>,
 }
 
 impl Machine {
@@ -246,22 +259,53 @@ impl Machine {
             crate::devices::legacy::cmos::LEN,
             Arc::new(Mutex::new(Cmos::new(below, above))),
         )?;
-        let buses = Arc::new(Buses {
-            pio,
-            mmio: Bus::default(),
-        });
+        add(
+            &mut pio,
+            crate::devices::legacy::fw_cfg::BASE,
+            crate::devices::legacy::fw_cfg::LEN,
+            Arc::new(Mutex::new(crate::devices::legacy::fw_cfg::FwCfg::new(cfg.mem_size, cfg.cpus as u16))),
+        )?;
+        // PCI bus 0: the host bridge and the virtio devices (devices/virtio/setup.rs).
+        let mut mmio = Bus::default();
+        crate::devices::virtio::setup::attach(
+            vm.clone(),
+            mem.clone(),
+            cfg.backend,
+            &cfg.disks,
+            &cfg.nets,
+            &mut pio,
+            &mut mmio,
+        )
+        .map_err(VmError::Config)?;
+        let buses = Arc::new(Buses { pio, mmio });
 
-        let plan = boot::load_kernel(&*mem, &cfg.kernel, &cfg.cmdline, &cfg.modules, cfg.mem_size)?;
+        let host = crate::host_compat::HostVirt::probe();
+        let compat = crate::host_compat::active(cfg.host_compat, &host);
+        let kind = boot::detect(&cfg.kernel);
+        let linux = matches!(kind, boot::KernelKind::LinuxBzImage | boot::KernelKind::Elf { is64: true });
+        let cmdline =
+            if compat && linux { crate::host_compat::adapt_linux_cmdline(&cfg.cmdline) } else { cfg.cmdline.clone() };
+        let plan = boot::load_kernel(&*mem, &cfg.kernel, &cmdline, &cfg.modules, cfg.mem_size)?;
+        crate::arch::x86::mptable::write(&*mem, cfg.cpus as u8)
+            .map_err(|e| VmError::Config(format!("writing the MP table: {e}")))?;
+        let vendor = cfg.cpu_vendor.unwrap_or(if compat { cpuid::Vendor::Intel } else { cpuid::Vendor::Host });
         let supported = kvm.supported_cpuid()?;
         let mut vcpus = Vec::new();
         for id in 0..cfg.cpus {
             let v = vm.create_vcpu(id)?;
-            v.set_cpuid2(&cpuid::for_vcpu(&supported, id, cfg.cpus))?;
+            v.set_cpuid2(&cpuid::for_vcpu(&supported, id, cfg.cpus, vendor))?;
             if id == 0 {
                 regs::setup_boot_cpu(&*v, &*mem, plan.entry, &plan.mode)?;
             }
             vcpus.push(v);
         }
+        let adaptation = compat.then(|| {
+            let mut a = format!("host adaptation on ({}): vendor {:?}, instruction completion", host.describe(), vendor);
+            if linux {
+                a.push_str(&format!(", Linux cmdline \"{cmdline}\""));
+            }
+            a
+        });
         Ok(Machine {
             vm,
             mem,
@@ -271,11 +315,14 @@ impl Machine {
             plan,
             vcpus,
             serial_in: cfg.serial_in,
+            compat,
+            adaptation,
+            stats: Arc::new(crate::host_compat::Stats::default()),
         })
     }
 
-    /// Run until the guest or a signal ends the VM.
-    pub fn run(self) -> VmExit {
+    /// Run until the guest or a signal ends the VM; also returns where each vCPU stopped.
+    pub fn run(self) -> (VmExit, Vec<vcpu::FinalState>) {
         install_handlers();
         SIGNAL_RECEIVED.store(0, Ordering::SeqCst);
         let mut threads = Vec::new();
@@ -283,6 +330,8 @@ impl Machine {
         for (id, v) in self.vcpus.into_iter().enumerate() {
             let ctx = vcpu::Context {
                 id: id as u32,
+                complete_instructions: self.compat,
+                stats: self.stats.clone(),
                 mem: self.mem.clone(),
                 buses: self.buses.clone(),
                 exit: self.exit.clone(),
@@ -324,10 +373,8 @@ impl Machine {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        for t in threads {
-            let _ = t.join();
-        }
+        let finals = threads.into_iter().filter_map(|t| t.join().ok()).collect();
         lock(&self.serial).flush();
-        result
+        (result, finals)
     }
 }

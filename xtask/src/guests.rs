@@ -26,11 +26,42 @@ pub const GUESTS: &[Guest] = &[
         success_status: 33,
     },
     Guest {
+        name: "traps32",
+        source: "traps32.S",
+        arch: "i386",
+        marker: "fugu-guest: traps ok",
+        success_status: 33,
+    },
+    Guest {
         name: "hello64",
         source: "hello64.S",
         arch: "amd64",
         marker: "fugu-guest: paging and long mode active",
         success_status: 65,
+    },
+    Guest {
+        // Needs `--disk IMG` whose sector 1 starts with "fugu-test-sector".
+        name: "virtio32",
+        source: "virtio32.S",
+        arch: "i386",
+        marker: "fugu-guest: virtio-blk ok",
+        success_status: 33,
+    },
+    Guest {
+        // virtio32's program in long mode (virtio64.S includes virtio32.S).
+        name: "virtio64",
+        source: "virtio64.S",
+        arch: "amd64",
+        marker: "fugu-guest: virtio-blk ok",
+        success_status: 33,
+    },
+    Guest {
+        // Needs `--net` on a tap whose host side answers its 0x88b5 frame.
+        name: "virtnet32",
+        source: "virtnet32.S",
+        arch: "i386",
+        marker: "fugu-guest: frame from the host received, virtio-net ok",
+        success_status: 33,
     },
 ];
 

@@ -4,9 +4,19 @@
 //! the `fugu` binary, and reports progress.
 
 mod build;
+mod ci;
+mod deb;
 mod guests;
+mod images;
+mod junit;
+mod kvm_reload;
+mod matrix_def;
+mod netcheck;
+mod package;
+mod probe;
 mod targets;
 mod test;
+mod test_matrix;
 mod toolchain;
 mod util;
 
@@ -17,7 +27,16 @@ usage: cargo xtask <command> [options]
 
 commands:
   build [--target T]... [--release]   build fugu for i686 / x86_64 / all (default: host)
+  package [--target T]... [--check-reproducible] [--no-lintian]
+                                      release .tar.gz, .deb and SHA256SUMS in target/package/
+                                      (default: all targets)
+  images [--only NAME]... [--check-reproducible] | --update-pins | publish DIR
+                                      guest images from pinned Debian packages + index.json
+                                      (target/images/out/; see docs/images.md)
   test                                fmt, clippy and every test, for both targets
+  test-matrix [--list|--probe] [...]  boot the VM matrix (ci/matrix.def); SKIP what this host can't
+  test-matrix merge JUNIT...          join several hosts' results into one table
+  ci generate | check                 write / verify the CI pipelines generated from ci/matrix.def
   help                                this text
 
 targets: i686 (i386, x86), x86_64 (amd64), all, or a full triple";
@@ -31,7 +50,11 @@ fn main() -> ExitCode {
     let cmd = args.remove(0);
     let result = match cmd.as_str() {
         "build" => build::main(&args),
+        "package" => package::main(&args),
+        "images" => images::main(&args),
         "test" => test::main(&args),
+        "test-matrix" => test_matrix::main(&args),
+        "ci" => ci::main(&args),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -3,6 +3,7 @@
 
 use crate::build;
 use crate::guests;
+use crate::package;
 use crate::targets::{Target, ALL};
 use crate::toolchain;
 use crate::util::{self, step, Error, Result};
@@ -24,6 +25,10 @@ pub fn main(args: &[String]) -> Result {
             .args(["fmt", "--all", "--check"]),
     )?;
 
+    // The CI pipelines generated from ci/matrix.def are current and pass actionlint.
+    step("cargo xtask ci check");
+    crate::ci::check()?;
+
     let mut counts = Vec::new();
     for t in ALL {
         let tc = toolchain::for_target(t)?;
@@ -44,6 +49,9 @@ pub fn main(args: &[String]) -> Result {
     for t in ALL {
         bins.push((t, build::build_fugu(t, false)?));
     }
+    // Release packages of both targets (lintian included); tests/tests/package.rs installs
+    // and runs them.
+    let packages = package::for_tests()?;
     for t in ALL {
         let tc = toolchain::for_target(t)?;
         step(format!("tests for {} ({})", t.short(), tc.route));
@@ -54,6 +62,7 @@ pub fn main(args: &[String]) -> Result {
             c.args(["--package", "fugu"]);
         }
         c.env("FUGU_GUESTS_DIR", guests::out_dir());
+        c.env("FUGU_PACKAGE_DIR", &packages);
         for (bt, path) in &bins {
             c.env(format!("FUGU_BIN_{}", bt.short().to_uppercase()), path);
         }

@@ -50,6 +50,16 @@ impl Toolchain {
             self.target_dir.join(self.target.triple()).join(profile)
         }
     }
+
+    /// Pass exactly `flags` to rustc (as CARGO_ENCODED_RUSTFLAGS, so paths may hold spaces);
+    /// this replaces RUSTFLAGS and any rustflags from cargo configuration.
+    pub fn set_rustflags(&mut self, flags: &[String]) {
+        self.env
+            .retain(|(k, _)| k != "RUSTFLAGS" && k != "CARGO_ENCODED_RUSTFLAGS");
+        self.env.push(("RUSTFLAGS".into(), String::new()));
+        self.env
+            .push(("CARGO_ENCODED_RUSTFLAGS".into(), flags.join("\u{1f}")));
+    }
 }
 
 /// Find (and when allowed, set up) the toolchain for `target`.

@@ -154,12 +154,28 @@ pub fn load_segments(mem: &dyn GuestMemory, b: &[u8], elf: &Elf) -> Result<u64, 
 }
 
 /// Boot an ELF kernel directly: 32-bit ones in protected mode, 64-bit ones in long mode with
-/// RSI pointing at a zeroed Linux zero page (PVH-less direct boot) and the command line written.
-pub fn load_direct(mem: &dyn GuestMemory, b: &[u8], cmdline: &str) -> Result<BootPlan, LoadError> {
+/// RSI pointing at a Linux zero page (e820, command line), as a vmlinux expects.
+pub fn load_direct(
+    mem: &dyn GuestMemory,
+    b: &[u8],
+    cmdline: &str,
+    mem_size: u64,
+) -> Result<BootPlan, LoadError> {
     let elf = parse(b)?;
     load_segments(mem, b, &elf)?;
     let cmd = super::write_cmdline(mem, cmdline)?;
     if elf.is64 {
+        super::zero_page::write(
+            mem,
+            &super::zero_page::Params {
+                setup_header: None,
+                cmdline_addr: cmd,
+                cmdline_len: cmdline.len(),
+                initrd: None,
+                kernel_load: elf.segments.iter().map(|s| s.paddr).min().unwrap_or(0),
+                mem_size,
+            },
+        )?;
         Ok(BootPlan {
             entry: elf.entry,
             mode: EntryMode::Long64 {

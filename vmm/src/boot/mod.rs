@@ -1,7 +1,9 @@
 //! Loading guest kernels into memory and describing the CPU state they start in.
 
 pub mod elf;
+pub mod linux;
 pub mod multiboot;
+pub mod zero_page;
 
 use crate::memory::GuestMemory;
 
@@ -71,6 +73,32 @@ pub fn place(
     })
 }
 
+/// What kind of kernel `image` is, by its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelKind {
+    LinuxBzImage,
+    Multiboot,
+    /// An ELF kernel; 64-bit ones are assumed to be Linux vmlinux-style (zero page in RSI).
+    Elf {
+        is64: bool,
+    },
+    Unknown,
+}
+
+pub fn detect(image: &[u8]) -> KernelKind {
+    if linux::is_bzimage(image) {
+        KernelKind::LinuxBzImage
+    } else if matches!(multiboot::find_header(image), Ok(Some(_))) {
+        KernelKind::Multiboot
+    } else if image.starts_with(b"\x7fELF") {
+        KernelKind::Elf {
+            is64: image.get(4) == Some(&2),
+        }
+    } else {
+        KernelKind::Unknown
+    }
+}
+
 /// Pick the loader for `image` by its contents.
 pub fn load_kernel(
     mem: &dyn GuestMemory,
@@ -79,6 +107,15 @@ pub fn load_kernel(
     modules: &[(Vec<u8>, String)],
     mem_size: u64,
 ) -> Result<BootPlan, LoadError> {
+    if linux::is_bzimage(image) {
+        if modules.len() > 1 {
+            return Err(LoadError::Malformed(
+                "a Linux kernel takes one --initrd".into(),
+            ));
+        }
+        let initrd = modules.first().map(|(d, _)| d.as_slice());
+        return linux::load(mem, image, cmdline, initrd, mem_size, true);
+    }
     if let Some(hdr) = multiboot::find_header(image)? {
         return multiboot::load(mem, image, &hdr, cmdline, modules, mem_size);
     }
@@ -88,7 +125,7 @@ pub fn load_kernel(
                 "modules (--initrd) need a Multiboot or Linux kernel".into(),
             ));
         }
-        return elf::load_direct(mem, image, cmdline);
+        return elf::load_direct(mem, image, cmdline, mem_size);
     }
     Err(LoadError::Unknown)
 }

@@ -191,6 +191,32 @@ impl Default for kvm_lapic_state {
     }
 }
 
+/// `struct kvm_vcpu_events` (x86): pending/injected exception, interrupt, NMI, SMI state.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct kvm_vcpu_events {
+    pub exception_injected: u8,
+    pub exception_nr: u8,
+    pub exception_has_error_code: u8,
+    pub exception_pending: u8,
+    pub exception_error_code: u32,
+    pub interrupt_injected: u8,
+    pub interrupt_nr: u8,
+    pub interrupt_soft: u8,
+    pub interrupt_shadow: u8,
+    pub nmi_injected: u8,
+    pub nmi_pending: u8,
+    pub nmi_masked: u8,
+    pub nmi_pad: u8,
+    pub sipi_vector: u32,
+    pub flags: u32,
+    pub smi: [u8; 4],
+    pub triple_fault_pending: u8,
+    pub reserved: [u8; 26],
+    pub exception_has_payload: u8,
+    pub exception_payload: u64,
+}
+
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct kvm_mp_state {
@@ -378,6 +404,8 @@ pub const KVM_GET_CPUID2: u32 = iowr::<kvm_cpuid2>(0x91);
 pub const KVM_GET_MP_STATE: u32 = ior::<kvm_mp_state>(0x98);
 pub const KVM_SET_MP_STATE: u32 = iow::<kvm_mp_state>(0x99);
 pub const KVM_SIGNAL_MSI: u32 = iow::<kvm_msi>(0xa5);
+pub const KVM_GET_VCPU_EVENTS: u32 = ior::<kvm_vcpu_events>(0x9f);
+pub const KVM_SET_VCPU_EVENTS: u32 = iow::<kvm_vcpu_events>(0xa0);
 
 // The ABI is the same for 32-bit and 64-bit processes; these hold on every target.
 const _: () = {
@@ -400,6 +428,7 @@ const _: () = {
     assert!(size_of::<kvm_msi>() == 32);
     assert!(size_of::<kvm_irq_routing_entry>() == 48);
     assert!(size_of::<kvm_run_head>() == KVM_RUN_EXIT_UNION);
+    assert!(size_of::<kvm_vcpu_events>() == 64);
     assert!(size_of::<kvm_run_io>() == 16);
     assert!(size_of::<kvm_run_mmio>() == 24);
     assert!(size_of::<kvm_run_internal>() == 136);
@@ -533,6 +562,10 @@ mod differential {
         ioctl_iow_nr!(SIGNAL_MSI, IO, 0xa5, kb::kvm_msi);
         ioctl_iow_nr!(GSI_ROUTING, IO, 0x6a, kb::kvm_irq_routing);
         ioctl_ior_nr!(GET_LAPIC, IO, 0x8e, kb::kvm_lapic_state);
+        ioctl_ior_nr!(GET_EVENTS, IO, 0x9f, kb::kvm_vcpu_events);
+        ioctl_iow_nr!(SET_EVENTS, IO, 0xa0, kb::kvm_vcpu_events);
+        assert_eq!(GET_EVENTS() as u32, KVM_GET_VCPU_EVENTS);
+        assert_eq!(SET_EVENTS() as u32, KVM_SET_VCPU_EVENTS);
         assert_eq!(RUN() as u32, KVM_RUN);
         assert_eq!(CREATE_VM() as u32, KVM_CREATE_VM);
         assert_eq!(CREATE_VCPU() as u32, KVM_CREATE_VCPU);

@@ -143,6 +143,12 @@ pub trait Vm: Send + Sync {
     fn register_irqfd(&self, fd: RawFd, gsi: u32, resample_fd: Option<RawFd>) -> Result<()>;
     fn register_ioeventfd(&self, fd: RawFd, addr: u64, len: u32, pio: bool) -> Result<()>;
     fn signal_msi(&self, address: u64, data: u32) -> Result<()>;
+    /// Replace the whole GSI routing table (KVM_SET_GSI_ROUTING): the caller includes the
+    /// irqchip routes it wants to keep.
+    fn set_gsi_routing(&self, entries: &[kvm_abi::kvm_irq_routing_entry]) -> Result<()> {
+        let _ = entries;
+        Err(Error::from_errno("KVM_SET_GSI_ROUTING", libc::ENOSYS))
+    }
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>>;
 }
 
@@ -159,6 +165,8 @@ pub trait Vcpu: Send {
     fn get_msrs(&self, msrs: &mut [MsrEntry]) -> Result<usize>;
     fn get_lapic(&self) -> Result<kvm_abi::kvm_lapic_state>;
     fn set_lapic(&self, lapic: &kvm_abi::kvm_lapic_state) -> Result<()>;
+    fn get_vcpu_events(&self) -> Result<kvm_abi::kvm_vcpu_events>;
+    fn set_vcpu_events(&self, events: &kvm_abi::kvm_vcpu_events) -> Result<()>;
     /// Ask a KVM_RUN in progress (on another thread, after a signal) or the next one to return.
     fn set_immediate_exit(&mut self, on: bool);
     fn run(&mut self) -> Result<VcpuExit<'_>>;

@@ -270,6 +270,17 @@ impl super::Vm for Vm {
         )
         .map(|_| ())
     }
+    fn set_gsi_routing(&self, entries: &[kvm_irq_routing_entry]) -> Result<()> {
+        // struct kvm_irq_routing: nr, flags, then the entries (8-byte aligned).
+        let mut buf = FamBuf::<kvm_irq_routing_entry>::from_slice(entries);
+        ioctl_ok(
+            self.raw(),
+            KVM_SET_GSI_ROUTING,
+            buf.ptr(),
+            "KVM_SET_GSI_ROUTING",
+        )
+        .map(|_| ())
+    }
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn super::Vcpu>> {
         let fd = ioctl_ok(self.raw(), KVM_CREATE_VCPU, id as usize, "KVM_CREATE_VCPU")?;
         // SAFETY: KVM_CREATE_VCPU returned a new descriptor that we own from here.
@@ -369,6 +380,12 @@ impl super::Vcpu for Vcpu {
     }
     fn set_lapic(&self, lapic: &kvm_lapic_state) -> Result<()> {
         self.set(KVM_SET_LAPIC, lapic, "KVM_SET_LAPIC")
+    }
+    fn get_vcpu_events(&self) -> Result<kvm_vcpu_events> {
+        self.get(KVM_GET_VCPU_EVENTS, "KVM_GET_VCPU_EVENTS")
+    }
+    fn set_vcpu_events(&self, events: &kvm_vcpu_events) -> Result<()> {
+        self.set(KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS")
     }
     fn set_immediate_exit(&mut self, on: bool) {
         // SAFETY: immediate_exit is a single byte in the live kvm_run page at offset 1.

@@ -3,7 +3,7 @@
 //! The ABI structs in [`super::kvm_abi`] have the same layout as kvm-bindings' (asserted in
 //! kvm_abi's differential tests), so values pass between them by plain bit copies.
 
-use super::kvm_abi::{kvm_lapic_state, KVM_EXIT_INTERNAL_ERROR};
+use super::kvm_abi::{kvm_lapic_state, kvm_vcpu_events, KVM_EXIT_INTERNAL_ERROR};
 use super::{CpuidEntry, Error, Fpu, MsrEntry, Regs, Result, Sregs, VcpuExit};
 use kvm_bindings as kb;
 use kvm_ioctls::{IoEventAddress, NoDatamatch};
@@ -151,6 +151,24 @@ impl super::Vm for Vm {
             .map(|_| ())
             .map_err(|e| err("KVM_SIGNAL_MSI", e))
     }
+    fn set_gsi_routing(&self, entries: &[super::kvm_abi::kvm_irq_routing_entry]) -> Result<()> {
+        let v: Vec<kb::kvm_irq_routing_entry> = entries
+            .iter()
+            .map(|e| {
+                // SAFETY: the same 48-byte layout (gsi, type, flags, pad, 32-byte union).
+                unsafe {
+                    transmute::<super::kvm_abi::kvm_irq_routing_entry, kb::kvm_irq_routing_entry>(
+                        *e,
+                    )
+                }
+            })
+            .collect();
+        let r = kb::KvmIrqRouting::from_entries(&v)
+            .map_err(|_| Error::from_errno("KVM_SET_GSI_ROUTING", libc::E2BIG))?;
+        self.vm
+            .set_gsi_routing(&r)
+            .map_err(|e| err("KVM_SET_GSI_ROUTING", e))
+    }
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn super::Vcpu>> {
         let fd = self
             .vm
@@ -242,6 +260,16 @@ impl super::Vcpu for Vcpu {
         // SAFETY: identical layouts.
         let l = unsafe { transmute::<kvm_lapic_state, kb::kvm_lapic_state>(*lapic) };
         self.fd.set_lapic(&l).map_err(|e| err("KVM_SET_LAPIC", e))
+    }
+    fn get_vcpu_events(&self) -> Result<kvm_vcpu_events> {
+        let e = self.fd.get_vcpu_events().map_err(|e| err("KVM_GET_VCPU_EVENTS", e))?;
+        // SAFETY: identical size and layout (see kvm_abi's differential tests).
+        Ok(unsafe { transmute::<kb::kvm_vcpu_events, kvm_vcpu_events>(e) })
+    }
+    fn set_vcpu_events(&self, events: &kvm_vcpu_events) -> Result<()> {
+        // SAFETY: identical size and layout.
+        let e = unsafe { transmute::<kvm_vcpu_events, kb::kvm_vcpu_events>(*events) };
+        self.fd.set_vcpu_events(&e).map_err(|e| err("KVM_SET_VCPU_EVENTS", e))
     }
     fn set_immediate_exit(&mut self, on: bool) {
         self.fd.set_kvm_immediate_exit(on as u8);

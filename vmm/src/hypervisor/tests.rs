@@ -3,7 +3,7 @@
 //! and must observe the same exits (differential test of the in-house layer).
 
 use super::*;
-use crate::memory::{self, GuestMemory};
+use crate::memory;
 
 /// mov al,0x42; out 0x10,al; in al,0x20; out 0x11,al; hlt
 const CODE: &[u8] = &[0xb0, 0x42, 0xe6, 0x10, 0xe4, 0x20, 0xe6, 0x11, 0xf4];
@@ -22,12 +22,18 @@ fn script(backend: Backend) -> Vec<String> {
     assert_eq!(kvm.api_version(), 12);
     assert!(kvm.check_extension(kvm_abi::KVM_CAP_USER_MEMORY) > 0);
     let cpuid = kvm.supported_cpuid().expect("supported cpuid");
-    assert!(cpuid.iter().any(|e| e.function == 0), "CPUID leaf 0 is supported");
+    assert!(
+        cpuid.iter().any(|e| e.function == 0),
+        "CPUID leaf 0 is supported"
+    );
     let vm = kvm.create_vm().expect("create vm");
     let mem = memory::allocate(backend, &[(0, 0x10000)]).expect("guest memory");
     for (slot, r) in mem.regions().iter().enumerate() {
         // SAFETY: mem outlives the VM within this function.
-        unsafe { vm.set_user_memory_region(slot as u32, r.gpa, r.size, r.host_addr, false).expect("memory region") };
+        unsafe {
+            vm.set_user_memory_region(slot as u32, r.gpa, r.size, r.host_addr, false)
+                .expect("memory region")
+        };
     }
     mem.write(0x1000, CODE).unwrap();
     let mut vcpu = vm.create_vcpu(0).expect("create vcpu");
@@ -36,7 +42,11 @@ fn script(backend: Backend) -> Vec<String> {
     sregs.cs.base = 0;
     sregs.cs.selector = 0;
     vcpu.set_sregs(&sregs).expect("set sregs");
-    let regs = Regs { rip: 0x1000, rflags: 2, ..Default::default() };
+    let regs = Regs {
+        rip: 0x1000,
+        rflags: 2,
+        ..Default::default()
+    };
     vcpu.set_regs(&regs).expect("set regs");
 
     let mut log = Vec::new();
@@ -68,7 +78,13 @@ fn runs_real_mode_code_to_port_io_exits() {
         let log = script(b);
         assert_eq!(
             log,
-            vec!["out 0x10 [66]", "in 0x20 1", "out 0x11 [153]", "hlt", "rax=0x99 rip=0x1009"],
+            vec![
+                "out 0x10 [66]",
+                "in 0x20 1",
+                "out 0x11 [153]",
+                "hlt",
+                "rax=0x99 rip=0x1009"
+            ],
             "backend {}",
             b.name()
         );
@@ -87,16 +103,31 @@ fn registers_round_trip() {
         let kvm = open(b).unwrap();
         let vm = kvm.create_vm().unwrap();
         let vcpu = vm.create_vcpu(0).unwrap();
-        let regs = Regs { rax: 1, rbx: 2, r15: 0xdead_beef, rip: 0x1234, rflags: 2, ..Default::default() };
+        let regs = Regs {
+            rax: 1,
+            rbx: 2,
+            r15: 0xdead_beef,
+            rip: 0x1234,
+            rflags: 2,
+            ..Default::default()
+        };
         vcpu.set_regs(&regs).unwrap();
         assert_eq!(vcpu.get_regs().unwrap(), regs);
         let mut s = vcpu.get_sregs().unwrap();
         s.cr0 |= 1;
-        s.gdt = kvm_abi::kvm_dtable { base: 0x500, limit: 0x27, padding: [0; 3] };
+        s.gdt = kvm_abi::kvm_dtable {
+            base: 0x500,
+            limit: 0x27,
+            padding: [0; 3],
+        };
         vcpu.set_sregs(&s).unwrap();
         let s2 = vcpu.get_sregs().unwrap();
         assert_eq!((s2.cr0 & 1, s2.gdt.base, s2.gdt.limit), (1, 0x500, 0x27));
-        let mut msrs = [MsrEntry { index: 0x174, data: 0x10, ..Default::default() }]; // SYSENTER_CS
+        let mut msrs = [MsrEntry {
+            index: 0x174,
+            data: 0x10,
+            ..Default::default()
+        }]; // SYSENTER_CS
         assert_eq!(vcpu.set_msrs(&msrs).unwrap(), 1);
         msrs[0].data = 0;
         assert_eq!(vcpu.get_msrs(&mut msrs).unwrap(), 1);

@@ -33,6 +33,13 @@ pub trait GuestMemory: Send + Sync {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<()>;
     fn write(&self, gpa: u64, buf: &[u8]) -> Result<()>;
 
+    /// The vm-memory object behind this memory, when it is one (for rust-vmm crates such as
+    /// linux-loader and virtio-queue).
+    #[cfg(target_arch = "x86_64")]
+    fn as_vm_memory(&self) -> Option<&vm_memory::GuestMemoryMmap<()>> {
+        None
+    }
+
     /// The last guest-physical address of RAM plus one.
     fn end(&self) -> u64 {
         self.regions()

@@ -1,7 +1,7 @@
 //! Guest memory through vm-memory's `GuestMemoryMmap` (x86_64 hosts).
 
 use super::{GuestMemory, OutOfRange, Region, Result};
-use vm_memory::{Bytes, GuestAddress, GuestMemory as _, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion};
 
 pub struct VmMemory {
     mem: GuestMemoryMmap<()>,
@@ -20,6 +20,9 @@ impl VmMemory {
 }
 
 impl GuestMemory for VmMemory {
+    fn as_vm_memory(&self) -> Option<&GuestMemoryMmap<()>> {
+        Some(&self.mem)
+    }
     fn regions(&self) -> Vec<Region> {
         self.mem
             .iter()

@@ -205,11 +205,11 @@ mod tests {
         assert_eq!(rd(&mut s, 5) & LSR_DR, 0);
         s.write(1, &[IER_RDA]);
         s.enqueue_input(b"x");
-        assert_eq!(*levels.lock().unwrap().last().unwrap(), true);
+        assert!(*levels.lock().unwrap().last().unwrap());
         assert_eq!(rd(&mut s, 2) & 0x0f, IIR_RDA);
         assert_eq!(rd(&mut s, 5) & LSR_DR, LSR_DR);
         assert_eq!(rd(&mut s, 0), b'x');
-        assert_eq!(*levels.lock().unwrap().last().unwrap(), false);
+        assert!(!*levels.lock().unwrap().last().unwrap());
         // Divisor latch access does not transmit.
         s.write(3, &[LCR_DLAB]);
         s.write(0, &[0x01]);
@@ -218,7 +218,7 @@ mod tests {
         // Loopback echoes into the receiver instead of the sink.
         s.write(3, &[0x03]);
         s.write(4, &[MCR_LOOP]);
-        s.write(0, &[b'L']);
+        s.write(0, b"L");
         assert_eq!(rd(&mut s, 0), b'L');
         assert_eq!(sink.0.lock().unwrap().len(), 3);
     }

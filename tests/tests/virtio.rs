@@ -1,0 +1,303 @@
+//! PCI, virtio-blk and virtio-net seen from guests, booted by both fugu builds: virtio32
+//! (32-bit, no paging) and virtio64 (long mode) enumerate PCI, read the sector this test
+//! wrote, write one back, flush, survive a hostile descriptor loop and exit through port
+//! 0xf4; virtnet32 sends a frame that the host side of a tap (in a network namespace)
+//! receives and answers.
+
+use fugu_e2e::{fugu_builds, guest, run_fugu, tempdir};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(120);
+
+/// A 32 KiB raw image: sector n is filled with n, sector 1 starts with the marker.
+fn image(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut d = Vec::new();
+    for s in 0..64u8 {
+        d.extend(std::iter::repeat_n(s, 512));
+    }
+    d[512..528].copy_from_slice(b"fugu-test-sector");
+    let p = dir.join("disk.img");
+    std::fs::write(&p, d).unwrap();
+    p
+}
+
+#[test]
+fn guest_reads_and_writes_a_virtio_disk_on_both_builds() {
+    for (build, bin, name) in fugu_builds()
+        .into_iter()
+        .flat_map(|(b, p)| ["virtio32", "virtio64"].map(|g| (b, p.clone(), g)))
+    {
+        let g = guest(name);
+        let build = format!("{build}/{name}");
+        let dir = tempdir();
+        let img = image(&dir);
+        let o = run_fugu(
+            &bin,
+            &[
+                "run",
+                "--kernel",
+                g.to_str().unwrap(),
+                "--disk",
+                img.to_str().unwrap(),
+            ],
+            T,
+        );
+        assert_eq!(o.status, Some(33), "{build}: {o:?}");
+        for m in [
+            "fugu-guest: pci 00:00.0 id 00081b36",
+            "fugu-guest: pci 00:01.0 id 10011af4",
+            "fugu-guest: read sector 1 ok",
+            "fugu-guest: descriptor loop -> NEEDS_RESET, resetting",
+            "fugu-guest: virtio-blk ok",
+        ] {
+            assert!(o.serial.contains(m), "{build}: no '{m}': {o:?}");
+        }
+        let d = std::fs::read(&img).unwrap();
+        assert_eq!(&d[1024..1040], b"fugu-guest-wrote", "{build}");
+        assert_eq!(&d[1040..1536], &[1u8; 496][..], "{build}: rest of sector 1");
+        assert_eq!(
+            &d[1536..2048],
+            &[3u8; 512][..],
+            "{build}: sector 3 untouched"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn read_only_disks_and_locked_images() {
+    let g = guest("virtio32");
+    for (build, bin) in fugu_builds() {
+        let dir = tempdir();
+        let img = image(&dir);
+        let ro = format!("{},ro", img.display());
+        let o = run_fugu(
+            &bin,
+            &["run", "--kernel", g.to_str().unwrap(), "--disk", &ro],
+            T,
+        );
+        // The write fails with VIRTIO_BLK_S_IOERR: the guest exits with 0x13.
+        assert_eq!(o.status, Some((0x13 << 1) | 1), "{build}: {o:?}");
+        assert_eq!(
+            &std::fs::read(&img).unwrap()[1024..1040],
+            &[2u8; 16],
+            "{build}"
+        );
+
+        // Hold the lock a running VM would hold: a second VM gets a clear error.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img)
+            .unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(
+            unsafe { flock(std::os::fd::AsRawFd::as_raw_fd(&f), 2 | 4) },
+            0
+        );
+        let o = run_fugu(
+            &bin,
+            &[
+                "run",
+                "--kernel",
+                g.to_str().unwrap(),
+                "--disk",
+                img.to_str().unwrap(),
+            ],
+            T,
+        );
+        assert_eq!(o.status, Some(4), "{build}: {o:?}");
+        assert!(
+            o.stderr.contains("is in use by another process"),
+            "{build}: {o:?}"
+        );
+        drop(f);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+extern "C" {
+    fn flock(fd: i32, op: i32) -> i32;
+}
+
+/// The host side of the tap: in network namespace `ns`, wait for the guest's frame (type
+/// 0x88b5, "fugu-guest-frame") on `ifname`, answer it, and return the guest's MAC.
+fn responder(ns: &str, ifname: &str) -> Result<[u8; 6], String> {
+    use std::os::fd::AsRawFd;
+    const AF_PACKET: i32 = 17;
+    const SOCK_RAW: i32 = 3;
+    const SOL_SOCKET: i32 = 1;
+    const SO_RCVTIMEO: i32 = 20;
+    const CLONE_NEWNET: i32 = 0x4000_0000;
+    const ETHERTYPE: u16 = 0x88b5;
+    #[repr(C)]
+    struct SockaddrLl {
+        family: u16,
+        protocol: u16,
+        ifindex: i32,
+        hatype: u16,
+        pkttype: u8,
+        halen: u8,
+        addr: [u8; 8],
+    }
+    extern "C" {
+        fn setns(fd: i32, nstype: i32) -> i32;
+        fn socket(domain: i32, ty: i32, proto: i32) -> i32;
+        fn bind(fd: i32, addr: *const SockaddrLl, len: u32) -> i32;
+        fn setsockopt(fd: i32, level: i32, name: i32, val: *const i64, len: u32) -> i32;
+        fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
+        fn send(fd: i32, buf: *const u8, len: usize, flags: i32) -> isize;
+        fn if_nametoindex(name: *const std::ffi::c_char) -> u32;
+        fn close(fd: i32) -> i32;
+    }
+    let nsfile = std::fs::File::open(format!("/run/netns/{ns}")).map_err(|e| e.to_string())?;
+    let name = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: FFI calls with live, correctly sized arguments; this thread alone changes its
+    // network namespace, and the socket is closed before returning.
+    unsafe {
+        if setns(nsfile.as_raw_fd(), CLONE_NEWNET) != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        let fd = socket(AF_PACKET, SOCK_RAW, ETHERTYPE.to_be() as i32);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let sll = SockaddrLl {
+            family: AF_PACKET as u16,
+            protocol: ETHERTYPE.to_be(),
+            ifindex: if_nametoindex(name.as_ptr()) as i32,
+            hatype: 0,
+            pkttype: 0,
+            halen: 0,
+            addr: [0; 8],
+        };
+        let r = (|| {
+            if bind(fd, &sll, std::mem::size_of::<SockaddrLl>() as u32) != 0 {
+                return Err(format!("bind: {}", std::io::Error::last_os_error()));
+            }
+            let tv: [i64; 2] = [90, 0];
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv.as_ptr(), 16);
+            let mut b = [0u8; 2048];
+            loop {
+                let n = recv(fd, b.as_mut_ptr(), b.len(), 0);
+                if n < 0 {
+                    return Err(format!(
+                        "no frame from the guest: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                if n >= 30 && &b[14..30] == b"fugu-guest-frame" {
+                    break;
+                }
+            }
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&b[6..12]);
+            let mut reply = mac.to_vec();
+            reply.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+            reply.extend_from_slice(&ETHERTYPE.to_be_bytes());
+            reply.extend_from_slice(b"fugu-host-frame!");
+            reply.resize(60, 0);
+            if send(fd, reply.as_ptr(), reply.len(), 0) != reply.len() as isize {
+                return Err(format!("send: {}", std::io::Error::last_os_error()));
+            }
+            Ok(mac)
+        })();
+        close(fd);
+        r
+    }
+}
+
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn guest_exchanges_frames_over_a_tap_on_both_builds() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } != 0 || !ip(&["netns", "list"]) {
+        eprintln!("SKIP: needs root and iproute2 (ip netns)");
+        return;
+    }
+    let g = guest("virtnet32");
+    for (build, bin) in fugu_builds() {
+        let ns = format!("fugu-e2e-{}-{build}", std::process::id());
+        assert!(ip(&["netns", "add", &ns]));
+        assert!(ip(&[
+            "netns", "exec", &ns, "ip", "tuntap", "add", "fgt0", "mode", "tap"
+        ]));
+        assert!(ip(&[
+            "netns", "exec", &ns, "ip", "link", "set", "fgt0", "up"
+        ]));
+        let ns2 = ns.clone();
+        let host = std::thread::spawn(move || responder(&ns2, "fgt0"));
+        let o = run_fugu(
+            &std::path::PathBuf::from("ip"),
+            &[
+                "netns",
+                "exec",
+                &ns,
+                bin.to_str().unwrap(),
+                "run",
+                "--kernel",
+                g.to_str().unwrap(),
+                "--net",
+                "tap=fgt0,mac=52:54:00:e2:e2:01",
+            ],
+            T,
+        );
+        let seen = host.join().unwrap();
+        ip(&["netns", "del", &ns]);
+        assert_eq!(o.status, Some(33), "{build}: {o:?}");
+        assert!(
+            o.serial
+                .contains("fugu-guest: virtio-net mac 52:54:00:e2:e2:01"),
+            "{build}: {o:?}"
+        );
+        assert_eq!(seen, Ok([0x52, 0x54, 0, 0xe2, 0xe2, 1]), "{build}");
+    }
+}
+
+#[test]
+fn fugu_creates_a_missing_tap_and_removes_it() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } != 0 || !ip(&["netns", "list"]) {
+        eprintln!("SKIP: needs root and iproute2 (ip netns)");
+        return;
+    }
+    let g = guest("virtio32");
+    for (build, bin) in fugu_builds() {
+        let ns = format!("fugu-e2e-tap-{}-{build}", std::process::id());
+        assert!(ip(&["netns", "add", &ns]));
+        // No disk: the guest finds no virtio-blk and exits with 0x11 once the tap is up.
+        let o = run_fugu(
+            &std::path::PathBuf::from("ip"),
+            &[
+                "netns",
+                "exec",
+                &ns,
+                bin.to_str().unwrap(),
+                "run",
+                "--kernel",
+                g.to_str().unwrap(),
+                "--net",
+                "tap=fugu-new0",
+            ],
+            T,
+        );
+        let gone = !ip(&["netns", "exec", &ns, "ip", "link", "show", "fugu-new0"]);
+        ip(&["netns", "del", &ns]);
+        assert_eq!(o.status, Some((0x11 << 1) | 1), "{build}: {o:?}");
+        assert!(
+            o.serial.contains("id 10001af4"),
+            "{build}: the NIC is on PCI: {o:?}"
+        );
+        assert!(gone, "{build}: the tap fugu created is still there");
+    }
+}
+
+extern "C" {
+    fn geteuid() -> u32;
+}

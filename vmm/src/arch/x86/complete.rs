@@ -1,0 +1,405 @@
+//! Completing instructions the host's KVM could not emulate (KVM_EXIT_INTERNAL_ERROR).
+//!
+//! On hosts without VMX/SVM (KVM emulates guest kernel code; see DESIGN.md) some instructions
+//! fail in the host's emulator. Each one handled here is decoded from guest memory and either
+//! performed or turned into the exception real hardware would raise, then the guest resumes.
+
+use super::translate;
+use crate::hypervisor::{kvm_abi::kvm_vcpu_events, Vcpu};
+use crate::memory::GuestMemory;
+
+const EFER_LMA: u64 = 1 << 10;
+const EFLAGS_AC: u64 = 1 << 18;
+const VEC_BP: u8 = 3;
+const VEC_UD: u8 = 6;
+const VEC_MF: u8 = 16;
+
+/// What was done about one instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// INT3: #BP delivered with the return address after the instruction.
+    Int3,
+    /// UD2: #UD delivered at the instruction.
+    Ud2,
+    /// FWAIT with no unmasked x87 exception pending: skipped (else #MF delivered).
+    Fwait,
+    /// FNCLEX: x87 exception flags cleared.
+    Fnclex,
+    /// CLAC / STAC: EFLAGS.AC cleared / set.
+    Clac,
+    Stac,
+    /// FNSTSW AX: the x87 status word into AX.
+    FnstswAx,
+    /// IRET in 32-bit protected mode to the same privilege level: EIP, CS, EFLAGS popped.
+    Iret,
+}
+
+impl Completion {
+    pub fn name(self) -> &'static str {
+        match self {
+            Completion::Int3 => "int3",
+            Completion::Ud2 => "ud2",
+            Completion::Fwait => "fwait",
+            Completion::Fnclex => "fnclex",
+            Completion::Clac => "clac",
+            Completion::Stac => "stac",
+            Completion::Iret => "iret",
+            Completion::FnstswAx => "fnstsw",
+        }
+    }
+}
+
+/// The decoded instruction: what it is and its length including prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    pub op: Completion,
+    pub len: u64,
+}
+
+/// Decode the instructions this module completes; None for anything else.
+pub fn decode(bytes: &[u8], long_mode: bool) -> Option<Decoded> {
+    let mut i = 0;
+    // Legacy prefixes (and REX in long mode) do not change these instructions' meaning.
+    while i < bytes.len().min(14) {
+        match bytes[i] {
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf2 | 0xf3 => i += 1,
+            0x40..=0x4f if long_mode => i += 1,
+            _ => break,
+        }
+    }
+    let rest = bytes.get(i..)?;
+    let (op, n) = match rest {
+        [0xcc, ..] => (Completion::Int3, 1),
+        [0x9b, 0xdb, 0xe2, ..] => (Completion::Fnclex, 3), // FCLEX = FWAIT; FNCLEX
+        [0x9b, 0xdf, 0xe0, ..] => (Completion::FnstswAx, 3), // FSTSW AX = FWAIT; FNSTSW AX
+        [0x9b, ..] => (Completion::Fwait, 1),
+        [0xdb, 0xe2, ..] => (Completion::Fnclex, 2),
+        [0xdf, 0xe0, ..] => (Completion::FnstswAx, 2),
+        [0x0f, 0x0b, ..] => (Completion::Ud2, 2),
+        [0x0f, 0x01, 0xca, ..] => (Completion::Clac, 3),
+        [0x0f, 0x01, 0xcb, ..] => (Completion::Stac, 3),
+        // 32-bit IRET only: an operand-size prefix or REX.W would change the frame.
+        [0xcf, ..] if i == 0 && !long_mode => (Completion::Iret, 1),
+        _ => return None,
+    };
+    Some(Decoded {
+        op,
+        len: (i + n) as u64,
+    })
+}
+
+/// Why an instruction could not be completed; the message is for the user.
+#[derive(Debug)]
+pub struct Unhandled {
+    pub rip: u64,
+    pub bytes: Vec<u8>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unhandled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex: Vec<String> = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write!(
+            f,
+            "at RIP {:#x}, instruction bytes [{}]: {}",
+            self.rip,
+            hex.join(" "),
+            self.reason
+        )
+    }
+}
+
+/// Instruction bytes KVM attached to an emulation-failure exit (flags bit 0, then size, then
+/// up to 15 bytes), if any.
+pub fn bytes_from_exit(data: &[u64]) -> Option<Vec<u8>> {
+    if data.len() < 3 || data[0] & 1 == 0 {
+        return None;
+    }
+    let mut raw = Vec::with_capacity(16);
+    raw.extend_from_slice(&data[1].to_le_bytes());
+    raw.extend_from_slice(&data[2].to_le_bytes());
+    let n = (raw[0] as usize).min(15);
+    Some(raw[1..1 + n].to_vec())
+}
+
+fn inject(vcpu: &dyn Vcpu, vector: u8) -> Result<(), String> {
+    let mut ev: kvm_vcpu_events = vcpu.get_vcpu_events().map_err(|e| e.to_string())?;
+    ev.exception_injected = 1;
+    ev.exception_nr = vector;
+    ev.exception_has_error_code = 0;
+    ev.exception_error_code = 0;
+    ev.exception_pending = 0;
+    ev.flags = 0;
+    vcpu.set_vcpu_events(&ev).map_err(|e| e.to_string())
+}
+
+/// Try to complete the instruction at the vCPU's RIP after an emulation failure.
+pub fn complete(
+    vcpu: &dyn Vcpu,
+    mem: &dyn GuestMemory,
+    exit_data: &[u64],
+) -> Result<Completion, Unhandled> {
+    let regs = vcpu.get_regs().map_err(|e| Unhandled {
+        rip: 0,
+        bytes: vec![],
+        reason: e.to_string(),
+    })?;
+    let fail = |bytes: Vec<u8>, reason: String| Unhandled {
+        rip: regs.rip,
+        bytes,
+        reason,
+    };
+    let sregs = vcpu.get_sregs().map_err(|e| fail(vec![], e.to_string()))?;
+    let long_mode = sregs.efer & EFER_LMA != 0 && sregs.cs.l == 1;
+    let linear = if long_mode {
+        regs.rip
+    } else {
+        sregs.cs.base.wrapping_add(regs.rip) & 0xffff_ffff
+    };
+    let mut buf = [0u8; 15];
+    let n = translate::read_linear(mem, &sregs, linear, &mut buf);
+    let bytes = if n > 0 {
+        buf[..n].to_vec()
+    } else {
+        bytes_from_exit(exit_data).unwrap_or_default()
+    };
+    let Some(d) = decode(&bytes, long_mode) else {
+        return Err(fail(
+            bytes,
+            "the host's KVM cannot emulate this instruction and fugu does not complete it".into(),
+        ));
+    };
+    let mut regs = regs;
+    let advance = |r: &mut crate::hypervisor::Regs| {
+        r.rip = if long_mode {
+            r.rip.wrapping_add(d.len)
+        } else {
+            (r.rip.wrapping_add(d.len)) & 0xffff_ffff
+        };
+    };
+    let r: Result<(), String> = (|| {
+        match d.op {
+            Completion::Int3 => {
+                // A trap: the exception frame holds the address after INT3.
+                advance(&mut regs);
+                vcpu.set_regs(&regs).map_err(|e| e.to_string())?;
+                inject(vcpu, VEC_BP)
+            }
+            Completion::Ud2 => inject(vcpu, VEC_UD),
+            Completion::Fwait => {
+                let fpu = vcpu.get_fpu().map_err(|e| e.to_string())?;
+                // An unmasked pending exception (FSW.ES) makes FWAIT raise #MF (CR0.NE set).
+                if fpu.fsw & 0x80 != 0 && sregs.cr0 & (1 << 5) != 0 {
+                    inject(vcpu, VEC_MF)
+                } else {
+                    advance(&mut regs);
+                    vcpu.set_regs(&regs).map_err(|e| e.to_string())
+                }
+            }
+            Completion::Fnclex => {
+                let mut fpu = vcpu.get_fpu().map_err(|e| e.to_string())?;
+                fpu.fsw &= !0x80ff; // B, ES, SF and the exception flags
+                vcpu.set_fpu(&fpu).map_err(|e| e.to_string())?;
+                advance(&mut regs);
+                vcpu.set_regs(&regs).map_err(|e| e.to_string())
+            }
+            Completion::Iret => iret32(vcpu, mem, &sregs, &mut regs),
+            Completion::FnstswAx => {
+                let fpu = vcpu.get_fpu().map_err(|e| e.to_string())?;
+                regs.rax = (regs.rax & !0xffff) | fpu.fsw as u64;
+                advance(&mut regs);
+                vcpu.set_regs(&regs).map_err(|e| e.to_string())
+            }
+            Completion::Clac | Completion::Stac => {
+                if d.op == Completion::Clac {
+                    regs.rflags &= !EFLAGS_AC;
+                } else {
+                    regs.rflags |= EFLAGS_AC;
+                }
+                advance(&mut regs);
+                vcpu.set_regs(&regs).map_err(|e| e.to_string())
+            }
+        }
+    })();
+    r.map(|_| d.op)
+        .map_err(|e| fail(bytes, format!("completing {}: {e}", d.op.name())))
+}
+
+/// IRET in 32-bit protected mode (paging or not) returning to the same privilege level.
+fn iret32(
+    vcpu: &dyn Vcpu,
+    mem: &dyn GuestMemory,
+    sregs: &crate::hypervisor::Sregs,
+    regs: &mut crate::hypervisor::Regs,
+) -> Result<(), String> {
+    const EFLAGS_NT: u64 = 1 << 14;
+    const EFLAGS_VM: u64 = 1 << 17;
+    // The flags IRET may restore at CPL0 (VM, VIF and VIP are not handled here).
+    const RESTORABLE: u64 = 0x24_7fd5;
+    if sregs.cr0 & 1 == 0 || regs.rflags & (EFLAGS_NT | EFLAGS_VM) != 0 {
+        return Err("only protected-mode IRET without a task return is completed".into());
+    }
+    if sregs.ss.db == 0 {
+        return Err("IRET with a 16-bit stack is not completed".into());
+    }
+    let cpl = sregs.cs.selector & 3;
+    let sp = regs.rsp & 0xffff_ffff;
+    let mut frame = [0u8; 12];
+    let n = translate::read_linear(
+        mem,
+        sregs,
+        sregs.ss.base.wrapping_add(sp) & 0xffff_ffff,
+        &mut frame,
+    );
+    if n != 12 {
+        return Err(format!("IRET frame at ESP {sp:#x} is not readable"));
+    }
+    let word =
+        |i: usize| u32::from_le_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]) as u64;
+    let (eip, cs_sel, eflags) = (word(0), word(4) as u16, word(8));
+    if cs_sel & 3 != cpl {
+        return Err(format!(
+            "IRET to privilege level {} from {cpl} is not completed",
+            cs_sel & 3
+        ));
+    }
+    if cs_sel & 4 != 0 || (cs_sel as u64 | 7) > sregs.gdt.limit as u64 {
+        return Err(format!("IRET to selector {cs_sel:#x} outside the GDT"));
+    }
+    let mut d = [0u8; 8];
+    if translate::read_linear(mem, sregs, sregs.gdt.base + (cs_sel & !7) as u64, &mut d) != 8 {
+        return Err("GDT is not readable".into());
+    }
+    let cs = super::gdt::segment(u64::from_le_bytes(d), cs_sel);
+    if cs.present == 0 || cs.s == 0 || cs.type_ & 0x8 == 0 {
+        return Err(format!(
+            "IRET to selector {cs_sel:#x}, which is not a present code segment"
+        ));
+    }
+    let mut new_sregs = *sregs;
+    new_sregs.cs = cs;
+    regs.rip = eip;
+    regs.rflags = (regs.rflags & !RESTORABLE) | (eflags & RESTORABLE) | 2;
+    regs.rsp = (regs.rsp & !0xffff_ffff) | ((sp + 12) & 0xffff_ffff);
+    vcpu.set_sregs(&new_sregs).map_err(|e| e.to_string())?;
+    vcpu.set_regs(regs).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_completed_instructions_with_prefixes() {
+        assert_eq!(
+            decode(&[0xcc, 0x90], false),
+            Some(Decoded {
+                op: Completion::Int3,
+                len: 1
+            })
+        );
+        assert_eq!(
+            decode(&[0x9b, 0x90], false),
+            Some(Decoded {
+                op: Completion::Fwait,
+                len: 1
+            })
+        );
+        assert_eq!(
+            decode(&[0x9b, 0xdb, 0xe2], false),
+            Some(Decoded {
+                op: Completion::Fnclex,
+                len: 3
+            })
+        );
+        assert_eq!(
+            decode(&[0xdb, 0xe2], true),
+            Some(Decoded {
+                op: Completion::Fnclex,
+                len: 2
+            })
+        );
+        assert_eq!(
+            decode(&[0x0f, 0x0b], true),
+            Some(Decoded {
+                op: Completion::Ud2,
+                len: 2
+            })
+        );
+        assert_eq!(
+            decode(&[0x0f, 0x01, 0xca], true),
+            Some(Decoded {
+                op: Completion::Clac,
+                len: 3
+            })
+        );
+        assert_eq!(
+            decode(&[0x0f, 0x01, 0xcb], false),
+            Some(Decoded {
+                op: Completion::Stac,
+                len: 3
+            })
+        );
+        assert_eq!(
+            decode(&[0x3e, 0xcc], false),
+            Some(Decoded {
+                op: Completion::Int3,
+                len: 2
+            })
+        );
+        assert_eq!(
+            decode(&[0x48, 0xcc], true),
+            Some(Decoded {
+                op: Completion::Int3,
+                len: 2
+            })
+        );
+        assert_eq!(
+            decode(&[0x48, 0xcc], false),
+            None,
+            "0x48 is DEC EAX outside long mode"
+        );
+        assert_eq!(
+            decode(&[0x0f, 0xae, 0x2f], true),
+            None,
+            "xrstor is not completed"
+        );
+        assert_eq!(
+            decode(&[0xdf, 0xe0], false),
+            Some(Decoded {
+                op: Completion::FnstswAx,
+                len: 2
+            })
+        );
+        assert_eq!(
+            decode(&[0xcf], false),
+            Some(Decoded {
+                op: Completion::Iret,
+                len: 1
+            })
+        );
+        assert_eq!(
+            decode(&[0x66, 0xcf], false),
+            None,
+            "16-bit IRET is not completed"
+        );
+        assert_eq!(
+            decode(&[0x48, 0xcf], true),
+            None,
+            "IRETQ is left to the host"
+        );
+        assert_eq!(decode(&[], true), None);
+        assert_eq!(decode(&[0x66; 15], true), None);
+    }
+
+    #[test]
+    fn reads_instruction_bytes_from_the_exit() {
+        // What this host reported for an INT3: flags=1, size 15, bytes cc 83 3d ...
+        let d = [0x1, 0x1002f03d83cc0f, 0x1002f4a1737501, 0x1000];
+        let b = bytes_from_exit(&d).unwrap();
+        assert_eq!(b.len(), 15);
+        assert_eq!(&b[..3], &[0xcc, 0x83, 0x3d]);
+        assert_eq!(bytes_from_exit(&[0, 0, 0]), None);
+        assert_eq!(bytes_from_exit(&[1]), None);
+    }
+}

@@ -1,0 +1,568 @@
+//! Split virtqueues: the interface the devices use, the in-house ring walker (every host,
+//! including i686) and, on x86_64 hosts, one backed by rust-vmm's `virtio-queue`.
+//!
+//! Both implementations follow the same rules, so that the differential tests can demand the
+//! same results from them: a chain is at most `size` descriptors long (an indirect table at
+//! most its own length), an indirect table may not hold another indirect descriptor, its
+//! length must be a multiple of 16, and the lengths of a chain may not overflow 32 bits. A
+//! chain that breaks a rule, or that cannot be read, is [`QueueError::BadChain`]; the avail
+//! index running more than `size` ahead of the device is [`QueueError::AvailIndex`]. Every
+//! guest-memory access is bounds-checked: nothing here panics on guest data.
+
+use crate::memory::{GuestMemory, OutOfRange};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use virtio_bindings::virtio_ring::{
+    VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+    VRING_USED_F_NO_NOTIFY,
+};
+
+/// The largest split queue the virtio spec allows.
+pub const MAX_QUEUE_SIZE: u16 = 32768;
+
+/// Which implementation runs the rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueImpl {
+    /// The in-house split ring (every host).
+    InHouse,
+    /// rust-vmm's virtio-queue (x86_64 hosts).
+    #[cfg(target_arch = "x86_64")]
+    RustVmm,
+}
+
+impl QueueImpl {
+    /// rust-vmm with the rust-vmm hypervisor backend, the in-house ring otherwise.
+    pub fn for_backend(b: crate::hypervisor::Backend) -> Self {
+        match b {
+            #[cfg(target_arch = "x86_64")]
+            crate::hypervisor::Backend::RustVmm => QueueImpl::RustVmm,
+            _ => QueueImpl::InHouse,
+        }
+    }
+}
+
+/// What the driver programmed for one queue (through the transport).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub max_size: u16,
+    pub size: u16,
+    pub ready: bool,
+    pub desc_table: u64,
+    pub avail_ring: u64,
+    pub used_ring: u64,
+}
+
+impl QueueConfig {
+    pub fn new(max_size: u16) -> Self {
+        QueueConfig {
+            max_size,
+            size: max_size,
+            ..Default::default()
+        }
+    }
+}
+
+/// Why a queue cannot be used (the device then goes to NEEDS_RESET).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue size {0} is zero, not a power of two or above the maximum")]
+    InvalidSize(u16),
+    #[error("queue rings are misaligned")]
+    Misaligned,
+    #[error("queue rings lie outside guest RAM")]
+    OutsideMemory,
+    #[error("queue is not ready")]
+    NotReady,
+    #[error("avail index {avail} is more than the queue size ahead of {next}")]
+    AvailIndex { avail: u16, next: u16 },
+    #[error("descriptor chain at head {head} is malformed")]
+    BadChain { head: u16 },
+    #[error("used head {0} is outside the queue")]
+    HeadIndex(u16),
+    #[error("queue ring access failed: {0}")]
+    Memory(#[from] OutOfRange),
+}
+
+/// One buffer of a chain, as the driver described it (the address is not checked yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desc {
+    pub addr: u64,
+    pub len: u32,
+    /// Device-writable (VRING_DESC_F_WRITE).
+    pub write: bool,
+}
+
+/// A descriptor chain popped from the avail ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub head: u16,
+    pub descs: Vec<Desc>,
+}
+
+impl Chain {
+    /// Total bytes of the device-readable buffers.
+    pub fn readable_len(&self) -> u64 {
+        self.descs
+            .iter()
+            .filter(|d| !d.write)
+            .map(|d| d.len as u64)
+            .sum()
+    }
+    /// Total bytes of the device-writable buffers.
+    pub fn writable_len(&self) -> u64 {
+        self.descs
+            .iter()
+            .filter(|d| d.write)
+            .map(|d| d.len as u64)
+            .sum()
+    }
+}
+
+/// A running split virtqueue.
+pub trait Virtqueue: Send {
+    /// Take the next available chain, `Ok(None)` when the ring is empty.
+    fn pop(&mut self) -> Result<Option<Chain>, QueueError>;
+    /// Return a chain to the driver with `len` bytes written.
+    fn add_used(&mut self, head: u16, len: u32) -> Result<(), QueueError>;
+    /// Whether the driver wants an interrupt for what was added since the last call.
+    fn needs_notification(&mut self) -> Result<bool, QueueError>;
+    /// Ask the driver for notifications again; true when chains arrived meanwhile.
+    fn enable_notification(&mut self) -> Result<bool, QueueError>;
+    /// Tell the driver that notifications are not needed for now.
+    fn disable_notification(&mut self) -> Result<(), QueueError>;
+    fn size(&self) -> u16;
+    fn next_avail(&self) -> u16;
+    fn next_used(&self) -> u16;
+}
+
+const DESC_SIZE: u64 = 16;
+
+fn is_pow2(n: u16) -> bool {
+    n != 0 && n & (n - 1) == 0
+}
+
+/// The checks both implementations make before a queue is used.
+pub fn validate(mem: &dyn GuestMemory, c: &QueueConfig) -> Result<(), QueueError> {
+    if !c.ready {
+        return Err(QueueError::NotReady);
+    }
+    if !is_pow2(c.size) || c.size > c.max_size || c.size > MAX_QUEUE_SIZE {
+        return Err(QueueError::InvalidSize(c.size));
+    }
+    // virtio-queue treats an avail ring at 0 as "not set up"; both implementations agree.
+    if c.avail_ring == 0 {
+        return Err(QueueError::NotReady);
+    }
+    if c.desc_table & 0xf != 0 || c.avail_ring & 1 != 0 || c.used_ring & 3 != 0 {
+        return Err(QueueError::Misaligned);
+    }
+    let n = c.size as u64;
+    if !mem.contains(c.desc_table, DESC_SIZE * n)
+        || !mem.contains(c.avail_ring, 6 + 2 * n)
+        || !mem.contains(c.used_ring, 6 + 8 * n)
+    {
+        return Err(QueueError::OutsideMemory);
+    }
+    Ok(())
+}
+
+/// Start a queue with the chosen implementation after checking its layout.
+pub fn new_queue(
+    which: QueueImpl,
+    mem: Arc<dyn GuestMemory>,
+    cfg: &QueueConfig,
+    event_idx: bool,
+) -> Result<Box<dyn Virtqueue>, QueueError> {
+    validate(&*mem, cfg)?;
+    match which {
+        QueueImpl::InHouse => Ok(Box::new(SplitQueue::new(mem, cfg, event_idx))),
+        #[cfg(target_arch = "x86_64")]
+        QueueImpl::RustVmm => Ok(Box::new(rustvmm::RustVmmQueue::new(mem, cfg, event_idx)?)),
+    }
+}
+
+/// The in-house split ring.
+pub struct SplitQueue {
+    mem: Arc<dyn GuestMemory>,
+    size: u16,
+    desc_table: u64,
+    avail_ring: u64,
+    used_ring: u64,
+    next_avail: u16,
+    next_used: u16,
+    num_added: u16,
+    event_idx: bool,
+}
+
+impl SplitQueue {
+    /// A queue over a layout that [`validate`] accepted.
+    pub fn new(mem: Arc<dyn GuestMemory>, c: &QueueConfig, event_idx: bool) -> Self {
+        SplitQueue {
+            mem,
+            size: c.size,
+            desc_table: c.desc_table,
+            avail_ring: c.avail_ring,
+            used_ring: c.used_ring,
+            next_avail: 0,
+            next_used: 0,
+            num_added: 0,
+            event_idx,
+        }
+    }
+
+    fn avail_idx(&self) -> Result<u16, QueueError> {
+        Ok(self.mem.read_u16(self.avail_ring + 2)?)
+    }
+
+    fn walk(&self, head: u16) -> Result<Vec<Desc>, QueueError> {
+        let bad = QueueError::BadChain { head };
+        let mut table = self.desc_table;
+        let mut table_len = self.size as u32;
+        let mut ttl = self.size as u32;
+        let mut idx = head as u32;
+        let mut indirect = false;
+        let mut total: u32 = 0;
+        let mut out = Vec::new();
+        loop {
+            if ttl == 0 || idx >= table_len {
+                return Err(bad);
+            }
+            let at = table
+                .checked_add(idx as u64 * DESC_SIZE)
+                .ok_or(bad.clone())?;
+            let mut raw = [0u8; 16];
+            self.mem.read(at, &mut raw).map_err(|_| bad.clone())?;
+            let addr = u64::from_le_bytes(raw[0..8].try_into().unwrap_or_default());
+            let len = u32::from_le_bytes(raw[8..12].try_into().unwrap_or_default());
+            let flags = u16::from_le_bytes([raw[12], raw[13]]) as u32;
+            let next = u16::from_le_bytes([raw[14], raw[15]]) as u32;
+            if flags & VRING_DESC_F_INDIRECT != 0 {
+                if indirect || len % DESC_SIZE as u32 != 0 || len / 16 > u16::MAX as u32 {
+                    return Err(bad);
+                }
+                indirect = true;
+                table = addr;
+                table_len = len / 16;
+                ttl = table_len;
+                idx = 0;
+                continue;
+            }
+            total = total.checked_add(len).ok_or(bad.clone())?;
+            out.push(Desc {
+                addr,
+                len,
+                write: flags & VRING_DESC_F_WRITE != 0,
+            });
+            if flags & VRING_DESC_F_NEXT == 0 {
+                return Ok(out);
+            }
+            idx = next;
+            ttl -= 1;
+        }
+    }
+}
+
+impl Virtqueue for SplitQueue {
+    fn pop(&mut self) -> Result<Option<Chain>, QueueError> {
+        let avail = self.avail_idx()?;
+        fence(Ordering::Acquire);
+        if avail.wrapping_sub(self.next_avail) > self.size {
+            return Err(QueueError::AvailIndex {
+                avail,
+                next: self.next_avail,
+            });
+        }
+        if avail == self.next_avail {
+            return Ok(None);
+        }
+        let slot = (self.next_avail % self.size) as u64;
+        let head = self.mem.read_u16(self.avail_ring + 4 + 2 * slot)?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        let descs = self.walk(head)?;
+        Ok(Some(Chain { head, descs }))
+    }
+
+    fn add_used(&mut self, head: u16, len: u32) -> Result<(), QueueError> {
+        if head >= self.size {
+            return Err(QueueError::HeadIndex(head));
+        }
+        let slot = (self.next_used % self.size) as u64;
+        let mut elem = [0u8; 8];
+        elem[..4].copy_from_slice(&(head as u32).to_le_bytes());
+        elem[4..].copy_from_slice(&len.to_le_bytes());
+        self.mem.write(self.used_ring + 4 + 8 * slot, &elem)?;
+        self.next_used = self.next_used.wrapping_add(1);
+        self.num_added = self.num_added.wrapping_add(1);
+        fence(Ordering::Release);
+        self.mem.write_u16(self.used_ring + 2, self.next_used)?;
+        Ok(())
+    }
+
+    fn needs_notification(&mut self) -> Result<bool, QueueError> {
+        fence(Ordering::SeqCst);
+        if self.event_idx {
+            let used_event = self
+                .mem
+                .read_u16(self.avail_ring + 4 + 2 * self.size as u64)?;
+            let new = self.next_used;
+            let old = new.wrapping_sub(self.num_added);
+            self.num_added = 0;
+            return Ok(new.wrapping_sub(used_event).wrapping_sub(1) < new.wrapping_sub(old));
+        }
+        let flags = self.mem.read_u16(self.avail_ring)? as u32;
+        Ok(flags & VRING_AVAIL_F_NO_INTERRUPT == 0)
+    }
+
+    fn enable_notification(&mut self) -> Result<bool, QueueError> {
+        if self.event_idx {
+            self.mem
+                .write_u16(self.used_ring + 4 + 8 * self.size as u64, self.next_avail)?;
+        } else {
+            self.mem.write_u16(self.used_ring, 0)?;
+        }
+        fence(Ordering::SeqCst);
+        Ok(self.avail_idx()? != self.next_avail)
+    }
+
+    fn disable_notification(&mut self) -> Result<(), QueueError> {
+        if !self.event_idx {
+            self.mem
+                .write_u16(self.used_ring, VRING_USED_F_NO_NOTIFY as u16)?;
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u16 {
+        self.size
+    }
+    fn next_avail(&self) -> u16 {
+        self.next_avail
+    }
+    fn next_used(&self) -> u16 {
+        self.next_used
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod rustvmm {
+    //! The same interface over rust-vmm's `virtio_queue::Queue`.
+
+    use super::{Chain, Desc, QueueConfig, QueueError, Virtqueue};
+    use crate::memory::GuestMemory;
+    use std::sync::Arc;
+    use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
+    use virtio_queue::{Queue, QueueOwnedT, QueueT};
+    use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+    /// A vm-memory view of guest RAM over the same host mappings as `mem`.
+    pub fn view(mem: &dyn GuestMemory) -> Result<GuestMemoryMmap<()>, QueueError> {
+        let mut regions = Vec::new();
+        for r in mem.regions() {
+            // SAFETY: the pointer and size describe a live mapping of guest RAM that the
+            // caller keeps alive (the queue holds the Arc); a raw-pointer region never unmaps.
+            let m = unsafe {
+                MmapRegion::<()>::build_raw(
+                    r.host_addr as *mut u8,
+                    r.size as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                )
+            }
+            .map_err(|_| QueueError::OutsideMemory)?;
+            regions.push(
+                GuestRegionMmap::new(m, GuestAddress(r.gpa)).ok_or(QueueError::OutsideMemory)?,
+            );
+        }
+        GuestMemoryMmap::from_regions(regions).map_err(|_| QueueError::OutsideMemory)
+    }
+
+    pub struct RustVmmQueue {
+        view: GuestMemoryMmap<()>,
+        q: Queue,
+        // Keeps the mappings `view` points into alive.
+        _mem: Arc<dyn GuestMemory>,
+    }
+
+    fn map_err(e: virtio_queue::Error) -> QueueError {
+        match e {
+            virtio_queue::Error::InvalidSize => QueueError::InvalidSize(0),
+            virtio_queue::Error::QueueNotReady => QueueError::NotReady,
+            virtio_queue::Error::InvalidDescriptorIndex => QueueError::HeadIndex(0),
+            virtio_queue::Error::InvalidDescTableAlign
+            | virtio_queue::Error::InvalidAvailRingAlign
+            | virtio_queue::Error::InvalidUsedRingAlign => QueueError::Misaligned,
+            _ => QueueError::OutsideMemory,
+        }
+    }
+
+    impl RustVmmQueue {
+        pub fn new(
+            mem: Arc<dyn GuestMemory>,
+            c: &QueueConfig,
+            event_idx: bool,
+        ) -> Result<Self, QueueError> {
+            let view = view(&*mem)?;
+            let mut q = Queue::new(c.max_size).map_err(|_| QueueError::InvalidSize(c.max_size))?;
+            q.try_set_size(c.size)
+                .map_err(|_| QueueError::InvalidSize(c.size))?;
+            q.try_set_desc_table_address(GuestAddress(c.desc_table))
+                .map_err(map_err)?;
+            q.try_set_avail_ring_address(GuestAddress(c.avail_ring))
+                .map_err(map_err)?;
+            q.try_set_used_ring_address(GuestAddress(c.used_ring))
+                .map_err(map_err)?;
+            q.set_event_idx(event_idx);
+            q.set_ready(true);
+            if !q.is_valid(&view) {
+                return Err(QueueError::OutsideMemory);
+            }
+            Ok(RustVmmQueue { view, q, _mem: mem })
+        }
+    }
+
+    impl Virtqueue for RustVmmQueue {
+        fn pop(&mut self) -> Result<Option<Chain>, QueueError> {
+            let next = self.q.next_avail();
+            let avail = self
+                .q
+                .avail_idx(&self.view, std::sync::atomic::Ordering::Acquire)
+                .map_err(map_err)?
+                .0;
+            let mut it = match self.q.iter(&self.view) {
+                Ok(it) => it,
+                Err(virtio_queue::Error::InvalidAvailRingIndex) => {
+                    return Err(QueueError::AvailIndex { avail, next })
+                }
+                Err(e) => return Err(map_err(e)),
+            };
+            let Some(chain) = it.next() else {
+                return Ok(None);
+            };
+            let head = chain.head_index();
+            let mut descs = Vec::new();
+            let mut open = true;
+            for d in chain {
+                open = d.has_next();
+                descs.push(Desc {
+                    addr: d.addr().0,
+                    len: d.len(),
+                    write: d.is_write_only(),
+                });
+            }
+            // The iterator stops silently on a loop, a bad index or an unreadable
+            // descriptor: a chain that ends on a "next" flag, or yields nothing, is broken.
+            if descs.is_empty() || open {
+                return Err(QueueError::BadChain { head });
+            }
+            Ok(Some(Chain { head, descs }))
+        }
+
+        fn add_used(&mut self, head: u16, len: u32) -> Result<(), QueueError> {
+            if head >= self.q.size() {
+                return Err(QueueError::HeadIndex(head));
+            }
+            self.q.add_used(&self.view, head, len).map_err(map_err)
+        }
+
+        fn needs_notification(&mut self) -> Result<bool, QueueError> {
+            let n = self.q.needs_notification(&self.view).map_err(map_err)?;
+            if self.q.event_idx_enabled() {
+                return Ok(n);
+            }
+            // virtio-queue leaves VRING_AVAIL_F_NO_INTERRUPT to the device.
+            use vm_memory::Bytes;
+            let flags: u16 = self
+                .view
+                .read_obj(GuestAddress(self.q.avail_ring()))
+                .map_err(|_| QueueError::OutsideMemory)?;
+            Ok(flags as u32 & VRING_AVAIL_F_NO_INTERRUPT == 0)
+        }
+
+        fn enable_notification(&mut self) -> Result<bool, QueueError> {
+            self.q.enable_notification(&self.view).map_err(map_err)
+        }
+
+        fn disable_notification(&mut self) -> Result<(), QueueError> {
+            self.q.disable_notification(&self.view).map_err(map_err)
+        }
+
+        fn size(&self) -> u16 {
+            self.q.size()
+        }
+        fn next_avail(&self) -> u16 {
+            self.q.next_avail()
+        }
+        fn next_used(&self) -> u16 {
+            self.q.next_used()
+        }
+    }
+}
+
+/// Copy bytes between guest buffers of a chain and host memory.
+pub mod io {
+    use super::Desc;
+    use crate::memory::{GuestMemory, OutOfRange};
+
+    /// Read up to `buf.len()` bytes from the readable descriptors of `descs`, skipping the
+    /// first `skip` readable bytes. Returns how many bytes were read.
+    pub fn read(
+        mem: &dyn GuestMemory,
+        descs: &[Desc],
+        mut skip: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, OutOfRange> {
+        let mut done = 0usize;
+        for d in descs.iter().filter(|d| !d.write) {
+            if done == buf.len() {
+                break;
+            }
+            let len = d.len as u64;
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let n = ((len - skip) as usize).min(buf.len() - done);
+            let at = d.addr.checked_add(skip).ok_or(OutOfRange {
+                addr: d.addr,
+                len: n,
+            })?;
+            mem.read(at, &mut buf[done..done + n])?;
+            skip = 0;
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Write `buf` into the writable descriptors of `descs` after the first `skip` writable
+    /// bytes. Returns how many bytes were written.
+    pub fn write(
+        mem: &dyn GuestMemory,
+        descs: &[Desc],
+        mut skip: u64,
+        buf: &[u8],
+    ) -> Result<usize, OutOfRange> {
+        let mut done = 0usize;
+        for d in descs.iter().filter(|d| d.write) {
+            if done == buf.len() {
+                break;
+            }
+            let len = d.len as u64;
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let n = ((len - skip) as usize).min(buf.len() - done);
+            let at = d.addr.checked_add(skip).ok_or(OutOfRange {
+                addr: d.addr,
+                len: n,
+            })?;
+            mem.write(at, &buf[done..done + n])?;
+            skip = 0;
+            done += n;
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests;

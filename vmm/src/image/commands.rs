@@ -1,0 +1,363 @@
+//! The `fugu image` subcommands; results on stdout, progress and notes on stderr.
+
+use super::cache::{Cache, Cached, Entry};
+use super::fetch::{self, Location, Progress};
+use super::index::{self, Image};
+use super::ImageError;
+use std::path::PathBuf;
+
+/// Options shared by the subcommands.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// --index / FUGU_IMAGE_INDEX; None means the placeholder default.
+    pub index: Option<String>,
+    /// --cache; None means the XDG cache directory.
+    pub cache: Option<PathBuf>,
+    /// Draw progress bars (when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Options {
+    fn location(&self) -> Result<Location, ImageError> {
+        Location::parse(self.index.as_deref().unwrap_or(super::DEFAULT_INDEX))
+    }
+}
+
+fn human(n: u64) -> String {
+    const U: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// `fugu image list`: the index's images and which are cached; with `cached_only` (or when
+/// the index cannot be fetched) the cache alone.
+pub fn list(opts: &Options, cached_only: bool) -> Result<(), ImageError> {
+    let cache = Cache::open(opts.cache.clone())?;
+    let cached = cache.list()?;
+    let is_cached = |img: &Image| {
+        cached.iter().any(|c| {
+            matches!(c, Ok(c) if c.entry.image.name == img.name
+                && c.entry.image.files == img.files)
+        })
+    };
+    if !cached_only {
+        let loc = opts.location()?;
+        let idx = fetch::fetch_index(&loc)?;
+        println!(
+            "{:<16} {:<6} {:<10} {:>10}  {:<8} description",
+            "NAME", "ARCH", "KIND", "SIZE", "CACHED"
+        );
+        for img in &idx.images {
+            let state = if is_cached(img) {
+                "yes"
+            } else if cached
+                .iter()
+                .any(|c| matches!(c, Ok(c) if c.entry.image.name == img.name))
+            {
+                "outdated"
+            } else {
+                "-"
+            };
+            println!(
+                "{:<16} {:<6} {:<10} {:>10}  {:<8} {}",
+                img.name,
+                img.arch,
+                img.kind,
+                human(img.total_size()),
+                state,
+                img.description
+            );
+        }
+        println!("({} image(s) in {loc})", idx.images.len());
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<6} {:<10} {:>10}  source",
+        "NAME", "ARCH", "KIND", "SIZE"
+    );
+    for c in &cached {
+        match c {
+            Ok(c) => println!(
+                "{:<16} {:<6} {:<10} {:>10}  {}",
+                c.entry.image.name,
+                c.entry.image.arch,
+                c.entry.image.kind,
+                human(c.entry.image.total_size()),
+                c.entry.source
+            ),
+            Err((n, e)) => println!("{n:<16} (damaged: {e})"),
+        }
+    }
+    println!("(cache: {})", cache.root.display());
+    Ok(())
+}
+
+/// A progress bar on stderr for one file, or nothing.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(show: bool, len: u64, label: &str) -> Bar {
+        if !show {
+            return Bar(None);
+        }
+        let pb = indicatif::ProgressBar::with_draw_target(
+            Some(len),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg:24} [{bar:30}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message(label.to_string());
+        Bar(Some(pb))
+    }
+
+    fn finish(&self) {
+        if let Some(pb) = &self.0 {
+            pb.finish();
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn set(&self, done: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_position(done);
+        }
+    }
+
+    fn note(&self, msg: &str) {
+        match &self.0 {
+            Some(pb) => pb.println(format!("fugu: {msg}")),
+            None => eprintln!("fugu: {msg}"),
+        }
+    }
+}
+
+/// `fugu image pull NAME...`
+pub fn pull(opts: &Options, names: &[String]) -> Result<Vec<Cached>, ImageError> {
+    let loc = opts.location()?;
+    let idx = fetch::fetch_index(&loc)?;
+    let cache = Cache::open(opts.cache.clone())?;
+    // Every name must exist before anything is downloaded.
+    let mut images = Vec::new();
+    for n in names {
+        let img = idx.find(n).ok_or_else(|| ImageError::UnknownImage {
+            name: n.clone(),
+            have: idx
+                .images
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        let have = env!("CARGO_PKG_VERSION");
+        if !super::version_at_least(have, &img.min_fugu_version) {
+            return Err(ImageError::TooOld {
+                name: n.clone(),
+                need: img.min_fugu_version.clone(),
+                have: have.into(),
+            });
+        }
+        images.push(img.clone());
+    }
+    let mut done = Vec::new();
+    for img in images {
+        done.push(pull_one(opts, &cache, &loc, &img)?);
+    }
+    Ok(done)
+}
+
+fn pull_one(
+    opts: &Options,
+    cache: &Cache,
+    loc: &Location,
+    img: &Image,
+) -> Result<Cached, ImageError> {
+    if let Ok(c) = cache.load(&img.name) {
+        if c.entry.image.files == img.files && cache.verify(&img.name).is_ok() {
+            println!("{}: up to date in {}", img.name, c.dir.display());
+            return Ok(c);
+        }
+    }
+    let partial = cache.partial_dir(&img.name);
+    std::fs::create_dir_all(&partial).map_err(|e| ImageError::io(partial.display(), e))?;
+    let result = fetch_files(opts, loc, img, &partial);
+    match result {
+        Ok(()) => {
+            let c = cache.install(
+                &partial,
+                &Entry {
+                    source: loc.to_string(),
+                    image: img.clone(),
+                },
+            )?;
+            println!(
+                "{}: {} in {} files, verified, in {}",
+                img.name,
+                human(img.total_size()),
+                img.files.len(),
+                c.dir.display()
+            );
+            Ok(c)
+        }
+        // A network failure keeps the .part files so the next pull resumes; anything else
+        // (a checksum or size mismatch, an HTTP error status) leaves nothing behind.
+        Err(e @ ImageError::Network { .. }) if partial_has_data(&partial) => Err(e),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            let parent = cache.root.join(".partial");
+            let _ = std::fs::remove_dir(&parent);
+            let _ = std::fs::remove_dir(&cache.root);
+            Err(e)
+        }
+    }
+}
+
+fn partial_has_data(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
+        })
+        .unwrap_or(false)
+}
+
+fn fetch_files(
+    opts: &Options,
+    loc: &Location,
+    img: &Image,
+    partial: &std::path::Path,
+) -> Result<(), ImageError> {
+    for f in &img.files {
+        let name = index::file_name(&f.path);
+        let final_path = partial.join(name);
+        let part = partial.join(format!("{name}.part"));
+        if final_path.exists() {
+            if super::sha256_file(&final_path)? == f.sha256 {
+                continue;
+            }
+            let _ = std::fs::remove_file(&final_path);
+        }
+        let src = loc.join(&f.path);
+        let resumed = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if resumed > 0 && resumed < f.size {
+            eprintln!("fugu: resuming {} at byte {resumed}", f.path);
+        }
+        let bar = Bar::new(opts.progress, f.size, &f.path);
+        bar.set(resumed.min(f.size));
+        let r = fetch::download(&src, f, &part, &bar);
+        bar.finish();
+        r?;
+        let sum = super::sha256_file(&part)?;
+        if sum != f.sha256 {
+            let _ = std::fs::remove_file(&part);
+            return Err(ImageError::Checksum {
+                what: src.to_string(),
+                expected: f.sha256.clone(),
+                got: sum,
+            });
+        }
+        std::fs::rename(&part, &final_path)
+            .map_err(|e| ImageError::io(final_path.display(), e))?;
+    }
+    Ok(())
+}
+
+/// `fugu image verify [NAME...]` (all cached images when none are named).
+pub fn verify(opts: &Options, names: &[String]) -> Result<(), ImageError> {
+    let cache = Cache::open(opts.cache.clone())?;
+    let names: Vec<String> = if names.is_empty() {
+        cache
+            .list()?
+            .into_iter()
+            .map(|c| match c {
+                Ok(c) => c.entry.image.name,
+                Err((n, _)) => n,
+            })
+            .collect()
+    } else {
+        names.to_vec()
+    };
+    if names.is_empty() {
+        println!("no images in {}", cache.root.display());
+        return Ok(());
+    }
+    let mut first_err = None;
+    for n in &names {
+        match cache.verify(n) {
+            Ok(c) => println!("{n}: ok ({} files)", c.entry.image.files.len()),
+            Err(e) => {
+                println!("{n}: FAILED: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
+/// `fugu image rm NAME...`
+pub fn rm(opts: &Options, names: &[String]) -> Result<(), ImageError> {
+    let cache = Cache::open(opts.cache.clone())?;
+    for n in names {
+        if cache.remove(n)? {
+            println!("{n}: removed");
+        } else {
+            return Err(ImageError::NotCached(n.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// What `fugu run --image NAME` boots.
+#[derive(Debug, Clone)]
+pub struct RunImage {
+    pub name: String,
+    pub kind: String,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub disk: Option<PathBuf>,
+    pub cmdline: String,
+}
+
+/// Resolve a cached image for `fugu run --image`.
+pub fn resolve(cache_dir: Option<PathBuf>, name: &str) -> Result<RunImage, ImageError> {
+    let cache = Cache::open(cache_dir)?;
+    let c = cache.load(name)?;
+    let kernel = c.path("kernel").ok_or_else(|| ImageError::Damaged {
+        name: name.into(),
+        msg: "no kernel file".into(),
+    })?;
+    for p in [Some(&kernel), c.path("initrd").as_ref(), c.path("disk").as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if !p.exists() {
+            return Err(ImageError::Damaged {
+                name: name.into(),
+                msg: format!("{} is missing", p.display()),
+            });
+        }
+    }
+    Ok(RunImage {
+        name: name.into(),
+        kind: c.entry.image.kind.clone(),
+        initrd: c.path("initrd"),
+        disk: c.path("disk"),
+        cmdline: c.entry.image.cmdline.clone(),
+        kernel,
+    })
+}

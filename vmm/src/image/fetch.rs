@@ -1,0 +1,410 @@
+//! Getting an index and image files: plain HTTP (minreq, without TLS) or a local path.
+//!
+//! Downloads append to a `.part` file and resume with `Range: bytes=N-` after a cut
+//! connection or a timeout; the caller checks the SHA-256 before renaming the file.
+
+use super::index::{self, Index};
+use super::ImageError;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The largest index fugu accepts (a sanity limit, not a format limit).
+const MAX_INDEX_BYTES: u64 = 8 << 20;
+/// Each HTTP request may take this long; a longer download continues in the next request
+/// from where this one stopped, so the limit only bounds a stalled connection.
+const REQUEST_TIMEOUT_S: u64 = 60;
+/// Attempts in a row that make no progress before a download gives up.
+const MAX_FRUITLESS_ATTEMPTS: u32 = 5;
+
+/// Where an index (and the files next to it) lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Http(String),
+    Local(PathBuf),
+}
+
+impl Location {
+    /// `--index` as the user gave it: http://..., file://... or a path.
+    pub fn parse(s: &str) -> Result<Location, ImageError> {
+        if s == super::DEFAULT_INDEX {
+            return Err(ImageError::NoIndex);
+        }
+        let lower = s.to_ascii_lowercase();
+        if lower.starts_with("https://") {
+            return Err(ImageError::HttpsUnsupported);
+        }
+        if lower.starts_with("http://") {
+            let rest = &s["http://".len()..];
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(ImageError::BadUrl(format!("'{s}' has no host")));
+            }
+            return Ok(Location::Http(s.to_string()));
+        }
+        if let Some(p) = s.strip_prefix("file://") {
+            return Ok(Location::Local(PathBuf::from(p)));
+        }
+        if s.contains("://") {
+            return Err(ImageError::BadUrl(format!(
+                "'{s}': only http:// URLs and local paths are supported"
+            )));
+        }
+        Ok(Location::Local(PathBuf::from(s)))
+    }
+
+    /// A file published next to the index (`rel` is a validated relative path).
+    pub fn join(&self, rel: &str) -> Location {
+        match self {
+            Location::Http(u) => {
+                // Drop a query or fragment, then the last path component.
+                let base = u.split(['?', '#']).next().unwrap_or(u);
+                let dir = match base.rfind('/') {
+                    Some(i) if i >= "http://".len() => &base[..=i],
+                    _ => return Location::Http(format!("{base}/{rel}")),
+                };
+                Location::Http(format!("{dir}{rel}"))
+            }
+            Location::Local(p) => Location::Local(
+                p.parent()
+                    .unwrap_or(Path::new("."))
+                    .join(rel.replace('/', std::path::MAIN_SEPARATOR_STR)),
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Http(u) => f.write_str(u),
+            Location::Local(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+fn get(url: &str, range_from: u64) -> Result<minreq::ResponseLazy, ImageError> {
+    let mut req = minreq::get(url)
+        .with_timeout(REQUEST_TIMEOUT_S)
+        .with_header("User-Agent", concat!("fugu/", env!("CARGO_PKG_VERSION")));
+    if range_from > 0 {
+        req = req.with_header("Range", format!("bytes={range_from}-"));
+    }
+    req.send_lazy().map_err(|e| ImageError::Network {
+        url: url.to_string(),
+        msg: match e {
+            minreq::Error::HttpsFeatureNotEnabled => ImageError::HttpsUnsupported.to_string(),
+            e => e.to_string(),
+        },
+    })
+}
+
+fn header<'a>(r: &'a minreq::ResponseLazy, name: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// Fetch, parse and validate an index.
+pub fn fetch_index(loc: &Location) -> Result<Index, ImageError> {
+    let url = loc.to_string();
+    let bytes = match loc {
+        Location::Local(p) => std::fs::read(p).map_err(|e| ImageError::Network {
+            url: url.clone(),
+            msg: e.to_string(),
+        })?,
+        Location::Http(u) => {
+            let mut last = None;
+            let mut body = None;
+            for attempt in 0..3u64 {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(300 * attempt));
+                }
+                match get(u, 0) {
+                    Ok(r) if r.status_code == 200 => {
+                        let mut buf = Vec::new();
+                        match r.take(MAX_INDEX_BYTES + 1).read_to_end(&mut buf) {
+                            Ok(_) => {
+                                body = Some(buf);
+                                break;
+                            }
+                            Err(e) => last = Some(e.to_string()),
+                        }
+                    }
+                    Ok(r) => {
+                        return Err(ImageError::Network {
+                            url,
+                            msg: format!("HTTP {} {}", r.status_code, r.reason_phrase),
+                        })
+                    }
+                    Err(ImageError::Network { msg, .. }) => last = Some(msg),
+                    Err(e) => return Err(e),
+                }
+            }
+            body.ok_or_else(|| ImageError::Network {
+                url: url.clone(),
+                msg: last.unwrap_or_default(),
+            })?
+        }
+    };
+    parse_index(&url, &bytes)
+}
+
+pub fn parse_index(url: &str, bytes: &[u8]) -> Result<Index, ImageError> {
+    let bad = |msg: String| ImageError::BadIndex {
+        url: url.to_string(),
+        msg,
+    };
+    if bytes.len() as u64 > MAX_INDEX_BYTES {
+        return Err(bad(format!("larger than {MAX_INDEX_BYTES} bytes")));
+    }
+    let idx: Index = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    idx.validate().map_err(bad)?;
+    Ok(idx)
+}
+
+/// Progress for one file: called with the bytes received so far.
+pub trait Progress {
+    fn set(&self, done: u64);
+    fn note(&self, msg: &str);
+}
+
+/// Download `file` from `src` into `part`, appending to what an earlier attempt left there.
+/// Returns when `part` holds exactly `file.size` bytes; the caller checks the checksum.
+pub fn download(
+    src: &Location,
+    file: &index::File,
+    part: &Path,
+    progress: &dyn Progress,
+) -> Result<(), ImageError> {
+    let what = src.to_string();
+    match src {
+        Location::Local(p) => {
+            let mut from = std::fs::File::open(p).map_err(|e| ImageError::Network {
+                url: what.clone(),
+                msg: e.to_string(),
+            })?;
+            let mut to = std::fs::File::create(part).map_err(|e| ImageError::io(part.display(), e))?;
+            copy_counting(&mut from, &mut to, 0, file.size, progress)
+                .map_err(|e| ImageError::io(&what, e))?;
+            check_len(part, file.size, &what)
+        }
+        Location::Http(url) => download_http(url, file.size, part, progress),
+    }
+}
+
+fn check_len(part: &Path, size: u64, what: &str) -> Result<(), ImageError> {
+    let got = std::fs::metadata(part)
+        .map_err(|e| ImageError::io(part.display(), e))?
+        .len();
+    if got != size {
+        let _ = std::fs::remove_file(part);
+        return Err(ImageError::Size {
+            what: what.to_string(),
+            expected: size,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// Copy until EOF or until `limit` bytes are in the file (then stop: the server sent more
+/// than the index says, which the caller reports).
+fn copy_counting(
+    from: &mut dyn Read,
+    to: &mut std::fs::File,
+    mut done: u64,
+    limit: u64,
+    progress: &dyn Progress,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            to.flush()?;
+            return Ok(done);
+        }
+        to.write_all(&buf[..n])?;
+        done += n as u64;
+        progress.set(done);
+        if done > limit {
+            to.flush()?;
+            return Ok(done);
+        }
+    }
+}
+
+/// "bytes 100-199/200" -> (100, Some(200)).
+fn content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim();
+    let (range, total) = rest.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
+fn download_http(url: &str, size: u64, part: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
+    let mut fruitless = 0;
+    let mut last_err = String::new();
+    loop {
+        let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+        if have > size {
+            // Not ours to trust: start again.
+            std::fs::remove_file(part).map_err(|e| ImageError::io(part.display(), e))?;
+            continue;
+        }
+        if have == size {
+            return Ok(());
+        }
+        if fruitless >= MAX_FRUITLESS_ATTEMPTS {
+            return Err(ImageError::Network {
+                url: url.to_string(),
+                msg: format!(
+                    "{last_err} (gave up after {MAX_FRUITLESS_ATTEMPTS} attempts without progress; {have} of {size} bytes are kept in {} and the next pull resumes there)",
+                    part.display()
+                ),
+            });
+        }
+        if fruitless > 0 {
+            progress.note(&format!("retrying from byte {have}: {last_err}"));
+            std::thread::sleep(Duration::from_millis(200 * u64::from(fruitless)));
+        }
+        let resp = match get(url, have) {
+            Ok(r) => r,
+            Err(ImageError::Network { msg, .. }) => {
+                last_err = msg;
+                fruitless += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut start = have;
+        match resp.status_code {
+            206 => {
+                let cr = header(&resp, "Content-Range").and_then(content_range);
+                match cr {
+                    Some((s, total)) if s == have => {
+                        if let Some(t) = total {
+                            if t != size {
+                                let _ = std::fs::remove_file(part);
+                                return Err(ImageError::Size {
+                                    what: url.to_string(),
+                                    expected: size,
+                                    got: t,
+                                });
+                            }
+                        }
+                    }
+                    _ => {
+                        last_err = "the server answered a Range request with another range".into();
+                        std::fs::remove_file(part).map_err(|e| ImageError::io(part.display(), e))?;
+                        fruitless += 1;
+                        continue;
+                    }
+                }
+            }
+            200 => {
+                // The whole file (a server without Range support, or a fresh start).
+                if let Some(len) = header(&resp, "Content-Length").and_then(|v| v.parse::<u64>().ok()) {
+                    if len != size {
+                        let _ = std::fs::remove_file(part);
+                        return Err(ImageError::Size {
+                            what: url.to_string(),
+                            expected: size,
+                            got: len,
+                        });
+                    }
+                }
+                start = 0;
+            }
+            416 => {
+                // Nothing left to send from `have`: the file on the server is shorter.
+                let _ = std::fs::remove_file(part);
+                last_err = "HTTP 416 Range Not Satisfiable".into();
+                fruitless += 1;
+                continue;
+            }
+            code if (500..600).contains(&code) => {
+                last_err = format!("HTTP {code} {}", resp.reason_phrase);
+                fruitless += 1;
+                continue;
+            }
+            code => {
+                return Err(ImageError::Network {
+                    url: url.to_string(),
+                    msg: format!("HTTP {code} {}", resp.reason_phrase),
+                })
+            }
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(start > 0)
+            .write(true)
+            .truncate(start == 0)
+            .open(part)
+            .map_err(|e| ImageError::io(part.display(), e))?;
+        let mut body = resp;
+        let result = copy_counting(&mut body, &mut f, start, size, progress);
+        drop(f);
+        let now = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+        if now > size {
+            let _ = std::fs::remove_file(part);
+            return Err(ImageError::Size {
+                what: url.to_string(),
+                expected: size,
+                got: now,
+            });
+        }
+        match result {
+            Ok(_) if now == size => return Ok(()),
+            Ok(_) => last_err = format!("connection closed after {now} of {size} bytes"),
+            Err(e) => last_err = e.to_string(),
+        }
+        if now > have {
+            fruitless = 0;
+        }
+        fruitless += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_and_join() {
+        assert!(matches!(Location::parse(super::super::DEFAULT_INDEX), Err(ImageError::NoIndex)));
+        assert!(matches!(Location::parse("https://x/i.json"), Err(ImageError::HttpsUnsupported)));
+        assert!(matches!(Location::parse("ftp://x/i.json"), Err(ImageError::BadUrl(_))));
+        assert!(matches!(Location::parse("http:///i.json"), Err(ImageError::BadUrl(_))));
+        let h = Location::parse("http://127.0.0.1:8000/v1/index.json").unwrap();
+        assert_eq!(h.join("a/b.img").to_string(), "http://127.0.0.1:8000/v1/a/b.img");
+        let h = Location::parse("http://host").unwrap();
+        assert_eq!(h.join("a").to_string(), "http://host/a");
+        let l = Location::parse("/srv/images/index.json").unwrap();
+        assert_eq!(l.join("x/y"), Location::Local(PathBuf::from("/srv/images/x/y")));
+        assert_eq!(
+            Location::parse("file:///srv/index.json").unwrap(),
+            Location::Local(PathBuf::from("/srv/index.json"))
+        );
+    }
+
+    #[test]
+    fn content_ranges_parse() {
+        assert_eq!(content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(content_range("bytes 0-9/*"), Some((0, None)));
+        assert_eq!(content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn broken_indexes_are_refused() {
+        assert!(matches!(parse_index("u", b"{not json"), Err(ImageError::BadIndex { .. })));
+        assert!(matches!(parse_index("u", b"[]"), Err(ImageError::BadIndex { .. })));
+        let wrong_format = br#"{"format":"other","format_version":1,"created":"x","images":[]}"#;
+        let e = parse_index("u", wrong_format).unwrap_err().to_string();
+        assert!(e.contains("not a fugu image index"), "{e}");
+        let future = br#"{"format":"fugu-image-index","format_version":99,"created":"x","images":[]}"#;
+        assert!(parse_index("u", future).unwrap_err().to_string().contains("upgrade fugu"));
+        let ok = br#"{"format":"fugu-image-index","format_version":1,"created":"x","images":[]}"#;
+        assert!(parse_index("u", ok).is_ok());
+    }
+}

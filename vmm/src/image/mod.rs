@@ -1,0 +1,127 @@
+//! Guest images: `fugu image list|pull|verify|rm` and `fugu run --image NAME`.
+//!
+//! An index (index.json, written by `cargo xtask images publish DIR`) lists images and their
+//! files with sizes and SHA-256. `pull` downloads each file into
+//! `<cache>/.partial/<name>/<file>.part` (resuming with HTTP Range after a cut connection,
+//! retrying), checks its SHA-256, renames it, and when every file is there moves the whole
+//! directory to `<cache>/<name>/` in one rename, with the index entry as `image.json`. A
+//! wrong checksum or a broken index is an error that leaves nothing behind in the cache.
+//!
+//! The cache is `$XDG_CACHE_HOME/fugu/images` (else `~/.cache/fugu/images`), or `--cache`.
+//! HTTP is plain `http://` (no TLS in this build); an index may also be a local path.
+
+pub mod cache;
+pub mod commands;
+pub mod fetch;
+pub mod index;
+pub mod run;
+
+/// Used when neither --index nor FUGU_IMAGE_INDEX is given. The `.invalid` top-level domain
+/// never resolves: fugu has no public image server yet, and this says so clearly instead of
+/// contacting a host nobody controls.
+pub const DEFAULT_INDEX: &str = "http://images.fugu-vmm.invalid/v1/index.json";
+
+/// Everything that can go wrong with images; each message tells the user what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("no image index is configured: {DEFAULT_INDEX} is a placeholder until fugu publishes images; pass --index URL (or set FUGU_IMAGE_INDEX) to an index.json, e.g. one written by `cargo xtask images publish DIR` and served over http")]
+    NoIndex,
+    #[error("https:// is not supported: this fugu is built without TLS; serve the index over http:// (e.g. on a trusted network or loopback) or give a local path to index.json")]
+    HttpsUnsupported,
+    #[error("{0}")]
+    BadUrl(String),
+    #[error("cannot fetch {url}: {msg}")]
+    Network { url: String, msg: String },
+    #[error("broken image index {url}: {msg}")]
+    BadIndex { url: String, msg: String },
+    #[error("no image named '{name}' in the index (it has: {have})")]
+    UnknownImage { name: String, have: String },
+    #[error("image '{name}' needs fugu {need} or newer; this is fugu {have}")]
+    TooOld {
+        name: String,
+        need: String,
+        have: String,
+    },
+    #[error("checksum mismatch for {what}: expected sha256 {expected}, got {got}; the download was discarded")]
+    Checksum {
+        what: String,
+        expected: String,
+        got: String,
+    },
+    #[error("size mismatch for {what}: the index says {expected} bytes, the server sent {got}; the download was discarded")]
+    Size {
+        what: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("image '{0}' is not in the cache; run `fugu image pull {0}` first")]
+    NotCached(String),
+    #[error("cached image '{name}' is damaged: {msg}; run `fugu image pull {name}` again")]
+    Damaged { name: String, msg: String },
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
+}
+
+impl ImageError {
+    pub fn io(what: impl std::fmt::Display, err: std::io::Error) -> Self {
+        ImageError::Io {
+            what: what.to_string(),
+            err,
+        }
+    }
+}
+
+/// Whether version `have` ("0.1.0") is at least `need`; unparsable parts count as 0.
+pub fn version_at_least(have: &str, need: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> {
+        v.split(['.', '-', '+'])
+            .take(3)
+            .map(|p| p.parse().unwrap_or(0))
+            .collect()
+    };
+    let (mut a, mut b) = (parse(have), parse(need));
+    a.resize(3, 0);
+    b.resize(3, 0);
+    a >= b
+}
+
+/// Lower-case hex SHA-256 of a file, streamed.
+pub fn sha256_file(path: &std::path::Path) -> Result<String, ImageError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| ImageError::io(path.display(), e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| ImageError::io(path.display(), e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn versions_compare() {
+        assert!(version_at_least("0.1.0", "0.1.0"));
+        assert!(version_at_least("0.2.0", "0.1.9"));
+        assert!(version_at_least("1.0", "0.9.9"));
+        assert!(!version_at_least("0.1.0", "0.1.1"));
+        assert!(!version_at_least("0.1.0", "1"));
+    }
+}
+

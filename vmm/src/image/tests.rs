@@ -1,0 +1,451 @@
+//! `fugu image pull` against a real HTTP server on loopback: a small Range-capable server
+//! written here with std::net serves a published tree (index.json + files), and can cut a
+//! connection mid-file, fail with 503, or serve bytes that do not match the index.
+
+use super::cache::Cache;
+use super::commands::{self, Options};
+use super::index::{self, Index};
+use super::ImageError;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct State {
+    files: HashMap<String, Vec<u8>>,
+    /// path -> (bytes of the body to send before closing, how many more times to do so)
+    cut: HashMap<String, (usize, u32)>,
+    /// Answer every file request with 503 (the index is still served).
+    unavailable: bool,
+    /// Become `unavailable` right after the next cut connection.
+    fail_after_cut: bool,
+    /// (path, Range header) of every request.
+    log: Vec<(String, Option<String>)>,
+}
+
+struct Server {
+    url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl Server {
+    fn start(files: HashMap<String, Vec<u8>>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State {
+            files,
+            ..State::default()
+        }));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let st = st.clone();
+                std::thread::spawn(move || serve(conn, &st));
+            }
+        });
+        Server { url, state }
+    }
+
+    fn index_url(&self) -> String {
+        format!("{}/v1/index.json", self.url)
+    }
+
+    fn requests(&self) -> Vec<(String, Option<String>)> {
+        self.state.lock().unwrap().log.clone()
+    }
+}
+
+fn serve(conn: TcpStream, st: &Mutex<State>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut first = String::new();
+    if reader.read_line(&mut first).is_err() {
+        return;
+    }
+    let mut range = None;
+    loop {
+        let mut l = String::new();
+        if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("range") {
+                range = Some(v.trim().to_string());
+            }
+        }
+    }
+    let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut conn = conn;
+    let (status, headers, body, cut_at) = {
+        let mut s = st.lock().unwrap();
+        s.log.push((path.clone(), range.clone()));
+        let file = s.files.get(&path).cloned();
+        let is_index = path.ends_with("index.json");
+        match file {
+            None => ("404 Not Found", String::new(), b"not found".to_vec(), None),
+            Some(_) if s.unavailable && !is_index => (
+                "503 Service Unavailable",
+                String::new(),
+                b"busy".to_vec(),
+                None,
+            ),
+            Some(data) => {
+                let cut_at = match s.cut.get_mut(&path) {
+                    Some((n, times)) if *times > 0 => {
+                        *times -= 1;
+                        let n = *n;
+                        if s.fail_after_cut {
+                            s.unavailable = true;
+                        }
+                        Some(n)
+                    }
+                    _ => None,
+                };
+                let from = range
+                    .as_deref()
+                    .and_then(|r| r.strip_prefix("bytes="))
+                    .and_then(|r| r.strip_suffix('-'))
+                    .and_then(|n| n.parse::<usize>().ok());
+                match from {
+                    Some(f) if f >= data.len() => (
+                        "416 Range Not Satisfiable",
+                        format!("Content-Range: bytes */{}\r\n", data.len()),
+                        Vec::new(),
+                        None,
+                    ),
+                    Some(f) => (
+                        "206 Partial Content",
+                        format!(
+                            "Content-Range: bytes {f}-{}/{}\r\n",
+                            data.len() - 1,
+                            data.len()
+                        ),
+                        data[f..].to_vec(),
+                        cut_at,
+                    ),
+                    None => ("200 OK", String::new(), data, cut_at),
+                }
+            }
+        }
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = conn.write_all(head.as_bytes());
+    let n = cut_at.unwrap_or(body.len()).min(body.len());
+    let _ = conn.write_all(&body[..n]);
+    let _ = conn.flush();
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+}
+
+fn sha(data: &[u8]) -> String {
+    super::hex(&Sha256::digest(data))
+}
+
+/// Deterministic file contents that are not all alike.
+fn content(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed)
+        .collect()
+}
+
+/// A published tree: "v1/index.json" and "v1/demo/{kernel,initrd,disk}" on the server.
+fn published() -> (HashMap<String, Vec<u8>>, Index) {
+    let files = [
+        ("kernel", "demo/bzImage", content(300_000, 1), "none"),
+        ("initrd", "demo/initramfs.cpio.gz", content(120_000, 2), "gzip"),
+        ("disk", "demo/disk.ext4", content(700_000, 3), "none"),
+    ];
+    let idx = Index {
+        format: index::FORMAT.into(),
+        format_version: index::FORMAT_VERSION,
+        created: "2026-01-01T00:00:00Z".into(),
+        images: vec![index::Image {
+            name: "demo".into(),
+            arch: "amd64".into(),
+            kind: "linux".into(),
+            description: "test image".into(),
+            revision: 1,
+            created: "2026-01-01T00:00:00Z".into(),
+            min_fugu_version: "0.1.0".into(),
+            cmdline: "console=ttyS0".into(),
+            files: files
+                .iter()
+                .map(|(role, path, data, comp)| index::File {
+                    role: (*role).into(),
+                    path: (*path).into(),
+                    size: data.len() as u64,
+                    sha256: sha(data),
+                    compression: (*comp).into(),
+                })
+                .collect(),
+            provenance: index::Provenance::default(),
+        }],
+    };
+    let mut map: HashMap<String, Vec<u8>> = files
+        .iter()
+        .map(|(_, p, d, _)| (format!("/v1/{p}"), d.clone()))
+        .collect();
+    map.insert(
+        "/v1/index.json".into(),
+        serde_json::to_vec_pretty(&idx).unwrap(),
+    );
+    (map, idx)
+}
+
+fn temp_cache(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fugu-image-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn opts(server: &Server, cache: &std::path::Path) -> Options {
+    Options {
+        index: Some(server.index_url()),
+        cache: Some(cache.to_path_buf()),
+        progress: false,
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    fn walk(d: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, base, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn pull_verify_list_and_rm() {
+    let (files, idx) = published();
+    let server = Server::start(files.clone());
+    let cache = temp_cache("pull");
+    let o = opts(&server, &cache);
+
+    let got = commands::pull(&o, &["demo".to_string()]).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        tree(&cache),
+        [
+            "demo/bzImage",
+            "demo/disk.ext4",
+            "demo/image.json",
+            "demo/initramfs.cpio.gz"
+        ]
+    );
+    for f in &idx.images[0].files {
+        let data = std::fs::read(cache.join("demo").join(index::file_name(&f.path))).unwrap();
+        assert_eq!(data, files[&format!("/v1/{}", f.path)]);
+    }
+    commands::verify(&o, &[]).unwrap();
+    commands::list(&o, false).unwrap();
+    commands::list(&o, true).unwrap();
+
+    // What `fugu run --image demo` gets.
+    let r = commands::resolve(Some(cache.clone()), "demo").unwrap();
+    assert_eq!(r.kernel, cache.join("demo/bzImage"));
+    assert_eq!(r.initrd, Some(cache.join("demo/initramfs.cpio.gz")));
+    assert_eq!(r.disk, Some(cache.join("demo/disk.ext4")));
+    assert_eq!(r.cmdline, "console=ttyS0");
+
+    // A second pull downloads nothing.
+    let before = server.requests().len();
+    commands::pull(&o, &["demo".to_string()]).unwrap();
+    assert_eq!(server.requests().len(), before + 1, "only the index again");
+
+    // A damaged cached file is reported by verify and replaced by the next pull.
+    std::fs::write(cache.join("demo/disk.ext4"), b"damaged").unwrap();
+    assert!(matches!(
+        commands::verify(&o, &["demo".to_string()]),
+        Err(ImageError::Damaged { .. })
+    ));
+    commands::pull(&o, &["demo".to_string()]).unwrap();
+    commands::verify(&o, &["demo".to_string()]).unwrap();
+
+    commands::rm(&o, &["demo".to_string()]).unwrap();
+    assert!(tree(&cache).is_empty());
+    assert!(matches!(
+        commands::rm(&o, &["demo".to_string()]),
+        Err(ImageError::NotCached(_))
+    ));
+    assert!(matches!(
+        commands::resolve(Some(cache.clone()), "demo"),
+        Err(ImageError::NotCached(_))
+    ));
+    assert!(matches!(
+        commands::pull(&o, &["nope".to_string()]),
+        Err(ImageError::UnknownImage { .. })
+    ));
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn resume_after_a_cut_connection() {
+    let (files, _) = published();
+    let server = Server::start(files.clone());
+    let cache = temp_cache("resume");
+    let o = opts(&server, &cache);
+    let disk = "/v1/demo/disk.ext4".to_string();
+
+    // Within one pull: the connection drops after 100000 bytes; the retry asks for the rest.
+    server
+        .state
+        .lock()
+        .unwrap()
+        .cut
+        .insert(disk.clone(), (100_000, 1));
+    commands::pull(&o, &["demo".to_string()]).unwrap();
+    let ranges: Vec<Option<String>> = server
+        .requests()
+        .into_iter()
+        .filter(|(p, _)| *p == disk)
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(ranges, [None, Some("bytes=100000-".to_string())]);
+    assert_eq!(
+        std::fs::read(cache.join("demo/disk.ext4")).unwrap(),
+        files[&disk]
+    );
+    commands::rm(&o, &["demo".to_string()]).unwrap();
+
+    // Across pulls: the connection drops after 250000 bytes and the server then fails; the
+    // pull gives up but keeps the .part, and the next pull resumes from it.
+    {
+        let mut s = server.state.lock().unwrap();
+        s.log.clear();
+        s.cut.insert(disk.clone(), (250_000, 1));
+        s.fail_after_cut = true;
+    }
+    let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
+    assert!(matches!(err, ImageError::Network { .. }), "{err}");
+    assert!(err.to_string().contains("resumes"), "{err}");
+    let part = cache.join(".partial/demo/disk.ext4.part");
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 250_000);
+    assert!(Cache::open(Some(cache.clone())).unwrap().load("demo").is_err());
+
+    {
+        let mut s = server.state.lock().unwrap();
+        s.unavailable = false;
+        s.fail_after_cut = false;
+        s.log.clear();
+    }
+    commands::pull(&o, &["demo".to_string()]).unwrap();
+    let reqs = server.requests();
+    assert!(
+        reqs.contains(&(disk.clone(), Some("bytes=250000-".to_string()))),
+        "{reqs:?}"
+    );
+    // The kernel and initrd were complete: they are not fetched again.
+    assert!(!reqs.iter().any(|(p, _)| p.ends_with("bzImage")), "{reqs:?}");
+    assert_eq!(
+        std::fs::read(cache.join("demo/disk.ext4")).unwrap(),
+        files[&disk]
+    );
+    assert!(!cache.join(".partial/demo").exists());
+    commands::verify(&o, &[]).unwrap();
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn a_corrupted_file_is_refused_and_leaves_nothing() {
+    let (mut files, _) = published();
+    let k = "/v1/demo/initramfs.cpio.gz".to_string();
+    files.get_mut(&k).unwrap()[5000] ^= 0x40;
+    let server = Server::start(files);
+    let cache = temp_cache("corrupt");
+    let o = opts(&server, &cache);
+    let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
+    assert!(matches!(err, ImageError::Checksum { .. }), "{err}");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    assert!(tree(&cache).is_empty(), "{:?}", tree(&cache));
+
+    // A file longer than the index says is refused too.
+    {
+        let mut s = server.state.lock().unwrap();
+        let (f, _) = published();
+        s.files = f;
+        s.files.get_mut("/v1/demo/bzImage").unwrap().push(0);
+    }
+    let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
+    assert!(matches!(err, ImageError::Size { .. }), "{err}");
+    assert!(tree(&cache).is_empty(), "{:?}", tree(&cache));
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn a_malformed_index_is_refused_and_leaves_nothing() {
+    let (files, idx) = published();
+    let server = Server::start(files);
+    let cache = temp_cache("badindex");
+    let o = opts(&server, &cache);
+    let set_index = |body: Vec<u8>| {
+        server
+            .state
+            .lock()
+            .unwrap()
+            .files
+            .insert("/v1/index.json".into(), body);
+    };
+    let mut bad = Vec::new();
+    bad.push(b"{\"format\": \"fugu-image-index\", \"images\": [".to_vec());
+    bad.push(b"<html>not json</html>".to_vec());
+    let mut escape = idx.clone();
+    escape.images[0].files[0].path = "../../etc/passwd".into();
+    bad.push(serde_json::to_vec(&escape).unwrap());
+    let mut badsum = idx.clone();
+    badsum.images[0].files[1].sha256 = "xyz".into();
+    bad.push(serde_json::to_vec(&badsum).unwrap());
+    let mut dup = idx.clone();
+    dup.images.push(dup.images[0].clone());
+    bad.push(serde_json::to_vec(&dup).unwrap());
+    for body in bad {
+        let shown = String::from_utf8_lossy(&body).into_owned();
+        set_index(body);
+        let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
+        assert!(
+            matches!(err, ImageError::BadIndex { .. }),
+            "{shown}: {err}"
+        );
+        assert!(err.to_string().contains("broken image index"), "{err}");
+        assert!(!cache.exists(), "{shown}: {:?}", tree(&cache));
+        assert!(commands::list(&o, false).is_err());
+    }
+    // A missing index is a clear network error, not a parse error.
+    server.state.lock().unwrap().files.remove("/v1/index.json");
+    let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
+    assert!(err.to_string().contains("HTTP 404"), "{err}");
+    assert!(!cache.exists());
+}
+
+#[test]
+fn the_default_index_is_a_clear_placeholder() {
+    let o = Options {
+        index: None,
+        cache: Some(temp_cache("default")),
+        progress: false,
+    };
+    let err = commands::list(&o, false).unwrap_err().to_string();
+    assert!(err.contains("--index") && err.contains("FUGU_IMAGE_INDEX"), "{err}");
+    let https = Options {
+        index: Some("https://example.invalid/index.json".into()),
+        ..o.clone()
+    };
+    let err = commands::pull(&https, &["x".into()]).unwrap_err().to_string();
+    assert!(err.contains("https:// is not supported"), "{err}");
+}

@@ -1,0 +1,219 @@
+//! Debian packages for the images: fetched with `apt-get download` as the machine's apt is
+//! configured, checked against the SHA-256 pinned in the recipe, kept under
+//! target/images/cache/debs; and the pin refresh behind `--update-pins`.
+
+use super::recipe::Pin;
+use super::{sha256_file, Problem};
+use crate::util::{capture, step};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What apt says about one package version.
+#[derive(Debug, Clone)]
+pub struct AptInfo {
+    pub sha256: String,
+}
+
+/// "apt-get download" names files with the epoch's ':' escaped.
+fn deb_file_name(p: &Pin) -> String {
+    format!("{}_{}_{}.deb", p.name, p.version.replace(':', "%3a"), p.arch)
+}
+
+fn apt_spec(name: &str, arch: &str) -> String {
+    if arch == "all" || arch == native_arch() {
+        name.to_string()
+    } else {
+        format!("{name}:{arch}")
+    }
+}
+
+fn native_arch() -> &'static str {
+    if cfg!(target_arch = "x86") {
+        "i386"
+    } else {
+        "amd64"
+    }
+}
+
+/// Whether apt on this machine knows packages of `arch` at all.
+fn arch_configured(arch: &str) -> bool {
+    if arch == "all" || arch == native_arch() {
+        return true;
+    }
+    matches!(capture(Command::new("dpkg").arg("--print-foreign-architectures")),
+             Ok((true, out)) if out.split_whitespace().any(|a| a == arch))
+}
+
+fn unavailable_arch(p: &Pin) -> Problem {
+    Problem::Unavailable(format!(
+        "{}:{} comes from the {} package index, which apt on this machine does not have \
+         ('dpkg --print-foreign-architectures' does not list {}; DESIGN.md explains why it must \
+         not be added on these machines)",
+        p.name, p.arch, p.arch, p.arch
+    ))
+}
+
+/// `apt-cache show NAME=VERSION`: the version's SHA-256, or None when apt does not have it.
+pub fn show(name: &str, arch: &str, version: Option<&str>) -> Option<AptInfo> {
+    let spec = match version {
+        Some(v) => format!("{}={v}", apt_spec(name, arch)),
+        None => apt_spec(name, arch),
+    };
+    let (ok, out) = capture(Command::new("apt-cache").args(["show", "--no-all-versions", &spec])).ok()?;
+    if !ok {
+        return None;
+    }
+    let field = |f: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(f).map(|v| v.trim().to_string()))
+    };
+    field("Version:")?;
+    Some(AptInfo {
+        sha256: field("SHA256:")?,
+    })
+}
+
+/// The candidate version apt would install now (apt-cache policy).
+pub fn candidate(name: &str, arch: &str) -> Option<String> {
+    let (ok, out) = capture(Command::new("apt-cache").args(["policy", &apt_spec(name, arch)])).ok()?;
+    if !ok {
+        return None;
+    }
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:").map(|v| v.trim().to_string()))
+        .filter(|v| v != "(none)")
+}
+
+/// The first dependency of a metapackage that starts with `prefix` (e.g. the current
+/// kernel ABI package behind linux-image-cloud-amd64).
+fn tracked_target(track: &str, arch: &str, prefix: &str) -> Option<String> {
+    let (ok, out) = capture(Command::new("apt-cache").args(["depends", &apt_spec(track, arch)])).ok()?;
+    if !ok {
+        return None;
+    }
+    out.lines().find_map(|l| {
+        let dep = l.trim().strip_prefix("Depends:")?.trim();
+        let dep = dep.split(':').next().unwrap_or(dep);
+        dep.starts_with(prefix).then(|| dep.to_string())
+    })
+}
+
+/// Fetch the pinned .deb (or reuse the cached copy) and verify its SHA-256.
+pub fn fetch(p: &Pin, cache: &Path) -> Result<PathBuf, Problem> {
+    if !arch_configured(&p.arch) {
+        return Err(unavailable_arch(p));
+    }
+    if p.sha256.is_empty() {
+        return Err(Problem::Fail(format!(
+            "{}={} has no sha256 pinned in its recipe; run `cargo xtask images --update-pins`",
+            p.name, p.version
+        )));
+    }
+    // The pin must still be on the mirror, even when a copy is cached: a build that works
+    // only on one machine is not reproducible.
+    let info = show(&p.name, &p.arch, Some(&p.version)).ok_or_else(|| {
+        let now = candidate(&p.name, &p.arch)
+            .map(|v| format!("the mirror now has {v}"))
+            .unwrap_or_else(|| "the mirror has no version of it".into());
+        Problem::Fail(format!(
+            "pinned package {}={} ({}) is no longer on the mirror ({now}); run \
+             `cargo xtask images --update-pins` to record the current versions",
+            p.name, p.version, p.arch
+        ))
+    })?;
+    if info.sha256 != p.sha256 {
+        return Err(Problem::Fail(format!(
+            "{}={}: the recipe pins sha256 {} but apt's index says {}",
+            p.name, p.version, p.sha256, info.sha256
+        )));
+    }
+    let dir = cache.join("debs");
+    std::fs::create_dir_all(&dir).map_err(|e| Problem::Fail(e.to_string()))?;
+    let file = dir.join(deb_file_name(p));
+    if file.exists() && sha256_file(&file).map_err(Problem::Fail)? == p.sha256 {
+        return Ok(file);
+    }
+    step(format!("apt-get download {}={}", apt_spec(&p.name, &p.arch), p.version));
+    let tmp = dir.join(format!(".download-{}", p.name));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Problem::Fail(e.to_string()))?;
+    let (ok, out) = capture(
+        Command::new("apt-get")
+            .current_dir(&tmp)
+            .args(["download", "-q"])
+            .arg(format!("{}={}", apt_spec(&p.name, &p.arch), p.version)),
+    )
+    .map_err(|e| Problem::Fail(e.msg))?;
+    let got = std::fs::read_dir(&tmp)
+        .ok()
+        .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path())))
+        .filter(|f| f.extension().is_some_and(|x| x == "deb"));
+    let got = match (ok, got) {
+        (true, Some(f)) => f,
+        _ => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Problem::Fail(format!(
+                "apt-get download {}={} failed:\n{}",
+                p.name,
+                p.version,
+                crate::util::tail(&out, 6)
+            )));
+        }
+    };
+    let sum = sha256_file(&got).map_err(Problem::Fail)?;
+    if sum != p.sha256 {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(Problem::Fail(format!(
+            "{}={}: downloaded .deb has sha256 {sum}, the recipe pins {}; refusing it",
+            p.name, p.version, p.sha256
+        )));
+    }
+    std::fs::rename(&got, &file).map_err(|e| Problem::Fail(e.to_string()))?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(file)
+}
+
+/// The pin the mirror supports now for `p`, or why there is none.
+pub fn current(p: &Pin) -> Result<Pin, String> {
+    if !arch_configured(&p.arch) {
+        return Err(format!(
+            "{}:{}: the {} index is not available here; pin left as it is",
+            p.name, p.arch, p.arch
+        ));
+    }
+    let mut name = p.name.clone();
+    if let Some(track) = &p.track {
+        // linux-image-6.1.0-48-cloud-amd64 -> prefix "linux-image-"
+        let prefix: String = p.name.split(|c: char| c.is_ascii_digit()).next().unwrap_or("").to_string();
+        name = tracked_target(track, &p.arch, &prefix)
+            .ok_or_else(|| format!("{track}: apt-cache depends names no {prefix}* package"))?;
+    }
+    let version = candidate(&name, &p.arch)
+        .ok_or_else(|| format!("{name}: apt has no candidate version"))?;
+    let info = show(&name, &p.arch, Some(&version))
+        .ok_or_else(|| format!("{name}={version}: apt-cache show failed"))?;
+    Ok(Pin {
+        name,
+        version,
+        arch: p.arch.clone(),
+        sha256: info.sha256,
+        track: p.track.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deb_names_escape_the_epoch() {
+        let p = Pin {
+            name: "busybox-static".into(),
+            version: "1:1.35.0-4".into(),
+            arch: "amd64".into(),
+            sha256: String::new(),
+            track: None,
+        };
+        assert_eq!(deb_file_name(&p), "busybox-static_1%3a1.35.0-4_amd64.deb");
+    }
+}

@@ -9,11 +9,19 @@
  * 0x16 no answer.
  */
 #include "common.inc"
+#ifdef BITS64
+/* virtnet64.S: the same program as an ELF64 guest entered in long mode (identity-mapped). */
+#define PUSH(x) push %r##x
+#define POP(x) pop %r##x
+#else
+#define PUSH(x) push %e##x
+#define POP(x) pop %e##x
         .set MB_MAGIC, 0x1BADB002
         .set MB_FLAGS, 0x00000003
         .section .multiboot, "a"
         .align 4
         .long MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
+#endif
 
         .set RXRING, 0x200000           /* queue 0: desc, avail +0x1000, used +0x2000 */
         .set TXRING, 0x210000           /* queue 1 */
@@ -24,7 +32,11 @@
         .set ETHERTYPE_BE, 0xb588
 
         .text
+#ifdef BITS64
+        .code64
+#else
         .code32
+#endif
         .globl _start
 _start:
         mov     $stack_top, %esp
@@ -212,10 +224,10 @@ no_answer:
         jmp     fail
 setup_failed:
         mov     $0x15, %al
-fail:   push    %eax
+fail:   PUSH(ax)
         mov     $msg_fail, %esi
         call    puts
-        pop     %eax
+        POP(ax)
         out     %al, $DEBUG_EXIT
         hlt
 
@@ -242,45 +254,49 @@ notify: mov     iobase, %edx
         ret
 
 puthex8:
-        push    %eax
-        push    %ecx
+        PUSH(ax)
+        PUSH(cx)
         shl     $24, %eax
         mov     $2, %ecx
 1:      rol     $4, %eax
-        push    %eax
+        PUSH(ax)
         and     $15, %eax
         mov     hexdigits(%eax), %al
         call    putc
-        pop     %eax
+        POP(ax)
         loop    1b
-        pop     %ecx
-        pop     %eax
+        POP(cx)
+        POP(ax)
         ret
 
-puts:   push    %eax
+puts:   PUSH(ax)
 2:      lodsb
         test    %al, %al
         jz      4f
         call    putc
         jmp     2b
-4:      pop     %eax
+4:      POP(ax)
         ret
 
-putc:   push    %edx
-        push    %eax
+putc:   PUSH(dx)
+        PUSH(ax)
         mov     $COM1 + 5, %dx
 3:      in      %dx, %al
         test    $0x20, %al
         jz      3b
-        pop     %eax
+        POP(ax)
         mov     $COM1, %dx
         out     %al, %dx
-        pop     %edx
+        POP(dx)
         ret
 
         .section .rodata
 hexdigits:  .ascii "0123456789abcdef"
+#ifdef BITS64
+msg_hello:  .asciz "fugu-guest: virtnet64 (long mode) looking for virtio-net\n"
+#else
 msg_hello:  .asciz "fugu-guest: virtnet32 looking for virtio-net\n"
+#endif
 msg_mac:    .asciz "fugu-guest: virtio-net mac "
 msg_nl:     .asciz "\n"
 msg_ok:     .asciz "fugu-guest: frame from the host received, virtio-net ok\n"

@@ -221,8 +221,12 @@ fn guest_exchanges_frames_over_a_tap_on_both_builds() {
         eprintln!("SKIP: needs root and iproute2 (ip netns)");
         return;
     }
-    let g = guest("virtnet32");
-    for (build, bin) in fugu_builds() {
+    for (build, bin, name) in fugu_builds()
+        .into_iter()
+        .flat_map(|(b, p)| ["virtnet32", "virtnet64"].map(|g| (b, p.clone(), g)))
+    {
+        let g = guest(name);
+        let build = format!("{build}-{name}");
         let ns = format!("fugu-e2e-{}-{build}", std::process::id());
         assert!(ip(&["netns", "add", &ns]));
         assert!(ip(&[

@@ -11,6 +11,8 @@ EXIT STATUS:
   2     the command line was invalid
   4     fugu could not start the VM (no KVM, bad kernel, not enough memory, ...)
   6     the guest crashed: triple fault, halted for good, or an exit fugu cannot handle
+  8     --bios: the firmware found nothing to boot (it asked for a reboot), or the guest
+        was still running after --boot-timeout
   130   fugu was interrupted (SIGINT / Ctrl-C, SIGTERM)";
 
 #[derive(Debug, Parser)]
@@ -160,6 +162,14 @@ pub enum BackendArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootArg {
+    /// the first --disk (virtio-blk)
+    Disk,
+    /// the first --net (virtio-net, through its iPXE option ROM)
+    Net,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum HostCompatArg {
     Auto,
     On,
@@ -176,8 +186,24 @@ pub enum CpuProfileArg {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Kernel to boot: a Multiboot v1 kernel (ELF32 or a.out kludge) or an ELF kernel.
-    #[arg(long, value_name = "FILE", required_unless_present = "image")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["image", "bios"])]
     pub kernel: Option<PathBuf>,
+    /// Boot through a BIOS instead of a kernel: SeaBIOS from Debian's seabios package
+    /// (/usr/share/seabios/bios-256k.bin) unless PATH is given. It boots what --boot says.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with_all = ["kernel", "image"])]
+    pub bios: Option<Option<PathBuf>>,
+    /// With --bios: boot the first --disk or the first --net (iPXE, network boot); without
+    /// it the firmware tries every device.
+    #[arg(long, value_enum, value_name = "disk|net", requires = "bios")]
+    pub boot: Option<BootArg>,
+    /// With --bios: the option ROM of the first --net NIC [default: Debian ipxe-qemu's
+    /// /usr/lib/ipxe/qemu/pxe-virtio.rom].
+    #[arg(long, value_name = "FILE", requires = "bios")]
+    pub net_rom: Option<PathBuf>,
+    /// End the VM with status 8 if the guest is still running after SECS seconds (for
+    /// unattended firmware boots: a boot program that hangs does not hang the caller).
+    #[arg(long, value_name = "SECS")]
+    pub boot_timeout: Option<u64>,
     /// Boot a cached image (`fugu image pull NAME`): its kernel, initrd and command line
     /// (--cmdline is appended), and its disk, read-only, as the first --disk.
     #[arg(long, value_name = "NAME", conflicts_with = "kernel")]

@@ -3,6 +3,7 @@
 //! See docs/ARCHITECTURE.md for the map of this crate.
 
 pub mod arch;
+pub mod bench;
 pub mod boot;
 pub mod cli;
 pub mod console;

@@ -6,11 +6,16 @@ use std::process::ExitCode;
 
 /// fugu's own failure to start a VM (see the EXIT STATUS section of --help).
 const EXIT_SETUP: u8 = 4;
+/// `--bios`: the firmware found nothing to boot (also a --boot-timeout, from VmExit).
+const EXIT_NO_BOOT: u8 = 8;
 
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if fugu::cli::DocCli::requested(&argv) {
         return docs(fugu::cli::DocCli::parse_from(argv).command);
+    }
+    if fugu::bench::BenchCli::requested(&argv) {
+        return bench(fugu::bench::BenchCli::parse_from(argv).command);
     }
     let cli = Cli::parse();
     match cli.command {
@@ -42,6 +47,20 @@ fn docs(cmd: fugu::cli::DocCommand) -> ExitCode {
     }
 }
 
+/// The hidden `fugu bench-exits` and `fugu bench-blk` (for `cargo xtask bench`).
+fn bench(cmd: fugu::bench::BenchCommand) -> ExitCode {
+    match fugu::bench::main(cmd) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fugu: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
 }
@@ -52,13 +71,27 @@ fn run(args: RunArgs) -> ExitCode {
         fugu::console::restore_terminal();
         prev(info);
     }));
+    let bios = args.bios.is_some();
+    let boot_timeout = args.boot_timeout;
     match setup(args) {
         Ok((machine, _raw)) => {
             let adaptation = machine.adaptation.clone();
             let stats = machine.stats.clone();
+            if let Some(secs) = boot_timeout {
+                let exit = machine.exit.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_secs(secs));
+                    exit.request(fugu::vm::VmExit::Timeout(secs));
+                });
+            }
             let (exit, finals) = machine.run();
             drop(_raw);
             eprintln!("fugu: {}", exit.describe());
+            if bios && exit == fugu::vm::VmExit::Reset {
+                // SeaBIOS reboots after "No bootable device" (etc/boot-fail-wait is 0).
+                eprintln!("fugu: error: the firmware found nothing to boot and asked for a reboot (see the console for why); fugu does not reboot guests");
+                return ExitCode::from(EXIT_NO_BOOT);
+            }
             if let Some(s) = stats.summary() {
                 eprintln!("fugu: {s}");
             }
@@ -89,8 +122,20 @@ fn setup(mut args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTermina
         Some(BackendArg::Portable) => Backend::Portable,
         None => Backend::host_default(),
     };
-    let kernel_path = args.kernel.clone().ok_or("--kernel FILE or --image NAME is required")?;
-    let kernel = read_file("kernel", &kernel_path)?;
+    let firmware = match &args.bios {
+        Some(path) => Some(firmware_config(&args, path.as_deref())?),
+        None => None,
+    };
+    let kernel = match &firmware {
+        Some(_) => Vec::new(),
+        None => {
+            let kernel_path = args
+                .kernel
+                .clone()
+                .ok_or("--kernel FILE, --image NAME or --bios is required")?;
+            read_file("kernel", &kernel_path)?
+        }
+    };
     let mut modules = Vec::new();
     for spec in &args.initrd {
         let path = spec.split_whitespace().next().unwrap_or(spec);
@@ -132,8 +177,39 @@ fn setup(mut args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTermina
         },
         disks: args.disk.clone(),
         nets: args.net.clone(),
+        firmware,
     };
     let machine = Machine::new(cfg).map_err(|e| e.to_string())?;
     let raw = serial_in.then(fugu::console::RawTerminal::enable);
     Ok((machine, raw))
+}
+
+/// `--bios [PATH]`, `--boot`, `--net-rom`: the firmware, what it boots, the NIC's option ROM.
+fn firmware_config(
+    args: &RunArgs,
+    path: Option<&std::path::Path>,
+) -> Result<fugu::boot::firmware::FirmwareConfig, String> {
+    use fugu::boot::firmware::{self, BootDevice};
+    let bios = firmware::Firmware::load(path).map_err(|e| e.to_string())?;
+    let boot = match args.boot {
+        Some(fugu::cli::BootArg::Disk) if args.disk.is_empty() => {
+            return Err("--boot disk needs a --disk".into())
+        }
+        Some(fugu::cli::BootArg::Net) if args.net.is_empty() => {
+            return Err("--boot net needs a --net tap=NAME".into())
+        }
+        Some(fugu::cli::BootArg::Disk) => Some(BootDevice::Disk),
+        Some(fugu::cli::BootArg::Net) => Some(BootDevice::Net),
+        None => None,
+    };
+    let net_rom = if args.net.is_empty() {
+        None
+    } else {
+        Some(firmware::load_option_rom(args.net_rom.as_deref()).map_err(|e| e.to_string())?)
+    };
+    Ok(firmware::FirmwareConfig {
+        bios,
+        boot,
+        net_rom,
+    })
 }

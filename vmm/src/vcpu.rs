@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 pub struct Context {
     pub id: u32,
+    /// Log every exit to stderr (FUGU_TRACE=exits), for debugging guests.
+    pub trace: bool,
     /// Complete instructions the host cannot emulate (host adaptation in force).
     pub complete_instructions: bool,
     pub stats: Arc<crate::host_compat::Stats>,
@@ -71,6 +73,7 @@ pub fn run_loop(mut vcpu: Box<dyn Vcpu>, ctx: Context) -> FinalState {
 }
 
 fn run_until_exit(vcpu: &mut dyn Vcpu, ctx: &Context, exits: &mut u64) {
+    crate::bench::trace_first_run(ctx.id);
     while !ctx.exit.requested() {
         *exits += 1;
         let exit = match vcpu.run() {
@@ -81,6 +84,9 @@ fn run_until_exit(vcpu: &mut dyn Vcpu, ctx: &Context, exits: &mut u64) {
                 break;
             }
         };
+        if ctx.trace {
+            eprintln!("fugu: trace: vCPU {} exit {exit:?}", ctx.id);
+        }
         match exit {
             VcpuExit::IoOut(port, data) => {
                 ctx.buses.pio.write(port as u64, data);

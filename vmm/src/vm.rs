@@ -29,6 +29,8 @@ pub enum VmExit {
     Crash(String),
     /// fugu received SIGINT/SIGTERM.
     Signal(i32),
+    /// The guest was still running after `--boot-timeout` seconds.
+    Timeout(u64),
 }
 
 impl VmExit {
@@ -39,6 +41,7 @@ impl VmExit {
             VmExit::Poweroff | VmExit::Reset => 0,
             VmExit::TripleFault { .. } | VmExit::Halted { .. } | VmExit::Crash(_) => 6,
             VmExit::Signal(_) => 130,
+            VmExit::Timeout(_) => 8,
         }
     }
 
@@ -51,6 +54,7 @@ impl VmExit {
             VmExit::Halted { cpu } => format!("vCPU {cpu} halted and cannot be woken"),
             VmExit::Crash(m) => m.clone(),
             VmExit::Signal(s) => format!("interrupted by signal {s}"),
+            VmExit::Timeout(s) => format!("the guest was still running after --boot-timeout {s} s"),
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct VmConfig {
     pub disks: Vec<crate::devices::virtio::setup::DiskConfig>,
     /// virtio-net NICs on tap devices (`--net`), after the disks.
     pub nets: Vec<crate::devices::virtio::setup::NetConfig>,
+    /// Boot through a BIOS (`--bios`) instead of loading `kernel`.
+    pub firmware: Option<boot::firmware::FirmwareConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +203,8 @@ pub struct Machine {
     pub adaptation: Option<String>,
     /// Instructions completed for the guest.
     pub stats: Arc<crate::host_compat::Stats>,
+    /// The BIOS image's mapping below 4 GiB (`--bios`); must outlive the VM.
+    _rom: Option<boot::firmware::RomMapping>,
 }
 
 impl Machine {
@@ -259,15 +267,46 @@ impl Machine {
             crate::devices::legacy::cmos::LEN,
             Arc::new(Mutex::new(Cmos::new(below, above))),
         )?;
+        let mut fw_cfg = crate::devices::legacy::fw_cfg::FwCfg::new(cfg.mem_size, cfg.cpus as u16);
+        // --bios: the chipset SeaBIOS expects, fw_cfg DMA and files; boot slot for bootorder.
+        let chipset = cfg.firmware.as_ref().map(|f| {
+            let e = exit.clone();
+            crate::devices::pci::i440fx::Chipset {
+                net_rom: f.net_rom.clone(),
+                reset: Some(Arc::new(move || e.request(VmExit::Reset))),
+            }
+        });
+        if cfg.firmware.is_some() {
+            add(
+                &mut pio,
+                crate::devices::legacy::debugcon::PORT,
+                1,
+                Arc::new(Mutex::new(crate::devices::legacy::debugcon::DebugCon::new(
+                    crate::devices::legacy::debugcon::DebugCon::requested(),
+                ))),
+            )?;
+        }
+        if let Some(f) = &cfg.firmware {
+            fw_cfg = fw_cfg.with_dma(mem.clone());
+            // 00:00.0 host bridge, 00:01.0 ISA bridge, then the disks, then the NICs.
+            let slot = match f.boot {
+                Some(boot::firmware::BootDevice::Disk) => Some(2u8),
+                Some(boot::firmware::BootDevice::Net) => Some(2 + cfg.disks.len() as u8),
+                None => None,
+            };
+            for (name, data) in boot::firmware::fw_cfg_files(cfg.mem_size, slot) {
+                fw_cfg.add_file(name, data).map_err(VmError::Config)?;
+            }
+        }
         add(
             &mut pio,
             crate::devices::legacy::fw_cfg::BASE,
             crate::devices::legacy::fw_cfg::LEN,
-            Arc::new(Mutex::new(crate::devices::legacy::fw_cfg::FwCfg::new(cfg.mem_size, cfg.cpus as u16))),
+            Arc::new(Mutex::new(fw_cfg)),
         )?;
         // PCI bus 0: the host bridge and the virtio devices (devices/virtio/setup.rs).
         let mut mmio = Bus::default();
-        crate::devices::virtio::setup::attach(
+        crate::devices::virtio::setup::attach_with(
             vm.clone(),
             mem.clone(),
             cfg.backend,
@@ -275,6 +314,7 @@ impl Machine {
             &cfg.nets,
             &mut pio,
             &mut mmio,
+            chipset.as_ref(),
         )
         .map_err(VmError::Config)?;
         let buses = Arc::new(Buses { pio, mmio });
@@ -282,25 +322,74 @@ impl Machine {
         let host = crate::host_compat::HostVirt::probe();
         let compat = crate::host_compat::active(cfg.host_compat, &host);
         let kind = boot::detect(&cfg.kernel);
-        let linux = matches!(kind, boot::KernelKind::LinuxBzImage | boot::KernelKind::Elf { is64: true });
-        let cmdline =
-            if compat && linux { crate::host_compat::adapt_linux_cmdline(&cfg.cmdline) } else { cfg.cmdline.clone() };
-        let plan = boot::load_kernel(&*mem, &cfg.kernel, &cmdline, &cfg.modules, cfg.mem_size)?;
-        crate::arch::x86::mptable::write(&*mem, cfg.cpus as u8)
-            .map_err(|e| VmError::Config(format!("writing the MP table: {e}")))?;
-        let vendor = cfg.cpu_vendor.unwrap_or(if compat { cpuid::Vendor::Intel } else { cpuid::Vendor::Host });
+        // A 32-bit guest without PAE addresses RAM below 4 GiB only; RAM above the PCI hole
+        // would be invisible to it, so refuse rather than silently waste it.
+        if matches!(
+            kind,
+            boot::KernelKind::Multiboot | boot::KernelKind::Elf { is64: false }
+        ) && cfg.mem_size > layout::PCI_HOLE_START
+        {
+            return Err(VmError::Config(format!(
+                "a 32-bit kernel can use at most {} MiB of RAM (below the PCI hole); got {} MiB",
+                layout::PCI_HOLE_START >> 20,
+                cfg.mem_size >> 20
+            )));
+        }
+        let linux = matches!(
+            kind,
+            boot::KernelKind::LinuxBzImage | boot::KernelKind::Elf { is64: true }
+        );
+        let cmdline = if compat && linux {
+            crate::host_compat::adapt_linux_cmdline(&cfg.cmdline)
+        } else {
+            cfg.cmdline.clone()
+        };
+        let plan = if cfg.firmware.is_some() {
+            // The firmware finds its own way; it writes its own MP/ACPI tables.
+            BootPlan {
+                entry: 0xffff_fff0,
+                mode: boot::EntryMode::Protected32 {
+                    eax: 0,
+                    ebx: 0,
+                    esi: 0,
+                },
+                kind: "BIOS",
+            }
+        } else {
+            let plan = boot::load_kernel(&*mem, &cfg.kernel, &cmdline, &cfg.modules, cfg.mem_size)?;
+            crate::arch::x86::mptable::write(&*mem, cfg.cpus as u8)
+                .map_err(|e| VmError::Config(format!("writing the MP table: {e}")))?;
+            plan
+        };
+        let mut rom = None;
+        let vendor = cfg.cpu_vendor.unwrap_or(if compat {
+            cpuid::Vendor::Intel
+        } else {
+            cpuid::Vendor::Host
+        });
         let supported = kvm.supported_cpuid()?;
         let mut vcpus = Vec::new();
         for id in 0..cfg.cpus {
             let v = vm.create_vcpu(id)?;
             v.set_cpuid2(&cpuid::for_vcpu(&supported, id, cfg.cpus, vendor))?;
-            if id == 0 {
+            if let (0, Some(f)) = (id, &cfg.firmware) {
+                let ro = boot::firmware::readonly_supported(|c| kvm.check_extension(c));
+                let slot = mem.regions().len() as u32;
+                rom = Some(
+                    boot::firmware::install(&f.bios, &*vm, ro, slot, &*mem, &*v)
+                        .map_err(|e| VmError::Config(e.to_string()))?,
+                );
+            } else if id == 0 {
                 regs::setup_boot_cpu(&*v, &*mem, plan.entry, &plan.mode)?;
             }
             vcpus.push(v);
         }
         let adaptation = compat.then(|| {
-            let mut a = format!("host adaptation on ({}): vendor {:?}, instruction completion", host.describe(), vendor);
+            let mut a = format!(
+                "host adaptation on ({}): vendor {:?}, instruction completion",
+                host.describe(),
+                vendor
+            );
             if linux {
                 a.push_str(&format!(", Linux cmdline \"{cmdline}\""));
             }
@@ -318,6 +407,7 @@ impl Machine {
             compat,
             adaptation,
             stats: Arc::new(crate::host_compat::Stats::default()),
+            _rom: rom,
         })
     }
 
@@ -330,6 +420,8 @@ impl Machine {
         for (id, v) in self.vcpus.into_iter().enumerate() {
             let ctx = vcpu::Context {
                 id: id as u32,
+                trace: std::env::var("FUGU_TRACE")
+                    .is_ok_and(|v| v.split(',').any(|t| t == "exits")),
                 complete_instructions: self.compat,
                 stats: self.stats.clone(),
                 mem: self.mem.clone(),

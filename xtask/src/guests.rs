@@ -63,6 +63,14 @@ pub const GUESTS: &[Guest] = &[
         marker: "fugu-guest: frame from the host received, virtio-net ok",
         success_status: 33,
     },
+    Guest {
+        // virtnet32's program in long mode (virtnet64.S includes virtnet32.S).
+        name: "virtnet64",
+        source: "virtnet64.S",
+        arch: "amd64",
+        marker: "fugu-guest: frame from the host received, virtio-net ok",
+        success_status: 33,
+    },
 ];
 
 pub fn out_dir() -> PathBuf {

@@ -117,7 +117,11 @@ fn parse_args(args: &[String]) -> Result<Opts> {
                 })?))
             }
             "help" | "--help" | "-h" => return Err(Error::usage(USAGE)),
-            other => return Err(Error::usage(format!("images: unknown option '{other}'\n{USAGE}"))),
+            other => {
+                return Err(Error::usage(format!(
+                    "images: unknown option '{other}'\n{USAGE}"
+                )))
+            }
         }
     }
     Ok(o)
@@ -203,7 +207,21 @@ pub fn main(args: &[String]) -> Result {
         return update_pins(&recipes);
     }
     util::ensure_debs(
-        &["e2fsprogs", "gzip", "xz-utils", "lz4", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "make", "gcc", "gcc-multilib", "binutils"],
+        &[
+            "e2fsprogs",
+            "gzip",
+            "xz-utils",
+            "lz4",
+            "flex",
+            "bison",
+            "bc",
+            "libelf-dev",
+            "libssl-dev",
+            "make",
+            "gcc",
+            "gcc-multilib",
+            "binutils",
+        ],
         "building guest images",
     )?;
     let ctx = Ctx {
@@ -221,10 +239,15 @@ pub fn main(args: &[String]) -> Result {
     ));
     let (idx, report) = build_all(&ctx, &recipes, &out)?;
 
-    let mut failed = report.iter().any(|r| matches!(r.result, Err(Problem::Fail(_))));
+    let mut failed = report
+        .iter()
+        .any(|r| matches!(r.result, Err(Problem::Fail(_))));
     if o.check_reproducible {
         let again = root.join("target/images/out-check");
-        step(format!("--check-reproducible: building everything again into {}", again.display()));
+        step(format!(
+            "--check-reproducible: building everything again into {}",
+            again.display()
+        ));
         let (idx2, _) = build_all(&ctx, &recipes, &again)?;
         let (same, diffs) = compare(&idx, &idx2);
         println!();
@@ -280,13 +303,30 @@ fn build_all(ctx: &Ctx, recipes: &[Recipe], out: &Path) -> Result<(index::Index,
             result,
         });
     }
+    // With --only, images built earlier stay in the index while their files are there.
+    if let Ok(text) = std::fs::read(out.join("index.json")) {
+        if let Ok(old) = serde_json::from_slice::<index::Index>(&text) {
+            for img in old.images {
+                let rebuilt = recipes.iter().any(|r| r.name() == img.name);
+                let present = img
+                    .files
+                    .iter()
+                    .all(|f| std::fs::metadata(out.join(&f.path)).is_ok_and(|m| m.len() == f.size));
+                if !rebuilt && present {
+                    images.push(img);
+                }
+            }
+        }
+    }
+    images.sort_by(|a, b| a.name.cmp(&b.name));
     let idx = index::Index {
         format: index::FORMAT.into(),
         format_version: index::FORMAT_VERSION,
         created: rfc3339(ctx.epoch),
         images,
     };
-    idx.validate().map_err(|e| Error::fail(format!("generated index is invalid: {e}")))?;
+    idx.validate()
+        .map_err(|e| Error::fail(format!("generated index is invalid: {e}")))?;
     let json = serde_json::to_string_pretty(&idx).map_err(|e| Error::fail(e.to_string()))? + "\n";
     write_atomic(&out.join("index.json"), json.as_bytes())?;
 
@@ -329,7 +369,10 @@ fn compare(a: &index::Index, b: &index::Index) -> (usize, Vec<String>) {
         for fa in &ia.files {
             match ib.file(&fa.role) {
                 Some(fb) if fb.sha256 == fa.sha256 => same += 1,
-                Some(fb) => diffs.push(format!("{}: {} {} != {}", ia.name, fa.path, fa.sha256, fb.sha256)),
+                Some(fb) => diffs.push(format!(
+                    "{}: {} {} != {}",
+                    ia.name, fa.path, fa.sha256, fb.sha256
+                )),
                 None => diffs.push(format!("{}: {} missing", ia.name, fa.path)),
             }
         }
@@ -345,11 +388,18 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result {
 }
 
 fn need(r: &Recipe, section: &str, key: &str) -> std::result::Result<String, Problem> {
-    r.need(section, key).map(str::to_string).map_err(Problem::Fail)
+    r.need(section, key)
+        .map(str::to_string)
+        .map_err(Problem::Fail)
 }
 
 /// Build one image into out/<name>/ (through out/.<name>.tmp); returns its index entry.
-fn build_one(ctx: &Ctx, r: &Recipe, out: &Path, kernel_secs: &mut u64) -> std::result::Result<index::Image, Problem> {
+fn build_one(
+    ctx: &Ctx,
+    r: &Recipe,
+    out: &Path,
+    kernel_secs: &mut u64,
+) -> std::result::Result<index::Image, Problem> {
     let name = r.name().to_string();
     step(format!("image {name} ({})", r.rel));
     let stage = out.join(format!(".{name}.tmp"));
@@ -397,9 +447,11 @@ fn build_one(ctx: &Ctx, r: &Recipe, out: &Path, kernel_secs: &mut u64) -> std::r
                 &format!("{}_{}", pin.name, pin.version.replace(':', "%3a")),
                 &make_arch,
                 &fragments,
-                &ctx.cache,
-                ctx.jobs,
-                ctx.epoch,
+                &kernel::Settings {
+                    cache: &ctx.cache,
+                    jobs: ctx.jobs,
+                    epoch: ctx.epoch,
+                },
             )?;
             *kernel_secs = k.build_secs;
             config_sha256 = Some(k.config_sha256);
@@ -432,7 +484,10 @@ fn build_one(ctx: &Ctx, r: &Recipe, out: &Path, kernel_secs: &mut u64) -> std::r
             let mods = modules(&tree.join("lib/modules").join(&kver), &wanted)?;
             step(format!(
                 "{name}: modules, in load order: {}",
-                mods.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(" ")
+                mods.iter()
+                    .map(|m| m.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ));
             let busybox = deb_member(&deb(&need(r, "initramfs", "busybox")?)?, "bin/busybox")?;
             let (initrd, srcs) = initramfs(ctx, r, &busybox, &mods)?;
@@ -448,7 +503,12 @@ fn build_one(ctx: &Ctx, r: &Recipe, out: &Path, kernel_secs: &mut u64) -> std::r
             let (guest, elf) = built
                 .into_iter()
                 .find(|(x, _)| x.name == g)
-                .ok_or_else(|| Problem::Fail(format!("{}: no tiny guest named '{g}' in xtask/src/guests.rs", r.rel)))?;
+                .ok_or_else(|| {
+                    Problem::Fail(format!(
+                        "{}: no tiny guest named '{g}' in xtask/src/guests.rs",
+                        r.rel
+                    ))
+                })?;
             let dir = ctx.root.join("images/guests");
             for f in [guest.source, "common.inc", "guest.ld"] {
                 sources.push(source(ctx, &dir.join(f))?);
@@ -518,7 +578,11 @@ fn deb_member(deb: &Path, member: &str) -> std::result::Result<Vec<u8>, Problem>
         .spawn()?;
     let tar = Command::new("tar")
         .args(["-xO", &format!("./{member}")])
-        .stdin(dpkg.stdout.take().ok_or_else(|| Problem::Fail("no pipe".into()))?)
+        .stdin(
+            dpkg.stdout
+                .take()
+                .ok_or_else(|| Problem::Fail("no pipe".into()))?,
+        )
         .output()?;
     let _ = dpkg.wait();
     if !tar.status.success() || tar.stdout.is_empty() {
@@ -539,9 +603,13 @@ fn unpack_deb(ctx: &Ctx, deb: &Path) -> std::result::Result<PathBuf, Problem> {
         step(format!("unpacking {}", deb.display()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let (ok, log) = capture(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&dir)).map_err(|e| Problem::Fail(e.msg))?;
+        let (ok, log) = capture(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&dir))
+            .map_err(|e| Problem::Fail(e.msg))?;
         if !ok {
-            return Err(Problem::Fail(format!("dpkg-deb -x {}: {log}", deb.display())));
+            return Err(Problem::Fail(format!(
+                "dpkg-deb -x {}: {log}",
+                deb.display()
+            )));
         }
         std::fs::write(dir.join(".fugu-complete"), b"")?;
     }
@@ -552,7 +620,11 @@ fn find_prefixed(dir: &Path, prefix: &str) -> std::result::Result<PathBuf, Probl
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Problem::Fail(format!("{}: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
         .collect();
     found.sort();
     found
@@ -619,7 +691,9 @@ fn modules(kdir: &Path, wanted: &[String]) -> std::result::Result<Vec<(String, V
             return Ok(());
         }
         let path = files.get(m).ok_or_else(|| {
-            Problem::Fail(format!("module {m} is neither built into this kernel nor shipped with it"))
+            Problem::Fail(format!(
+                "module {m} is neither built into this kernel nor shipped with it"
+            ))
         })?;
         let data = read_module(path)?;
         for d in module_depends(&data) {
@@ -631,7 +705,13 @@ fn modules(kdir: &Path, wanted: &[String]) -> std::result::Result<Vec<(String, V
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
     for w in wanted {
-        visit(&w.replace('-', "_"), &files, &builtin, &mut seen, &mut order)?;
+        visit(
+            &w.replace('-', "_"),
+            &files,
+            &builtin,
+            &mut seen,
+            &mut order,
+        )?;
     }
     Ok(order)
 }
@@ -671,20 +751,50 @@ fn initramfs(
     let init_path = ctx.root.join("images").join(need(r, "initramfs", "init")?);
     let dhcp_path = ctx.root.join("images/check/udhcpc");
     let mut a = cpio::Archive::new();
-    a.add("bin/busybox", cpio::Entry::File { data: busybox.to_vec(), exec: true });
+    a.add(
+        "bin/busybox",
+        cpio::Entry::File {
+            data: busybox.to_vec(),
+            exec: true,
+        },
+    );
     a.add("bin/sh", cpio::Entry::Symlink("busybox".into()));
-    a.add("init", cpio::Entry::File { data: std::fs::read(&init_path)?, exec: true });
-    a.add("etc/fugu-udhcpc", cpio::Entry::File { data: std::fs::read(&dhcp_path)?, exec: true });
+    a.add(
+        "init",
+        cpio::Entry::File {
+            data: std::fs::read(&init_path)?,
+            exec: true,
+        },
+    );
+    a.add(
+        "etc/fugu-udhcpc",
+        cpio::Entry::File {
+            data: std::fs::read(&dhcp_path)?,
+            exec: true,
+        },
+    );
     a.add("dev/console", cpio::Entry::CharDev(5, 1));
     for d in ["proc", "sys", "mnt", "tmp", "sbin"] {
         a.add(d, cpio::Entry::Dir);
     }
     for (m, data) in mods {
-        a.add(&format!("lib/modules/{m}.ko"), cpio::Entry::File { data: data.clone(), exec: false });
+        a.add(
+            &format!("lib/modules/{m}.ko"),
+            cpio::Entry::File {
+                data: data.clone(),
+                exec: false,
+            },
+        );
     }
     if !mods.is_empty() {
         let list: String = mods.iter().map(|(m, _)| format!("{m}.ko\n")).collect();
-        a.add("etc/fugu-modules", cpio::Entry::File { data: list.into_bytes(), exec: false });
+        a.add(
+            "etc/fugu-modules",
+            cpio::Entry::File {
+                data: list.into_bytes(),
+                exec: false,
+            },
+        );
     }
     let gz = gzip(&a.to_bytes(ctx.epoch))?;
     Ok((gz, vec![source(ctx, &init_path)?, source(ctx, &dhcp_path)?]))
@@ -696,7 +806,10 @@ fn gzip(data: &[u8]) -> std::result::Result<Vec<u8>, Problem> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
-    let mut stdin = child.stdin.take().ok_or_else(|| Problem::Fail("no pipe".into()))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| Problem::Fail("no pipe".into()))?;
     let data = data.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&data));
     let out = child.wait_with_output()?;
@@ -712,7 +825,14 @@ fn gzip(data: &[u8]) -> std::result::Result<Vec<u8>, Problem> {
 /// A UUID-shaped string derived from `seed`, so that mke2fs output is reproducible.
 fn fixed_uuid(seed: &str) -> String {
     let h = sha256_bytes(seed.as_bytes());
-    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 /// The ext4 disk: the marker file and, with `root_init = yes`, busybox and the check as
@@ -726,7 +846,10 @@ fn disk(ctx: &Ctx, r: &Recipe, busybox: &[u8], dest: &Path) -> std::result::Resu
     let tree = dest.with_extension("tree");
     let _ = std::fs::remove_dir_all(&tree);
     std::fs::create_dir_all(&tree)?;
-    std::fs::write(tree.join("fugu-marker"), format!("{MARKER}\nimage {name}\n"))?;
+    std::fs::write(
+        tree.join("fugu-marker"),
+        format!("{MARKER}\nimage {name}\n"),
+    )?;
     if root_init {
         use std::os::unix::fs::PermissionsExt;
         for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "mnt", "tmp"] {
@@ -748,11 +871,15 @@ fn disk(ctx: &Ctx, r: &Recipe, busybox: &[u8], dest: &Path) -> std::result::Resu
         )?;
     }
     // Fixed mtimes and modes on everything mke2fs copies.
-    let (ok, log) = capture(
-        Command::new("find")
-            .arg(&tree)
-            .args(["-exec", "touch", "-h", "-d", &format!("@{}", ctx.epoch), "{}", "+"]),
-    )
+    let (ok, log) = capture(Command::new("find").arg(&tree).args([
+        "-exec",
+        "touch",
+        "-h",
+        "-d",
+        &format!("@{}", ctx.epoch),
+        "{}",
+        "+",
+    ]))
     .map_err(|e| Problem::Fail(e.msg))?;
     if !ok {
         return Err(Problem::Fail(format!("touch: {log}")));
@@ -763,10 +890,20 @@ fn disk(ctx: &Ctx, r: &Recipe, busybox: &[u8], dest: &Path) -> std::result::Resu
         Command::new("mke2fs")
             .env("E2FSPROGS_FAKE_TIME", ctx.epoch.to_string())
             .env("MKE2FS_CONFIG", "/dev/null")
-            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-I", "256"])
-            .args(["-O", "^metadata_csum_seed,^orphan_file"])
+            .args([
+                "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-I", "256",
+            ])
+            // Features named explicitly: MKE2FS_CONFIG=/dev/null keeps the host's
+            // /etc/mke2fs.conf out of the result.
+            .args([
+                "-O",
+                "has_journal,extent,flex_bg,64bit,dir_nlink,extra_isize,huge_file,metadata_csum",
+            ])
             .args(["-U", &uuid])
-            .args(["-E", &format!("hash_seed={uuid},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0")])
+            .args([
+                "-E",
+                &format!("hash_seed={uuid},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0"),
+            ])
             .args(["-L", "fugu-disk"])
             .arg("-d")
             .arg(&tree)
@@ -814,7 +951,9 @@ fn update_pins(recipes: &[Recipe]) -> Result {
         let mut text = r.text.clone();
         for p in r.pins().map_err(Error::fail)? {
             match debs::current(&p) {
-                Ok(new) if new == p => println!("{:<14} {} {} (unchanged)", r.name(), p.name, p.version),
+                Ok(new) if new == p => {
+                    println!("{:<14} {} {} (unchanged)", r.name(), p.name, p.version)
+                }
                 Ok(new) => {
                     println!(
                         "{:<14} {} {} -> {} {}",
@@ -855,8 +994,14 @@ mod tests {
 
     #[test]
     fn module_names_normalize() {
-        assert_eq!(module_name("kernel/drivers/virtio/virtio_pci.ko"), "virtio_pci");
-        assert_eq!(module_name("kernel/net/packet/af_packet.ko.xz"), "af_packet");
+        assert_eq!(
+            module_name("kernel/drivers/virtio/virtio_pci.ko"),
+            "virtio_pci"
+        );
+        assert_eq!(
+            module_name("kernel/net/packet/af_packet.ko.xz"),
+            "af_packet"
+        );
         assert_eq!(module_name("kernel/x/net-failover.ko"), "net_failover");
     }
 
@@ -866,7 +1011,11 @@ mod tests {
         let all = load_recipes(&root, &[]).unwrap();
         assert!(all.iter().any(|r| r.name() == "linux-amd64"));
         for r in &all {
-            assert!(matches!(r.builder(), "minimal-linux" | "debian-linux" | "tiny-guest"), "{}", r.rel);
+            assert!(
+                matches!(r.builder(), "minimal-linux" | "debian-linux" | "tiny-guest"),
+                "{}",
+                r.rel
+            );
         }
     }
 

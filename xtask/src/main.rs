@@ -3,6 +3,7 @@
 //! Each subcommand is one module; the xtask stays thin: it calls cargo, apt-get, dpkg-deb and
 //! the `fugu` binary, and reports progress.
 
+mod bench;
 mod build;
 mod ci;
 mod deb;
@@ -34,6 +35,7 @@ commands:
                                       guest images from pinned Debian packages + index.json
                                       (target/images/out/; see docs/images.md)
   test                                fmt, clippy and every test, for both targets
+  bench [--filter NAME] [--runs N]    fugu vs QEMU and other peers, as ratios (docs/bench.md)
   test-matrix [--list|--probe] [...]  boot the VM matrix (ci/matrix.def); SKIP what this host can't
   test-matrix merge JUNIT...          join several hosts' results into one table
   ci generate | check                 write / verify the CI pipelines generated from ci/matrix.def
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         "package" => package::main(&args),
         "images" => images::main(&args),
         "test" => test::main(&args),
+        "bench" => bench::main(&args),
         "test-matrix" => test_matrix::main(&args),
         "ci" => ci::main(&args),
         "help" | "--help" | "-h" => {

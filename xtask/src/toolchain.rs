@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Debian packages of the build-std route, which must all be at one version.
-const DEBIAN_ROUTE_DEBS: &[&str] = &["rustc-web", "rust-web-src", "gcc-multilib"];
+const DEBIAN_ROUTE_DEBS: &[&str] = &[
+    "rustc-web",
+    "rust-web-src",
+    "rust-web-clippy",
+    "gcc-multilib",
+];
+const DEBIAN_CARGO_CLIPPY: &str = "/usr/bin/cargo-clippy";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_RUSTDOC: &str = "/usr/bin/rustdoc";
 const DEBIAN_STD_SRC: &str = "/usr/lib/rustlib/src/rust/library/std/Cargo.toml";
@@ -25,12 +31,19 @@ pub struct Toolchain {
     pub target_dir: PathBuf,
     /// How it was set up, for messages.
     pub route: String,
+    /// The `cargo-clippy` to run instead of `cargo clippy` (its clippy-driver must match the
+    /// rustc in use: Debian's for the build-std route).
+    pub cargo_clippy: Option<PathBuf>,
 }
 
 impl Toolchain {
     /// `cargo <sub> --target T ...` with this toolchain's environment.
     pub fn cargo(&self, sub: &str) -> Command {
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        let program = match (&self.cargo_clippy, sub) {
+            (Some(cc), "clippy") => cc.clone().into_os_string(),
+            _ => std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        };
+        let mut c = Command::new(program);
         c.current_dir(util::root());
         c.arg(sub);
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -72,6 +85,7 @@ pub fn for_target(target: Target) -> Result<Toolchain> {
             args: vec![],
             target_dir: root.join("target"),
             route: "host toolchain".into(),
+            cargo_clippy: None,
         });
     }
     let target_dir = root.join("target").join(target.short());
@@ -83,6 +97,7 @@ pub fn for_target(target: Target) -> Result<Toolchain> {
             args: vec![],
             target_dir,
             route: "rustup target".into(),
+            cargo_clippy: None,
         });
     }
     debian_build_std(target, target_dir)
@@ -106,6 +121,8 @@ fn debian_version(pkg: &str) -> Option<String> {
 
 /// Debian route 1: rustc-web + rust-web-src + gcc-multilib, then -Zbuild-std.
 fn debian_build_std(target: Target, target_dir: PathBuf) -> Result<Toolchain> {
+    // rust-web-clippy only matters for `cargo xtask test`, but one consistent set keeps the
+    // route simple and verifiable.
     let missing = util::missing_debs(DEBIAN_ROUTE_DEBS);
     if !missing.is_empty() {
         if !util::is_root() {
@@ -122,11 +139,13 @@ fn debian_build_std(target: Target, target_dir: PathBuf) -> Result<Toolchain> {
         )?;
     }
     let (rv, sv) = (debian_version("rustc-web"), debian_version("rust-web-src"));
-    if rv != sv {
+    let cv = debian_version("rust-web-clippy");
+    if rv != sv || rv != cv {
         return Err(Error::fail(format!(
-            "rustc-web ({}) and rust-web-src ({}) must be the same version; as root:\n    apt-get install -y rustc-web rust-web-src",
+            "rustc-web ({}), rust-web-src ({}) and rust-web-clippy ({}) must be the same version; as root:\n    apt-get install -y rustc-web rust-web-src rust-web-clippy",
             rv.unwrap_or_else(|| "missing".into()),
-            sv.unwrap_or_else(|| "missing".into())
+            sv.unwrap_or_else(|| "missing".into()),
+            cv.unwrap_or_else(|| "missing".into())
         )));
     }
     for p in [DEBIAN_RUSTC, DEBIAN_STD_SRC] {
@@ -151,6 +170,7 @@ fn debian_build_std(target: Target, target_dir: PathBuf) -> Result<Toolchain> {
             "Debian rustc-web {} with -Zbuild-std",
             rv.unwrap_or_default()
         ),
+        cargo_clippy: Some(PathBuf::from(DEBIAN_CARGO_CLIPPY)),
     };
     smoke_test(&tc)?;
     Ok(tc)

@@ -5,6 +5,9 @@ use super::{addr, place, BootPlan, EntryMode, LoadError};
 use crate::memory::GuestMemory;
 
 const PT_LOAD: u32 = 1;
+const PT_NOTE: u32 = 4;
+/// XEN_ELFNOTE_PHYS32_ENTRY: the PVH 32-bit entry point, in a note owned by "Xen".
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
@@ -19,6 +22,8 @@ pub struct Elf {
     pub is64: bool,
     pub entry: u64,
     pub segments: Vec<Segment>,
+    /// The PVH entry point, when the kernel has one.
+    pub pvh_entry: Option<u64>,
 }
 
 fn bad(msg: impl Into<String>) -> LoadError {
@@ -81,11 +86,24 @@ pub fn parse(b: &[u8]) -> Result<Elf, LoadError> {
         return Err(bad(format!("program header size {phentsize} is too small")));
     }
     let mut segments = Vec::new();
+    let mut pvh_entry = None;
     for i in 0..phnum as u64 {
         let ph = phoff
             .checked_add(i * phentsize as u64)
             .ok_or_else(|| bad("program header offset overflow"))?;
-        if u32at(b, ph)? != PT_LOAD {
+        let p_type = u32at(b, ph)?;
+        if p_type == PT_NOTE {
+            let (off, size) = if is64 {
+                (u64at(b, ph + 8)?, u64at(b, ph + 32)?)
+            } else {
+                (u32at(b, ph + 4)? as u64, u32at(b, ph + 16)? as u64)
+            };
+            if pvh_entry.is_none() {
+                pvh_entry = find_pvh_note(b, off, size)?;
+            }
+            continue;
+        }
+        if p_type != PT_LOAD {
             continue;
         }
         let s = if is64 {
@@ -128,7 +146,40 @@ pub fn parse(b: &[u8]) -> Result<Elf, LoadError> {
         is64,
         entry,
         segments,
+        pvh_entry,
     })
+}
+
+/// Walk the notes in `[off, off+size)` for Xen's PHYS32_ENTRY; every length is checked.
+fn find_pvh_note(b: &[u8], off: u64, size: u64) -> Result<Option<u64>, LoadError> {
+    let end = off
+        .checked_add(size)
+        .filter(|e| *e <= b.len() as u64)
+        .ok_or_else(|| bad("PT_NOTE segment lies outside the file"))?;
+    let align4 = |v: u64| (v + 3) & !3;
+    let mut at = off;
+    while at + 12 <= end {
+        let namesz = u32at(b, at)? as u64;
+        let descsz = u32at(b, at + 4)? as u64;
+        let ntype = u32at(b, at + 8)?;
+        let name_at = at + 12;
+        let desc_at = name_at + align4(namesz);
+        let next = desc_at + align4(descsz);
+        if next > end {
+            return Err(bad("a note runs past the end of its segment"));
+        }
+        let name = &b[name_at as usize..(name_at + namesz) as usize];
+        if ntype == XEN_ELFNOTE_PHYS32_ENTRY && name.strip_suffix(b"\0").unwrap_or(name) == b"Xen" {
+            let entry = match descsz {
+                4 => u32at(b, desc_at)? as u64,
+                8 => u64at(b, desc_at)?,
+                n => return Err(bad(format!("PVH entry note has a {n}-byte value"))),
+            };
+            return Ok(Some(entry));
+        }
+        at = next;
+    }
+    Ok(None)
 }
 
 /// Copy every PT_LOAD segment to its physical address and zero its BSS.
@@ -159,11 +210,21 @@ pub fn load_direct(
     mem: &dyn GuestMemory,
     b: &[u8],
     cmdline: &str,
+    initrd: Option<&[u8]>,
     mem_size: u64,
 ) -> Result<BootPlan, LoadError> {
     let elf = parse(b)?;
-    load_segments(mem, b, &elf)?;
+    let kernel_end = load_segments(mem, b, &elf)?;
     let cmd = super::write_cmdline(mem, cmdline)?;
+    if let Some(entry) = elf.pvh_entry {
+        return super::pvh::boot(mem, entry, cmd, initrd, kernel_end, mem_size);
+    }
+    if initrd.is_some() {
+        return Err(LoadError::Malformed(
+            "an initrd needs a Multiboot kernel, a Linux bzImage or an ELF kernel with a PVH entry"
+                .into(),
+        ));
+    }
     if elf.is64 {
         super::zero_page::write(
             mem,

@@ -1,8 +1,10 @@
 //! Loading guest kernels into memory and describing the CPU state they start in.
 
 pub mod elf;
+pub mod firmware;
 pub mod linux;
 pub mod multiboot;
+pub mod pvh;
 pub mod zero_page;
 
 use crate::memory::GuestMemory;
@@ -14,6 +16,9 @@ pub mod addr {
     pub const MULTIBOOT_MMAP: u64 = 0x1100;
     pub const MULTIBOOT_MODS: u64 = 0x1800;
     pub const MULTIBOOT_LOADER_NAME: u64 = 0x1f00;
+    pub const PVH_START_INFO: u64 = 0x6000;
+    pub const PVH_MEMMAP: u64 = 0x6100;
+    pub const PVH_MODLIST: u64 = 0x6e00;
     pub const ZERO_PAGE: u64 = 0x7000;
     pub const BOOT_STACK: u64 = 0x8ff0;
     pub const PML4: u64 = 0x9000;
@@ -120,12 +125,13 @@ pub fn load_kernel(
         return multiboot::load(mem, image, &hdr, cmdline, modules, mem_size);
     }
     if image.starts_with(b"\x7fELF") {
-        if !modules.is_empty() {
+        if modules.len() > 1 {
             return Err(LoadError::Malformed(
-                "modules (--initrd) need a Multiboot or Linux kernel".into(),
+                "an ELF kernel takes at most one --initrd".into(),
             ));
         }
-        return elf::load_direct(mem, image, cmdline, mem_size);
+        let initrd = modules.first().map(|(d, _)| d.as_slice());
+        return elf::load_direct(mem, image, cmdline, initrd, mem_size);
     }
     Err(LoadError::Unknown)
 }

@@ -262,14 +262,19 @@ impl super::Vcpu for Vcpu {
         self.fd.set_lapic(&l).map_err(|e| err("KVM_SET_LAPIC", e))
     }
     fn get_vcpu_events(&self) -> Result<kvm_vcpu_events> {
-        let e = self.fd.get_vcpu_events().map_err(|e| err("KVM_GET_VCPU_EVENTS", e))?;
+        let e = self
+            .fd
+            .get_vcpu_events()
+            .map_err(|e| err("KVM_GET_VCPU_EVENTS", e))?;
         // SAFETY: identical size and layout (see kvm_abi's differential tests).
         Ok(unsafe { transmute::<kb::kvm_vcpu_events, kvm_vcpu_events>(e) })
     }
     fn set_vcpu_events(&self, events: &kvm_vcpu_events) -> Result<()> {
         // SAFETY: identical size and layout.
         let e = unsafe { transmute::<kvm_vcpu_events, kb::kvm_vcpu_events>(*events) };
-        self.fd.set_vcpu_events(&e).map_err(|e| err("KVM_SET_VCPU_EVENTS", e))
+        self.fd
+            .set_vcpu_events(&e)
+            .map_err(|e| err("KVM_SET_VCPU_EVENTS", e))
     }
     fn set_immediate_exit(&mut self, on: bool) {
         self.fd.set_kvm_immediate_exit(on as u8);

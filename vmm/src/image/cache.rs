@@ -36,6 +36,9 @@ pub struct Cache {
     pub root: PathBuf,
 }
 
+/// One directory of the cache: a usable image, or its name and what is wrong with it.
+pub type Listed = Result<Cached, (String, ImageError)>;
+
 /// `$XDG_CACHE_HOME/fugu/images`, else `$HOME/.cache/fugu/images`.
 pub fn default_dir() -> Result<PathBuf, ImageError> {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
@@ -72,7 +75,9 @@ impl Cache {
         if index::valid_name(name) {
             Ok(())
         } else {
-            Err(ImageError::BadUrl(format!("'{name}' is not a valid image name")))
+            Err(ImageError::BadUrl(format!(
+                "'{name}' is not a valid image name"
+            )))
         }
     }
 
@@ -102,7 +107,7 @@ impl Cache {
     }
 
     /// Every complete image in the cache, by name.
-    pub fn list(&self) -> Result<Vec<Result<Cached, (String, ImageError)>>, ImageError> {
+    pub fn list(&self) -> Result<Vec<Listed>, ImageError> {
         let rd = match std::fs::read_dir(&self.root) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

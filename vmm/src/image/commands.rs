@@ -268,8 +268,7 @@ fn fetch_files(
                 got: sum,
             });
         }
-        std::fs::rename(&part, &final_path)
-            .map_err(|e| ImageError::io(final_path.display(), e))?;
+        std::fs::rename(&part, &final_path).map_err(|e| ImageError::io(final_path.display(), e))?;
     }
     Ok(())
 }
@@ -341,9 +340,13 @@ pub fn resolve(cache_dir: Option<PathBuf>, name: &str) -> Result<RunImage, Image
         name: name.into(),
         msg: "no kernel file".into(),
     })?;
-    for p in [Some(&kernel), c.path("initrd").as_ref(), c.path("disk").as_ref()]
-        .into_iter()
-        .flatten()
+    for p in [
+        Some(&kernel),
+        c.path("initrd").as_ref(),
+        c.path("disk").as_ref(),
+    ]
+    .into_iter()
+    .flatten()
     {
         if !p.exists() {
             return Err(ImageError::Damaged {

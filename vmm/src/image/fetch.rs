@@ -184,7 +184,8 @@ pub fn download(
                 url: what.clone(),
                 msg: e.to_string(),
             })?;
-            let mut to = std::fs::File::create(part).map_err(|e| ImageError::io(part.display(), e))?;
+            let mut to =
+                std::fs::File::create(part).map_err(|e| ImageError::io(part.display(), e))?;
             copy_counting(&mut from, &mut to, 0, file.size, progress)
                 .map_err(|e| ImageError::io(&what, e))?;
             check_len(part, file.size, &what)
@@ -242,7 +243,12 @@ fn content_range(v: &str) -> Option<(u64, Option<u64>)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()))
 }
 
-fn download_http(url: &str, size: u64, part: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
+fn download_http(
+    url: &str,
+    size: u64,
+    part: &Path,
+    progress: &dyn Progress,
+) -> Result<(), ImageError> {
     let mut fruitless = 0;
     let mut last_err = String::new();
     loop {
@@ -296,7 +302,8 @@ fn download_http(url: &str, size: u64, part: &Path, progress: &dyn Progress) -> 
                     }
                     _ => {
                         last_err = "the server answered a Range request with another range".into();
-                        std::fs::remove_file(part).map_err(|e| ImageError::io(part.display(), e))?;
+                        std::fs::remove_file(part)
+                            .map_err(|e| ImageError::io(part.display(), e))?;
                         fruitless += 1;
                         continue;
                     }
@@ -304,7 +311,9 @@ fn download_http(url: &str, size: u64, part: &Path, progress: &dyn Progress) -> 
             }
             200 => {
                 // The whole file (a server without Range support, or a fresh start).
-                if let Some(len) = header(&resp, "Content-Length").and_then(|v| v.parse::<u64>().ok()) {
+                if let Some(len) =
+                    header(&resp, "Content-Length").and_then(|v| v.parse::<u64>().ok())
+                {
                     if len != size {
                         let _ = std::fs::remove_file(part);
                         return Err(ImageError::Size {
@@ -372,16 +381,34 @@ mod tests {
 
     #[test]
     fn locations_parse_and_join() {
-        assert!(matches!(Location::parse(super::super::DEFAULT_INDEX), Err(ImageError::NoIndex)));
-        assert!(matches!(Location::parse("https://x/i.json"), Err(ImageError::HttpsUnsupported)));
-        assert!(matches!(Location::parse("ftp://x/i.json"), Err(ImageError::BadUrl(_))));
-        assert!(matches!(Location::parse("http:///i.json"), Err(ImageError::BadUrl(_))));
+        assert!(matches!(
+            Location::parse(super::super::DEFAULT_INDEX),
+            Err(ImageError::NoIndex)
+        ));
+        assert!(matches!(
+            Location::parse("https://x/i.json"),
+            Err(ImageError::HttpsUnsupported)
+        ));
+        assert!(matches!(
+            Location::parse("ftp://x/i.json"),
+            Err(ImageError::BadUrl(_))
+        ));
+        assert!(matches!(
+            Location::parse("http:///i.json"),
+            Err(ImageError::BadUrl(_))
+        ));
         let h = Location::parse("http://127.0.0.1:8000/v1/index.json").unwrap();
-        assert_eq!(h.join("a/b.img").to_string(), "http://127.0.0.1:8000/v1/a/b.img");
+        assert_eq!(
+            h.join("a/b.img").to_string(),
+            "http://127.0.0.1:8000/v1/a/b.img"
+        );
         let h = Location::parse("http://host").unwrap();
         assert_eq!(h.join("a").to_string(), "http://host/a");
         let l = Location::parse("/srv/images/index.json").unwrap();
-        assert_eq!(l.join("x/y"), Location::Local(PathBuf::from("/srv/images/x/y")));
+        assert_eq!(
+            l.join("x/y"),
+            Location::Local(PathBuf::from("/srv/images/x/y"))
+        );
         assert_eq!(
             Location::parse("file:///srv/index.json").unwrap(),
             Location::Local(PathBuf::from("/srv/index.json"))
@@ -397,13 +424,23 @@ mod tests {
 
     #[test]
     fn broken_indexes_are_refused() {
-        assert!(matches!(parse_index("u", b"{not json"), Err(ImageError::BadIndex { .. })));
-        assert!(matches!(parse_index("u", b"[]"), Err(ImageError::BadIndex { .. })));
+        assert!(matches!(
+            parse_index("u", b"{not json"),
+            Err(ImageError::BadIndex { .. })
+        ));
+        assert!(matches!(
+            parse_index("u", b"[]"),
+            Err(ImageError::BadIndex { .. })
+        ));
         let wrong_format = br#"{"format":"other","format_version":1,"created":"x","images":[]}"#;
         let e = parse_index("u", wrong_format).unwrap_err().to_string();
         assert!(e.contains("not a fugu image index"), "{e}");
-        let future = br#"{"format":"fugu-image-index","format_version":99,"created":"x","images":[]}"#;
-        assert!(parse_index("u", future).unwrap_err().to_string().contains("upgrade fugu"));
+        let future =
+            br#"{"format":"fugu-image-index","format_version":99,"created":"x","images":[]}"#;
+        assert!(parse_index("u", future)
+            .unwrap_err()
+            .to_string()
+            .contains("upgrade fugu"));
         let ok = br#"{"format":"fugu-image-index","format_version":1,"created":"x","images":[]}"#;
         assert!(parse_index("u", ok).is_ok());
     }

@@ -135,7 +135,10 @@ impl Index {
                     ));
                 }
                 if !valid_path(&f.path) {
-                    return Err(format!("image '{}': unsafe file path '{}'", img.name, f.path));
+                    return Err(format!(
+                        "image '{}': unsafe file path '{}'",
+                        img.name, f.path
+                    ));
                 }
                 if f.sha256.len() != 64
                     || !f

@@ -124,4 +124,3 @@ mod unit {
         assert!(!version_at_least("0.1.0", "1"));
     }
 }
-

@@ -157,7 +157,12 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
 fn published() -> (HashMap<String, Vec<u8>>, Index) {
     let files = [
         ("kernel", "demo/bzImage", content(300_000, 1), "none"),
-        ("initrd", "demo/initramfs.cpio.gz", content(120_000, 2), "gzip"),
+        (
+            "initrd",
+            "demo/initramfs.cpio.gz",
+            content(120_000, 2),
+            "gzip",
+        ),
         ("disk", "demo/disk.ext4", content(700_000, 3), "none"),
     ];
     let idx = Index {
@@ -337,7 +342,10 @@ fn resume_after_a_cut_connection() {
     assert!(err.to_string().contains("resumes"), "{err}");
     let part = cache.join(".partial/demo/disk.ext4.part");
     assert_eq!(std::fs::metadata(&part).unwrap().len(), 250_000);
-    assert!(Cache::open(Some(cache.clone())).unwrap().load("demo").is_err());
+    assert!(Cache::open(Some(cache.clone()))
+        .unwrap()
+        .load("demo")
+        .is_err());
 
     {
         let mut s = server.state.lock().unwrap();
@@ -352,7 +360,10 @@ fn resume_after_a_cut_connection() {
         "{reqs:?}"
     );
     // The kernel and initrd were complete: they are not fetched again.
-    assert!(!reqs.iter().any(|(p, _)| p.ends_with("bzImage")), "{reqs:?}");
+    assert!(
+        !reqs.iter().any(|(p, _)| p.ends_with("bzImage")),
+        "{reqs:?}"
+    );
     assert_eq!(
         std::fs::read(cache.join("demo/disk.ext4")).unwrap(),
         files[&disk]
@@ -418,10 +429,7 @@ fn a_malformed_index_is_refused_and_leaves_nothing() {
         let shown = String::from_utf8_lossy(&body).into_owned();
         set_index(body);
         let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
-        assert!(
-            matches!(err, ImageError::BadIndex { .. }),
-            "{shown}: {err}"
-        );
+        assert!(matches!(err, ImageError::BadIndex { .. }), "{shown}: {err}");
         assert!(err.to_string().contains("broken image index"), "{err}");
         assert!(!cache.exists(), "{shown}: {:?}", tree(&cache));
         assert!(commands::list(&o, false).is_err());
@@ -441,11 +449,16 @@ fn the_default_index_is_a_clear_placeholder() {
         progress: false,
     };
     let err = commands::list(&o, false).unwrap_err().to_string();
-    assert!(err.contains("--index") && err.contains("FUGU_IMAGE_INDEX"), "{err}");
+    assert!(
+        err.contains("--index") && err.contains("FUGU_IMAGE_INDEX"),
+        "{err}"
+    );
     let https = Options {
         index: Some("https://example.invalid/index.json".into()),
         ..o.clone()
     };
-    let err = commands::pull(&https, &["x".into()]).unwrap_err().to_string();
+    let err = commands::pull(&https, &["x".into()])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("https:// is not supported"), "{err}");
 }

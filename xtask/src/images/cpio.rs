@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone)]
 pub enum Entry {
     Dir,
-    File { data: Vec<u8>, exec: bool },
+    File {
+        data: Vec<u8>,
+        exec: bool,
+    },
     /// A character device node (major, minor), mode 0600.
     CharDev(u32, u32),
     Symlink(String),
@@ -27,7 +30,14 @@ impl Archive {
     pub fn add(&mut self, path: &str, entry: Entry) {
         let path = path.trim_matches('/');
         let mut parent = String::new();
-        for comp in path.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+        for comp in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+            .skip(1)
+            .rev()
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
@@ -127,21 +137,52 @@ mod tests {
     #[test]
     fn archives_are_sorted_and_deterministic() {
         let mut a = Archive::new();
-        a.add("sbin/z", Entry::File { data: b"z".to_vec(), exec: true });
-        a.add("bin/busybox", Entry::File { data: b"bb".to_vec(), exec: true });
+        a.add(
+            "sbin/z",
+            Entry::File {
+                data: b"z".to_vec(),
+                exec: true,
+            },
+        );
+        a.add(
+            "bin/busybox",
+            Entry::File {
+                data: b"bb".to_vec(),
+                exec: true,
+            },
+        );
         a.add("dev/console", Entry::CharDev(5, 1));
         let mut b = Archive::new();
         b.add("dev/console", Entry::CharDev(5, 1));
-        b.add("bin/busybox", Entry::File { data: b"bb".to_vec(), exec: true });
-        b.add("sbin/z", Entry::File { data: b"z".to_vec(), exec: true });
+        b.add(
+            "bin/busybox",
+            Entry::File {
+                data: b"bb".to_vec(),
+                exec: true,
+            },
+        );
+        b.add(
+            "sbin/z",
+            Entry::File {
+                data: b"z".to_vec(),
+                exec: true,
+            },
+        );
         let x = a.to_bytes(1_700_000_000);
         assert_eq!(x, b.to_bytes(1_700_000_000));
         assert_eq!(x.len() % 512, 0);
         let s = String::from_utf8_lossy(&x);
-        let order: Vec<usize> = ["bin\0", "bin/busybox\0", "dev\0", "dev/console\0", "sbin/z\0", "TRAILER!!!\0"]
-            .iter()
-            .map(|n| s.find(n).unwrap())
-            .collect();
+        let order: Vec<usize> = [
+            "bin\0",
+            "bin/busybox\0",
+            "dev\0",
+            "dev/console\0",
+            "sbin/z\0",
+            "TRAILER!!!\0",
+        ]
+        .iter()
+        .map(|n| s.find(n).unwrap())
+        .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]));
         assert!(x.starts_with(b"070701"));
     }

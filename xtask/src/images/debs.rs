@@ -16,7 +16,12 @@ pub struct AptInfo {
 
 /// "apt-get download" names files with the epoch's ':' escaped.
 fn deb_file_name(p: &Pin) -> String {
-    format!("{}_{}_{}.deb", p.name, p.version.replace(':', "%3a"), p.arch)
+    format!(
+        "{}_{}_{}.deb",
+        p.name,
+        p.version.replace(':', "%3a"),
+        p.arch
+    )
 }
 
 fn apt_spec(name: &str, arch: &str) -> String {
@@ -59,7 +64,8 @@ pub fn show(name: &str, arch: &str, version: Option<&str>) -> Option<AptInfo> {
         Some(v) => format!("{}={v}", apt_spec(name, arch)),
         None => apt_spec(name, arch),
     };
-    let (ok, out) = capture(Command::new("apt-cache").args(["show", "--no-all-versions", &spec])).ok()?;
+    let (ok, out) =
+        capture(Command::new("apt-cache").args(["show", "--no-all-versions", &spec])).ok()?;
     if !ok {
         return None;
     }
@@ -75,19 +81,25 @@ pub fn show(name: &str, arch: &str, version: Option<&str>) -> Option<AptInfo> {
 
 /// The candidate version apt would install now (apt-cache policy).
 pub fn candidate(name: &str, arch: &str) -> Option<String> {
-    let (ok, out) = capture(Command::new("apt-cache").args(["policy", &apt_spec(name, arch)])).ok()?;
+    let (ok, out) =
+        capture(Command::new("apt-cache").args(["policy", &apt_spec(name, arch)])).ok()?;
     if !ok {
         return None;
     }
     out.lines()
-        .find_map(|l| l.trim().strip_prefix("Candidate:").map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Candidate:")
+                .map(|v| v.trim().to_string())
+        })
         .filter(|v| v != "(none)")
 }
 
 /// The first dependency of a metapackage that starts with `prefix` (e.g. the current
 /// kernel ABI package behind linux-image-cloud-amd64).
 fn tracked_target(track: &str, arch: &str, prefix: &str) -> Option<String> {
-    let (ok, out) = capture(Command::new("apt-cache").args(["depends", &apt_spec(track, arch)])).ok()?;
+    let (ok, out) =
+        capture(Command::new("apt-cache").args(["depends", &apt_spec(track, arch)])).ok()?;
     if !ok {
         return None;
     }
@@ -133,7 +145,11 @@ pub fn fetch(p: &Pin, cache: &Path) -> Result<PathBuf, Problem> {
     if file.exists() && sha256_file(&file).map_err(Problem::Fail)? == p.sha256 {
         return Ok(file);
     }
-    step(format!("apt-get download {}={}", apt_spec(&p.name, &p.arch), p.version));
+    step(format!(
+        "apt-get download {}={}",
+        apt_spec(&p.name, &p.arch),
+        p.version
+    ));
     let tmp = dir.join(format!(".download-{}", p.name));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Problem::Fail(e.to_string()))?;
@@ -184,12 +200,17 @@ pub fn current(p: &Pin) -> Result<Pin, String> {
     let mut name = p.name.clone();
     if let Some(track) = &p.track {
         // linux-image-6.1.0-48-cloud-amd64 -> prefix "linux-image-"
-        let prefix: String = p.name.split(|c: char| c.is_ascii_digit()).next().unwrap_or("").to_string();
+        let prefix: String = p
+            .name
+            .split(|c: char| c.is_ascii_digit())
+            .next()
+            .unwrap_or("")
+            .to_string();
         name = tracked_target(track, &p.arch, &prefix)
             .ok_or_else(|| format!("{track}: apt-cache depends names no {prefix}* package"))?;
     }
-    let version = candidate(&name, &p.arch)
-        .ok_or_else(|| format!("{name}: apt has no candidate version"))?;
+    let version =
+        candidate(&name, &p.arch).ok_or_else(|| format!("{name}: apt has no candidate version"))?;
     let info = show(&name, &p.arch, Some(&version))
         .ok_or_else(|| format!("{name}={version}: apt-cache show failed"))?;
     Ok(Pin {

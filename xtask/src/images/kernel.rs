@@ -39,13 +39,8 @@ fn unpack_source(deb: &Path, key: &str, cache: &Path) -> Result<PathBuf, Problem
         std::fs::create_dir_all(&dir).map_err(fail)?;
         let tmp = dir.join(".deb");
         std::fs::create_dir_all(&tmp).map_err(fail)?;
-        let (ok, out) = capture(
-            Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(deb)
-                .arg(&tmp),
-        )
-        .map_err(|e| fail(e.msg))?;
+        let (ok, out) = capture(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))
+            .map_err(|e| fail(e.msg))?;
         if !ok {
             return Err(fail(format!("dpkg-deb -x {}: {out}", deb.display())));
         }
@@ -54,8 +49,14 @@ fn unpack_source(deb: &Path, key: &str, cache: &Path) -> Result<PathBuf, Problem
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.to_string_lossy().ends_with(".tar.xz"))
             .ok_or_else(|| fail(format!("{}: no usr/src/*.tar.xz inside", deb.display())))?;
-        let (ok, out) = capture(Command::new("tar").arg("-xJf").arg(&tarball).arg("-C").arg(&dir))
-            .map_err(|e| fail(e.msg))?;
+        let (ok, out) = capture(
+            Command::new("tar")
+                .arg("-xJf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(&dir),
+        )
+        .map_err(|e| fail(e.msg))?;
         if !ok {
             return Err(fail(format!("tar -xJf {}: {out}", tarball.display())));
         }
@@ -110,6 +111,14 @@ fn make(src: &Path, out: &Path, arch: &str) -> Command {
     c
 }
 
+/// What one kernel build needs besides the recipe.
+pub struct Settings<'a> {
+    pub cache: &'a Path,
+    pub jobs: u32,
+    /// SOURCE_DATE_EPOCH, for KBUILD_BUILD_TIMESTAMP.
+    pub epoch: u64,
+}
+
 /// Build (or take from the cache) the bzImage for one recipe.
 pub fn build(
     name: &str,
@@ -117,10 +126,9 @@ pub fn build(
     source_key: &str,
     make_arch: &str,
     fragments: &[PathBuf],
-    cache: &Path,
-    jobs: u32,
-    epoch: u64,
+    settings: &Settings,
 ) -> Result<Built, Problem> {
+    let (cache, jobs, epoch) = (settings.cache, settings.jobs, settings.epoch);
     let hash = config_hash(make_arch, fragments)?;
     let key = format!("{make_arch}-{source_key}-{}", &hash[..16]);
     let kdir = cache.join("kernels").join(&key);
@@ -136,30 +144,53 @@ pub fn build(
     let src = unpack_source(deb, source_key, cache)?;
     let out = cache.join("kbuild").join(make_arch);
     std::fs::create_dir_all(&out).map_err(fail)?;
-    step(format!("{name}: configuring the kernel (ARCH={make_arch}, tinyconfig + {} fragments)", fragments.len()));
+    step(format!(
+        "{name}: configuring the kernel (ARCH={make_arch}, tinyconfig + {} fragments)",
+        fragments.len()
+    ));
     let run = |c: &mut Command, what: &str| -> Result<(), Problem> {
         let (ok, log) = capture(c).map_err(|e| fail(e.msg))?;
         if ok {
             Ok(())
         } else {
-            Err(fail(format!("{what} failed:\n{}", crate::util::tail(&log, 15))))
+            Err(fail(format!(
+                "{what} failed:\n{}",
+                crate::util::tail(&log, 15)
+            )))
         }
     };
-    run(make(&src, &out, make_arch).arg("tinyconfig"), "make tinyconfig")?;
+    run(
+        make(&src, &out, make_arch).arg("tinyconfig"),
+        "make tinyconfig",
+    )?;
     let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
-    merge.current_dir(&src).arg("-m").arg("-O").arg(&out).arg(out.join(".config"));
+    merge
+        .current_dir(&src)
+        .arg("-m")
+        .arg("-O")
+        .arg(&out)
+        .arg(out.join(".config"));
     merge.args(fragments);
     merge.env("ARCH", make_arch);
     run(&mut merge, "merge_config.sh")?;
-    run(make(&src, &out, make_arch).arg("olddefconfig"), "make olddefconfig")?;
+    run(
+        make(&src, &out, make_arch).arg("olddefconfig"),
+        "make olddefconfig",
+    )?;
     let config = std::fs::read_to_string(out.join(".config")).map_err(fail)?;
     check_config(&config, fragments)?;
 
-    step(format!("{name}: make -j{jobs} bzImage (a few minutes; progress every 15 s)"));
+    step(format!(
+        "{name}: make -j{jobs} bzImage (a few minutes; progress every 15 s)"
+    ));
     let stamp = {
         let (ok, s) = capture(Command::new("date").args(["-u", "-d", &format!("@{epoch}")]))
             .map_err(|e| fail(e.msg))?;
-        if ok { s.trim().to_string() } else { "Thu Jan  1 00:00:00 UTC 1970".into() }
+        if ok {
+            s.trim().to_string()
+        } else {
+            "Thu Jan  1 00:00:00 UTC 1970".into()
+        }
     };
     let steps_file = out.join(".fugu-steps");
     let expected: u64 = std::fs::read_to_string(&steps_file)
@@ -176,7 +207,9 @@ pub fn build(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = c.spawn().map_err(|e| fail(format!("cannot run make: {e}")))?;
+    let mut child = c
+        .spawn()
+        .map_err(|e| fail(format!("cannot run make: {e}")))?;
     // stderr is read on a thread so make never blocks on it.
     let err = child.stderr.take();
     let err_thread = std::thread::spawn(move || {
@@ -203,11 +236,10 @@ pub fn build(
             }
             if last_report.elapsed().as_secs() >= 15 {
                 last_report = Instant::now();
-                let pct = if expected > 0 {
-                    format!(" ~{}%", (steps * 100 / expected).min(99))
-                } else {
-                    String::new()
-                };
+                let pct = (steps * 100)
+                    .checked_div(expected)
+                    .map(|p| format!(" ~{}%", p.min(99)))
+                    .unwrap_or_default();
                 eprintln!(
                     "    [{name}] {:>4}s {steps} steps{pct}  {last_line}",
                     start.elapsed().as_secs()
@@ -233,7 +265,11 @@ pub fn build(
     std::fs::copy(&built, tmp.join("bzImage")).map_err(fail)?;
     std::fs::write(tmp.join("config"), &config).map_err(fail)?;
     std::fs::rename(&tmp, &kdir).map_err(fail)?;
-    step(format!("{name}: kernel built in {}m{:02}s", secs / 60, secs % 60));
+    step(format!(
+        "{name}: kernel built in {}m{:02}s",
+        secs / 60,
+        secs % 60
+    ));
     Ok(Built {
         bzimage: bz,
         config_sha256: hash,

@@ -119,7 +119,14 @@ impl Recipe {
             sections,
         };
         // Fail early on the keys every recipe needs.
-        for k in ["name", "arch", "kind", "builder", "revision", "min_fugu_version"] {
+        for k in [
+            "name",
+            "arch",
+            "kind",
+            "builder",
+            "revision",
+            "min_fugu_version",
+        ] {
             r.need("image", k)?;
         }
         r.revision()?;
@@ -259,7 +266,9 @@ mod tests {
     #[test]
     fn rejects_malformed_recipes() {
         assert!(parse("r", "name = x\n").unwrap_err().contains("before any"));
-        assert!(parse("r", "[a]\nk = 1\nk = 2\n").unwrap_err().contains("twice"));
+        assert!(parse("r", "[a]\nk = 1\nk = 2\n")
+            .unwrap_err()
+            .contains("twice"));
         assert!(parse("r", "[a\n").is_err());
         assert!(parse("r", "[a]\njunk\n").is_err());
         assert!(parse("r", "[a]\n[a]\n").is_err());

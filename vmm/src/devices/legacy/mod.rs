@@ -2,6 +2,7 @@
 
 pub mod cmos;
 pub mod debug_exit;
+pub mod debugcon;
 pub mod fw_cfg;
 pub mod i8042;
 pub mod serial;

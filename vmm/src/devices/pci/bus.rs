@@ -37,6 +37,12 @@ impl PciBus {
         }
     }
 
+    /// Put a chipset-specific host bridge at 00:00.0 instead of the generic one (`--bios`:
+    /// the firmware looks for an i440FX there).
+    pub fn set_host_bridge(&mut self, dev: SharedDevice) {
+        self.slots[0] = dev;
+    }
+
     /// The slot the next [`add`](Self::add) will use.
     pub fn next_slot(&self) -> u8 {
         self.slots.len() as u8
@@ -211,11 +217,27 @@ enum Target {
 pub struct ConfigIo {
     bus: Arc<PciBus>,
     address: u32,
+    /// The PIIX reset control register at 0xCF9 (`--bios` machines), when set.
+    reset: Option<ResetHook>,
 }
+
+/// What a write of "reset" to port 0xCF9 does.
+pub type ResetHook = Arc<dyn Fn() + Send + Sync>;
 
 impl ConfigIo {
     pub fn new(bus: Arc<PciBus>) -> Self {
-        ConfigIo { bus, address: 0 }
+        ConfigIo {
+            bus,
+            address: 0,
+            reset: None,
+        }
+    }
+
+    /// Decode byte writes to 0xCF9 as the PIIX reset control register: bit 2 (RST_CPU)
+    /// set calls `reset`.
+    pub fn with_reset(mut self, reset: ResetHook) -> Self {
+        self.reset = Some(reset);
+        self
     }
 
     fn target(&self, byte: u64) -> Option<(u8, u8, u8, usize)> {
@@ -253,6 +275,11 @@ impl BusDevice for ConfigIo {
         if offset == 0 && data.len() == 4 {
             self.address = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
             return;
+        }
+        if offset == 1 && data.len() == 1 && data[0] & 4 != 0 {
+            if let Some(reset) = &self.reset {
+                reset();
+            }
         }
         if offset < 4 {
             return; // byte writes to 0xCF8-0xCFB are not the address register

@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod config;
 pub mod host;
+pub mod i440fx;
 pub mod irq;
 pub mod msix;
 

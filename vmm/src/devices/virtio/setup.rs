@@ -85,24 +85,52 @@ pub fn attach(
     pio: &mut Bus,
     mmio: &mut Bus,
 ) -> Result<Arc<PciBus>, String> {
+    attach_with(vm, mem, backend, disks, nets, pio, mmio, None)
+}
+
+/// [`attach`], with `chipset` (`--bios`): the i440FX host bridge at 00:00.0, the PIIX3 ISA
+/// bridge at 00:01.0 (the virtio devices follow from 00:02.0), and the first NIC's option ROM.
+#[allow(clippy::too_many_arguments)]
+pub fn attach_with(
+    vm: Arc<dyn Vm>,
+    mem: Arc<dyn GuestMemory>,
+    backend: Backend,
+    disks: &[DiskConfig],
+    nets: &[NetConfig],
+    pio: &mut Bus,
+    mmio: &mut Bus,
+    chipset: Option<&pci::i440fx::Chipset>,
+) -> Result<Arc<PciBus>, String> {
     let irq: Arc<dyn InterruptController> = pci::irq::KvmIrqs::new(vm.clone());
     let qimpl = QueueImpl::for_backend(backend);
     let mut bus = PciBus::new();
-    let add = |bus: &mut PciBus, dev: Box<dyn super::VirtioDevice>| -> Result<(), String> {
+    if chipset.is_some() {
+        bus.set_host_bridge(Arc::new(Mutex::new(pci::i440fx::I440fx::new())));
+        bus.add(Arc::new(Mutex::new(pci::i440fx::Piix3::new())))
+            .map_err(|e| e.to_string())?;
+    }
+    let add = |bus: &mut PciBus,
+               dev: Box<dyn super::VirtioDevice>,
+               rom: Option<&Vec<u8>>|
+     -> Result<(), String> {
         let gsi = pci::intx_gsi(bus.next_slot());
-        let d = VirtioPci::new(dev, mem.clone(), qimpl, irq.clone(), gsi, Some(vm.clone()))?;
+        let mut d = VirtioPci::new(dev, mem.clone(), qimpl, irq.clone(), gsi, Some(vm.clone()))?;
+        if let Some(rom) = rom {
+            d.set_rom(rom.clone());
+        }
         bus.add(Arc::new(Mutex::new(d)))
             .map_err(|e| e.to_string())?;
         Ok(())
     };
     for d in disks {
         let disk = Disk::open(&d.path, d.read_only).map_err(|e| e.to_string())?;
-        add(&mut bus, Box::new(Block::new(disk)))?;
+        add(&mut bus, Box::new(Block::new(disk)), None)?;
     }
     for (i, n) in nets.iter().enumerate() {
         let tap = Tap::open(&n.tap).map_err(|e| e.to_string())?;
         let mac = n.mac.unwrap_or_else(|| default_mac(i as u8));
-        add(&mut bus, Box::new(Net::new(tap, mac)))?;
+        let rom = chipset.and_then(|c| c.net_rom.as_ref()).filter(|_| i == 0);
+        add(&mut bus, Box::new(Net::new(tap, mac)), rom)?;
     }
     let bus = Arc::new(bus);
     let claim =
@@ -113,7 +141,10 @@ pub fn attach(
         pio,
         pci::CONFIG_IO_BASE,
         pci::CONFIG_IO_LEN,
-        Arc::new(Mutex::new(ConfigIo::new(bus.clone()))),
+        Arc::new(Mutex::new(match chipset.and_then(|c| c.reset.clone()) {
+            Some(reset) => ConfigIo::new(bus.clone()).with_reset(reset),
+            None => ConfigIo::new(bus.clone()),
+        })),
     )?;
     claim(
         pio,
@@ -171,6 +202,7 @@ mod tests {
     }
 
     fn backends() -> Vec<Backend> {
+        #[allow(unused_mut)] // i686 has the portable backend only
         let mut v = vec![Backend::Portable];
         #[cfg(target_arch = "x86_64")]
         v.push(Backend::RustVmm);

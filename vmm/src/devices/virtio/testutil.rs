@@ -8,6 +8,7 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 
 /// Guest RAM of `size` bytes at 0 with each memory backend this host builds.
 pub fn memories(size: u64) -> Vec<(&'static str, Arc<dyn GuestMemory>)> {
+    #[allow(unused_mut)] // i686 has the portable memory only
     let mut v: Vec<(&'static str, Arc<dyn GuestMemory>)> = vec![(
         "portable-mem",
         memory::allocate(Backend::Portable, &[(0, size)]).expect("allocate guest RAM"),
@@ -22,6 +23,7 @@ pub fn memories(size: u64) -> Vec<(&'static str, Arc<dyn GuestMemory>)> {
 
 /// Every queue implementation this host builds.
 pub fn impls() -> Vec<QueueImpl> {
+    #[allow(unused_mut)] // i686 has the in-house queue only
     let mut v = vec![QueueImpl::InHouse];
     #[cfg(target_arch = "x86_64")]
     v.push(QueueImpl::RustVmm);

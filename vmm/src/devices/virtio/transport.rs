@@ -586,8 +586,8 @@ impl PciDevice for VirtioPci {
                 o if o < COMMON_SIZE => self.read_common(o, data),
                 o if (ISR_OFFSET..ISR_OFFSET + 4).contains(&o) => {
                     data.fill(0);
-                    if o == ISR_OFFSET {
-                        data[0] = self.shared.isr.swap(0, Ordering::SeqCst);
+                    if let (ISR_OFFSET, Some(b)) = (o, data.first_mut()) {
+                        *b = self.shared.isr.swap(0, Ordering::SeqCst);
                     }
                 }
                 o if (DEVICE_OFFSET..NOTIFY_OFFSET).contains(&o) => {

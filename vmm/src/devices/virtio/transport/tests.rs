@@ -290,7 +290,8 @@ fn read_only_registers_ignore_writes() {
         let off = rng.below(0x4100);
         let len = [1, 2, 4, 8][rng.below(4) as usize];
         if rng.below(2) == 0 {
-            t.pci.bar_write(bar, off, &rng.next_u64().to_le_bytes()[..len]);
+            t.pci
+                .bar_write(bar, off, &rng.next_u64().to_le_bytes()[..len]);
         } else {
             let mut b = [0u8; 8];
             t.pci.bar_read(bar, off, &mut b[..len]);

@@ -1,0 +1,1086 @@
+//! `cargo xtask bench [--filter NAME] [--runs N] [--fugu PATH]`: fugu's performance side by
+//! side with a peer measured in the same invocation (QEMU, pread, a bare KVM loop, curl,
+//! plain cargo), as ratios. A markdown table on stdout, JSON in target/bench/. Benchmarks
+//! only report; nothing here asserts a timing. See docs/bench.md.
+
+mod kernels;
+mod report;
+mod serve;
+
+use crate::build;
+use crate::guests;
+use crate::targets::Target;
+use crate::util::{self, step, Error, Result};
+use report::{Goal, Outcome, Row};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const USAGE: &str =
+    "usage: cargo xtask bench [--filter NAME[,NAME]] [--runs N] [--fugu PATH] [--list]";
+
+/// Every workload, in table order: (name, what it measures).
+const WORKLOADS: &[(&str, &str)] = &[
+    (
+        "boot-hello32",
+        "tiny Multiboot guest (hello32) from process start to its debug exit",
+    ),
+    ("boot-seabios-mbr", "SeaBIOS → virtio-blk MBR → marker"),
+    ("boot-ipxe", "iPXE → DHCP/TFTP NBP → marker"),
+    (
+        "boot-linux",
+        "the minimal Linux image to its last marker reachable here",
+    ),
+    (
+        "startup",
+        "VMM process start to the first KVM_RUN (the VMM's own clock)",
+    ),
+    (
+        "memory-overhead",
+        "RSS minus guest RAM touched, 1 vCPU / 128 MiB, spinning guest",
+    ),
+    (
+        "virtio-blk-4k",
+        "4 KiB reads through the virtio-blk device model vs pread",
+    ),
+    (
+        "pio-exit",
+        "port-I/O exit round trip: fugu's vCPU loop vs a bare KVM loop",
+    ),
+    (
+        "image-pull",
+        "`fugu image pull` of a 64 MiB file from loopback HTTP vs curl",
+    ),
+    (
+        "xtask-build-noop",
+        "no-op `cargo xtask build` vs the plain cargo command it runs",
+    ),
+];
+
+const MEM: &str = "128M";
+const MEM_BYTES: u64 = 128 << 20;
+/// Port writes per pio-exit run.
+const EXITS: u32 = 50_000;
+/// 4 KiB requests per virtio-blk run.
+const BLK_REQUESTS: u64 = 200_000;
+const BLOB_BYTES: usize = 64 << 20;
+const SPIN_MARKER: &str = "fugu-bench: spinning\n";
+
+struct Opts {
+    filters: Vec<String>,
+    runs: usize,
+    fugu: Option<PathBuf>,
+    list: bool,
+}
+
+fn parse_args(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        filters: Vec::new(),
+        runs: 5,
+        fugu: None,
+        list: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| Error::usage(format!("bench: {name} needs a value\n{USAGE}")))
+        };
+        match a.as_str() {
+            "--filter" => o
+                .filters
+                .extend(value("--filter")?.split(',').map(str::to_string)),
+            "--runs" => {
+                let v = value("--runs")?;
+                o.runs = match v.parse() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        return Err(Error::usage(format!(
+                            "bench: --runs wants a number of at least 1, not '{v}'"
+                        )))
+                    }
+                }
+            }
+            "--fugu" => o.fugu = Some(PathBuf::from(value("--fugu")?)),
+            "--list" => o.list = true,
+            "-h" | "--help" => return Err(Error::usage(USAGE)),
+            other => {
+                return Err(Error::usage(format!(
+                    "bench: unknown option '{other}'\n{USAGE}"
+                )))
+            }
+        }
+    }
+    for f in &o.filters {
+        if !WORKLOADS.iter().any(|(n, _)| n.contains(f.as_str())) {
+            let names: Vec<&str> = WORKLOADS.iter().map(|(n, _)| *n).collect();
+            return Err(Error::usage(format!(
+                "bench: no workload matches '{f}'; workloads: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(o)
+}
+
+fn selected(o: &Opts, name: &str) -> bool {
+    o.filters.is_empty() || o.filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// What every workload needs.
+struct Ctx {
+    runs: usize,
+    fugu: PathBuf,
+    /// Scratch files: target/bench/work.
+    work: PathBuf,
+    /// Why QEMU cannot be the peer, if it cannot.
+    qemu: std::result::Result<(), String>,
+}
+
+pub fn main(args: &[String]) -> Result {
+    let o = parse_args(args)?;
+    if o.list {
+        for (n, what) in WORKLOADS {
+            println!("{n:<18} {what}");
+        }
+        return Ok(());
+    }
+    let out = util::root().join("target").join("bench");
+    let work = out.join("work");
+    std::fs::create_dir_all(&work)?;
+    let fugu = match &o.fugu {
+        Some(p) => p
+            .canonicalize()
+            .map_err(|e| Error::fail(format!("--fugu {}: {e}", p.display())))?,
+        None => build::build_fugu(Target::host(), true)?,
+    };
+    let needs_qemu = ["boot-hello32", "startup", "memory-overhead"]
+        .iter()
+        .any(|n| selected(&o, n));
+    let qemu = if needs_qemu {
+        util::ensure_debs(&["qemu-system-x86"], "the QEMU peer")
+            .map_err(|e| e.msg)
+            .and_then(|()| {
+                if Path::new("/dev/kvm").exists() {
+                    Ok(())
+                } else {
+                    Err("/dev/kvm is missing".into())
+                }
+            })
+    } else {
+        Ok(())
+    };
+    let ctx = Ctx {
+        runs: o.runs,
+        fugu,
+        work,
+        qemu,
+    };
+    let machine = machine();
+    let mut rows = Vec::new();
+    for (name, _) in WORKLOADS {
+        if !selected(&o, name) {
+            continue;
+        }
+        step(format!("bench {name} ({} runs)", ctx.runs));
+        let row = workload(&ctx, name);
+        if let Outcome::Failed(why) = &row.outcome {
+            step(format!("bench {name} failed: {why}"));
+        }
+        rows.push(row);
+    }
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let json = report::to_json(&machine, ctx.runs, &rows);
+    let text = serde_json::to_string_pretty(&json).map_err(|e| Error::fail(e.to_string()))?;
+    let file = out.join(format!("bench-{stamp}.json"));
+    std::fs::write(&file, &text)?;
+    std::fs::write(out.join("latest.json"), &text)?;
+    println!(
+        "fugu bench: {} runs each; {} CPUs ({}); {}; {}\n",
+        ctx.runs,
+        machine["nproc"],
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["kvm"].as_str().unwrap_or("?"),
+        machine["qemu"].as_str().unwrap_or("QEMU: ?"),
+    );
+    print!("{}", report::table(&rows));
+    step(format!("JSON: {}", file.display()));
+    Ok(())
+}
+
+fn workload(ctx: &Ctx, name: &'static str) -> Row {
+    let qemu_goal = |goal| (goal, "QEMU");
+    let (goal, peer_name, unit) = match name {
+        "boot-hello32" | "boot-seabios-mbr" | "boot-ipxe" | "boot-linux" => {
+            let (g, p) = qemu_goal(Some(Goal::AtMost(0.5)));
+            (g, p, "s")
+        }
+        "startup" => (None, "QEMU", "ms"),
+        "memory-overhead" => (Some(Goal::AtMost(0.2)), "QEMU", "MiB"),
+        "virtio-blk-4k" => (Some(Goal::AtLeast(0.9)), "pread", "req/s"),
+        "pio-exit" => (Some(Goal::AtMost(1.1)), "bare KVM loop", "µs/exit"),
+        "image-pull" => (None, "curl", "s"),
+        "xtask-build-noop" => (None, "plain cargo", "s"),
+        _ => (None, "—", ""),
+    };
+    let result = match name {
+        "boot-hello32" => boot_hello32(ctx),
+        "boot-seabios-mbr" => Err(Unavailable(firmware_reason(ctx, "SeaBIOS"))),
+        "boot-ipxe" => Err(Unavailable(firmware_reason(ctx, "iPXE"))),
+        "boot-linux" => Err(Unavailable(
+            "the Linux boot check is another developer's work in progress; this bench does not drive it yet"
+                .into(),
+        )),
+        "startup" => startup(ctx),
+        "memory-overhead" => memory(ctx),
+        "virtio-blk-4k" => blk(ctx),
+        "pio-exit" => exits(ctx),
+        "image-pull" => pull(ctx),
+        "xtask-build-noop" => xtask_build(ctx),
+        _ => Err(Failed("unknown workload".into())),
+    };
+    let (outcome, note) = match result {
+        Ok(m) => (
+            Outcome::Measured {
+                fugu: m.fugu,
+                peer: m.peer,
+            },
+            m.note,
+        ),
+        Err(Unavailable(w)) => (Outcome::NotAvailable(w), String::new()),
+        Err(Failed(w)) => (Outcome::Failed(w), String::new()),
+    };
+    Row {
+        name,
+        unit,
+        peer_name,
+        goal,
+        outcome,
+        note,
+    }
+}
+
+/// The series of one workload.
+struct Measured {
+    fugu: Vec<f64>,
+    peer: Option<Vec<f64>>,
+    note: String,
+}
+
+/// Why a workload gave no numbers.
+enum NoNumbers {
+    Unavailable(String),
+    Failed(String),
+}
+use NoNumbers::{Failed, Unavailable};
+
+impl From<Error> for NoNumbers {
+    fn from(e: Error) -> Self {
+        Failed(e.msg)
+    }
+}
+impl From<std::io::Error> for NoNumbers {
+    fn from(e: std::io::Error) -> Self {
+        Failed(e.to_string())
+    }
+}
+
+type Bench = std::result::Result<Measured, NoNumbers>;
+
+/// Whether `fugu run` can boot firmware yet; the reason for the "not available" row.
+fn firmware_reason(ctx: &Ctx, what: &str) -> String {
+    let help = Command::new(&ctx.fugu)
+        .args(["run", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if help.contains("--bios") || help.contains("--firmware") {
+        format!(
+            "fugu has a firmware option now, but this bench does not boot {what} through it yet"
+        )
+    } else {
+        format!(
+            "fugu cannot boot firmware ({what}) yet: `fugu run` has no --bios/--firmware option"
+        )
+    }
+}
+
+// ---------------------------------------------------------------- running processes
+
+/// Wait for `child` at most `limit`; kills it and fails when it takes longer.
+fn wait_for(
+    child: &mut Child,
+    limit: Duration,
+    what: &str,
+) -> std::result::Result<ExitStatus, NoNumbers> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Failed(format!(
+                "{what} did not finish within {} s",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Run `cmd` to completion (stdin null, output discarded unless captured by the caller's
+/// settings); returns the wall time and its exit status.
+fn timed(
+    cmd: &mut Command,
+    limit: Duration,
+    what: &str,
+) -> std::result::Result<(f64, ExitStatus), NoNumbers> {
+    cmd.stdin(Stdio::null());
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Failed(format!("cannot run {what}: {e}")))?;
+    let status = wait_for(&mut child, limit, what)?;
+    Ok((start.elapsed().as_secs_f64(), status))
+}
+
+fn expect_status(status: ExitStatus, want: i32, what: &str) -> std::result::Result<(), NoNumbers> {
+    if status.code() == Some(want) {
+        Ok(())
+    } else {
+        Err(Failed(format!(
+            "{what} ended with {status}, expected exit status {want}"
+        )))
+    }
+}
+
+/// A VM that keeps running until killed (dropped).
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Start `cmd` with stderr read line by line.
+    fn start(cmd: &mut Command, what: &str) -> std::result::Result<Running, NoNumbers> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Failed(format!("cannot run {what}: {e}")))?;
+        let (tx, rx) = mpsc::channel();
+        if let Some(err) = child.stderr.take() {
+            std::thread::spawn(move || {
+                for l in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Running { child, lines: rx })
+    }
+
+    /// The first stderr line for which `f` gives a value, within `limit`.
+    fn find_line<T>(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        f: impl Fn(&str) -> Option<T>,
+    ) -> std::result::Result<T, NoNumbers> {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(v) = f(&l) {
+                        return Ok(v);
+                    }
+                    seen.push(l);
+                }
+                Err(_) => {
+                    return Err(Failed(format!(
+                        "{what}: the expected line did not come within {} s; it printed: {}",
+                        limit.as_secs(),
+                        util::tail(&seen.join("\n"), 5)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Wait until `file` contains `marker`.
+    fn wait_file(
+        &mut self,
+        file: &Path,
+        marker: &str,
+        limit: Duration,
+        what: &str,
+    ) -> std::result::Result<(), NoNumbers> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if std::fs::read_to_string(file).is_ok_and(|s| s.contains(marker)) {
+                return Ok(());
+            }
+            if let Some(s) = self.child.try_wait()? {
+                return Err(Failed(format!(
+                    "{what} ended ({s}) before printing its marker"
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(Failed(format!(
+                    "{what} did not print its marker within {} s",
+                    limit.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn epoch_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn qemu(ctx: &Ctx) -> std::result::Result<Command, NoNumbers> {
+    ctx.qemu
+        .clone()
+        .map_err(|e| Failed(format!("QEMU peer unavailable: {e}")))?;
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args([
+        "-accel",
+        "kvm",
+        "-m",
+        MEM,
+        "-nographic",
+        "-net",
+        "none",
+        "-monitor",
+        "none",
+    ]);
+    Ok(c)
+}
+
+fn fugu_run(ctx: &Ctx, kernel: &Path, serial: &str) -> Command {
+    let mut c = Command::new(&ctx.fugu);
+    c.arg("run")
+        .arg("--kernel")
+        .arg(kernel)
+        .args(["--serial", serial, "--memory", MEM]);
+    c
+}
+
+fn write_kernel(ctx: &Ctx, name: &str, bytes: &[u8]) -> std::result::Result<PathBuf, NoNumbers> {
+    let p = ctx.work.join(name);
+    std::fs::write(&p, bytes)?;
+    Ok(p)
+}
+
+// ---------------------------------------------------------------- workloads
+
+fn boot_hello32(ctx: &Ctx) -> Bench {
+    let built = guests::build_all()?;
+    let (guest, kernel) = built
+        .iter()
+        .find(|(g, _)| g.name == "hello32")
+        .ok_or_else(|| Failed("hello32 is not among the tiny guests".into()))?;
+    let serial = ctx.work.join("serial.log");
+    let check = |what: &str| -> std::result::Result<(), NoNumbers> {
+        let log = std::fs::read_to_string(&serial).unwrap_or_default();
+        if log.contains(guest.marker) {
+            Ok(())
+        } else {
+            Err(Failed(format!(
+                "{what}: the serial log lacks '{}'",
+                guest.marker
+            )))
+        }
+    };
+    let limit = Duration::from_secs(120);
+    let mut q = qemu(ctx)?;
+    q.arg("-kernel")
+        .arg(kernel)
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-serial"])
+        .arg(format!("file:{}", serial.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let (mut f, mut p) = (Vec::new(), Vec::new());
+    for _ in 0..ctx.runs {
+        let _ = std::fs::remove_file(&serial);
+        let mut c = fugu_run(ctx, kernel, &serial.to_string_lossy());
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let (t, s) = timed(&mut c, limit, "fugu run hello32")?;
+        expect_status(s, guest.success_status, "fugu run hello32")?;
+        check("fugu")?;
+        f.push(t);
+        let _ = std::fs::remove_file(&serial);
+        let (t, s) = timed(&mut q, limit, "qemu hello32")?;
+        expect_status(s, 33, "qemu hello32")?;
+        check("QEMU")?;
+        p.push(t);
+    }
+    Ok(Measured {
+        fugu: f,
+        peer: Some(p),
+        note: "wall time, process start to exit; QEMU boots it through SeaBIOS (its -kernel Multiboot path), fugu directly; both 128 MiB, QEMU with -net none".into(),
+    })
+}
+
+/// "fugu: trace: first KVM_RUN at SECS.USECS" → SECS.USECS.
+pub fn parse_fugu_first_run(line: &str) -> Option<f64> {
+    line.split_once("first KVM_RUN at ")?.1.trim().parse().ok()
+}
+
+/// QEMU's `-msg timestamp=on -trace kvm_vcpu_ioctl` line for KVM_RUN (ioctl 0xae80):
+/// "PID@SECS.USECS:kvm_vcpu_ioctl cpu_index 0, type 0xae80, arg (nil)" → SECS.USECS.
+pub fn parse_qemu_first_run(line: &str) -> Option<f64> {
+    let (stamp, rest) = line.split_once(":kvm_vcpu_ioctl ")?;
+    if !rest.contains("type 0xae80,") {
+        return None;
+    }
+    stamp.split_once('@')?.1.parse().ok()
+}
+
+fn startup(ctx: &Ctx) -> Bench {
+    let kernel = write_kernel(ctx, "spin.elf", &kernels::spin(SPIN_MARKER))?;
+    let limit = Duration::from_secs(60);
+    let (mut f, mut p) = (Vec::new(), Vec::new());
+    let mut peer_err = None;
+    for _ in 0..ctx.runs {
+        let mut c = fugu_run(ctx, &kernel, "none");
+        c.env("FUGU_TRACE", "startup");
+        let t0 = epoch_now();
+        let mut vm = Running::start(&mut c, "fugu run")?;
+        let t = vm.find_line(limit, "fugu FUGU_TRACE=startup", parse_fugu_first_run)?;
+        drop(vm);
+        f.push((t - t0) * 1e3);
+        match qemu(ctx) {
+            Ok(mut q) => {
+                q.arg("-kernel").arg(&kernel).args([
+                    "-serial",
+                    "none",
+                    "-msg",
+                    "timestamp=on",
+                    "-trace",
+                    "enable=kvm_vcpu_ioctl",
+                ]);
+                let t0 = epoch_now();
+                let mut vm = Running::start(&mut q, "qemu")?;
+                let t = vm.find_line(limit, "qemu -trace kvm_vcpu_ioctl", parse_qemu_first_run)?;
+                drop(vm);
+                p.push((t - t0) * 1e3);
+            }
+            Err(Failed(e)) | Err(Unavailable(e)) => peer_err = Some(e),
+        }
+    }
+    let note = match peer_err {
+        Some(e) => format!("no peer: {e}"),
+        None => "spawn (xtask clock) to the VMM's own timestamp just before its first KVM_RUN: fugu FUGU_TRACE=startup, QEMU -msg timestamp=on -trace kvm_vcpu_ioctl (QEMU's first KVM_RUN starts SeaBIOS, fugu's the kernel)".into(),
+    };
+    Ok(Measured {
+        fugu: f,
+        peer: (!p.is_empty()).then_some(p),
+        note,
+    })
+}
+
+/// Resident memory of process `pid`: (VmRSS, the Rss of its guest-RAM mappings), in KiB.
+/// Guest RAM is every mapping between `ram` and `ram` + 8 MiB long (QEMU pads its RAM block
+/// for alignment; fugu maps exactly).
+fn rss_split(pid: u32, ram: u64) -> std::result::Result<(u64, u64), NoNumbers> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let rss = vm_rss_kib(&status).ok_or_else(|| Failed("no VmRSS in /proc/PID/status".into()))?;
+    let guest = guest_rss_kib(&smaps, ram);
+    if guest.is_none() {
+        return Err(Failed(format!(
+            "no mapping of {} MiB (guest RAM) in /proc/{pid}/smaps",
+            ram >> 20
+        )));
+    }
+    Ok((rss, guest.unwrap_or(0)))
+}
+
+pub fn vm_rss_kib(status: &str) -> Option<u64> {
+    let l = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    l.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The summed Rss (KiB) of the mappings whose size lies in [ram, ram + 8 MiB]; None if none.
+pub fn guest_rss_kib(smaps: &str, ram: u64) -> Option<u64> {
+    let lo = ram >> 10;
+    let hi = (ram + (8 << 20)) >> 10;
+    let mut found = None;
+    let mut size = None;
+    for l in smaps.lines() {
+        let mut w = l.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("Size:"), Some(v)) => size = v.parse::<u64>().ok(),
+            (Some("Rss:"), Some(v)) => {
+                if let (Some(s), Ok(r)) = (size, v.parse::<u64>()) {
+                    if (lo..=hi).contains(&s) {
+                        found = Some(found.unwrap_or(0) + r);
+                    }
+                }
+                size = None;
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+fn memory(ctx: &Ctx) -> Bench {
+    let kernel = write_kernel(ctx, "spin.elf", &kernels::spin(SPIN_MARKER))?;
+    let serial = ctx.work.join("spin-serial.log");
+    let limit = Duration::from_secs(120);
+    let settle = Duration::from_millis(500);
+    let (mut f, mut p) = (Vec::new(), Vec::new());
+    let mut guest = (0u64, 0u64);
+    let mut peer_err = None;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    for _ in 0..ctx.runs {
+        let _ = std::fs::remove_file(&serial);
+        let mut c = fugu_run(ctx, &kernel, &serial.to_string_lossy());
+        let mut vm = Running::start(&mut c, "fugu run")?;
+        vm.wait_file(&serial, SPIN_MARKER, limit, "fugu")?;
+        std::thread::sleep(settle);
+        let (rss, g) = rss_split(vm.child.id(), MEM_BYTES)?;
+        drop(vm);
+        guest.0 = g;
+        f.push(mib(rss.saturating_sub(g)));
+        match qemu(ctx) {
+            Ok(mut q) => {
+                let _ = std::fs::remove_file(&serial);
+                q.arg("-kernel")
+                    .arg(&kernel)
+                    .arg("-serial")
+                    .arg(format!("file:{}", serial.display()));
+                let mut vm = Running::start(&mut q, "qemu")?;
+                vm.wait_file(&serial, SPIN_MARKER, limit, "QEMU")?;
+                std::thread::sleep(settle);
+                let (rss, g) = rss_split(vm.child.id(), MEM_BYTES)?;
+                drop(vm);
+                guest.1 = g;
+                p.push(mib(rss.saturating_sub(g)));
+            }
+            Err(Failed(e)) | Err(Unavailable(e)) => peer_err = Some(e),
+        }
+    }
+    let note = match peer_err {
+        Some(e) => format!("no peer: {e}"),
+        None => format!(
+            "VmRSS minus the Rss of the 128 MiB guest-RAM mapping, 0.5 s after the guest printed its marker (guest RAM resident in the last run: fugu {:.1} MiB, QEMU {:.1} MiB)",
+            mib(guest.0),
+            mib(guest.1)
+        ),
+    };
+    Ok(Measured {
+        fugu: f,
+        peer: (!p.is_empty()).then_some(p),
+        note,
+    })
+}
+
+/// Deterministic, incompressible-looking bytes (xorshift64).
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+fn ensure_file(path: &Path, len: usize, seed: u64) -> std::result::Result<(), NoNumbers> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == len as u64) {
+        return Ok(());
+    }
+    std::fs::write(path, pattern(len, seed))?;
+    Ok(())
+}
+
+/// `key=value` pairs of a bench command's output line.
+pub fn kv(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+fn blk(ctx: &Ctx) -> Bench {
+    let img = ctx.work.join("blk.img");
+    ensure_file(&img, BLOB_BYTES, 7)?;
+    // Both sides read from the page cache: warm it first.
+    std::fs::read(&img)?;
+    let (mut f, mut p) = (Vec::new(), Vec::new());
+    for _ in 0..ctx.runs {
+        let out = Command::new(&ctx.fugu)
+            .arg("bench-blk")
+            .arg("--image")
+            .arg(&img)
+            .args(["--requests", &BLK_REQUESTS.to_string()])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (Some(d), Some(r)) = (kv(&text, "device_per_sec"), kv(&text, "pread_per_sec")) else {
+            return Err(Failed(format!(
+                "fugu bench-blk: {}{}",
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        };
+        f.push(d);
+        p.push(r);
+    }
+    Ok(Measured {
+        fugu: f,
+        peer: Some(p),
+        note: format!(
+            "{BLK_REQUESTS} scattered 4 KiB reads of a 64 MiB image in the page cache per run: split queue in guest memory → device model (batches of 64) vs pread of the same offsets, in one `fugu bench-blk` process; higher is better"
+        ),
+    })
+}
+
+fn exits(ctx: &Ctx) -> Bench {
+    let k0 = write_kernel(ctx, "exits-0.elf", &kernels::exit_loop(0))?;
+    let kn = write_kernel(ctx, "exits-n.elf", &kernels::exit_loop(EXITS))?;
+    let limit = Duration::from_secs(120);
+    let fugu_time = |k: &Path| -> std::result::Result<f64, NoNumbers> {
+        let mut c = fugu_run(ctx, k, "none");
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let (t, s) = timed(&mut c, limit, "fugu run exit loop")?;
+        expect_status(s, 33, "fugu run exit loop")?;
+        Ok(t)
+    };
+    let bare_time = |k: &Path, n: u32| -> std::result::Result<f64, NoNumbers> {
+        let out_file = ctx.work.join("bench-exits.out");
+        let mut c = Command::new(&ctx.fugu);
+        c.arg("bench-exits")
+            .arg("--kernel")
+            .arg(k)
+            .args(["--memory", MEM])
+            .stdout(std::fs::File::create(&out_file)?)
+            .stderr(Stdio::null());
+        let (t, s) = timed(&mut c, limit, "fugu bench-exits")?;
+        let out = std::fs::read_to_string(&out_file).unwrap_or_default();
+        if !s.success() || kv(&out, "exits") != Some(n as f64) {
+            return Err(Failed(format!("fugu bench-exits ({s}): '{}'", out.trim())));
+        }
+        Ok(t)
+    };
+    let (mut f, mut p) = (Vec::new(), Vec::new());
+    let per_exit = |tn: f64, t0: f64| (tn - t0) / EXITS as f64 * 1e6;
+    for _ in 0..ctx.runs {
+        let fnn = fugu_time(&kn)?;
+        let bn = bare_time(&kn, EXITS)?;
+        let f0 = fugu_time(&k0)?;
+        let b0 = bare_time(&k0, 0)?;
+        f.push(per_exit(fnn, f0));
+        p.push(per_exit(bn, b0));
+    }
+    Ok(Measured {
+        fugu: f,
+        peer: Some(p),
+        note: format!(
+            "(wall time with {EXITS} `out` to port 0x80 − wall time with none) / {EXITS}, same guest and boot state on both sides; bare loop = `fugu bench-exits` (KVM_RUN on fugu's hypervisor layer, no devices, no threads)"
+        ),
+    })
+}
+
+/// The index.json of the pull benchmark: one image whose "kernel" is `blob`.
+pub fn pull_index(size: u64, sha256: &str) -> serde_json::Value {
+    serde_json::json!({
+        "format": "fugu-image-index",
+        "format_version": 1,
+        "created": "2026-01-01T00:00:00Z",
+        "images": [{
+            "name": "bench-blob",
+            "arch": "i386",
+            "kind": "multiboot",
+            "description": "64 MiB of pseudo-random bytes for cargo xtask bench",
+            "revision": 1,
+            "created": "2026-01-01T00:00:00Z",
+            "min_fugu_version": "0.1.0",
+            "cmdline": "",
+            "files": [{
+                "role": "kernel",
+                "path": "bench-blob/blob",
+                "size": size,
+                "sha256": sha256,
+                "compression": "none",
+            }],
+            "provenance": {"recipe": "xtask/src/bench.rs", "recipe_sha256": "", "packages": []},
+        }],
+    })
+}
+
+fn pull(ctx: &Ctx) -> Bench {
+    use sha2::{Digest, Sha256};
+    let help = Command::new(&ctx.fugu).args(["image", "--help"]).output();
+    if !help.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("pull")) {
+        return Err(Unavailable(
+            "`fugu image pull` does not exist in this build".into(),
+        ));
+    }
+    util::ensure_debs(&["curl"], "the curl peer")?;
+    let srv = ctx.work.join("pull-srv");
+    std::fs::create_dir_all(srv.join("bench-blob"))?;
+    let blob = srv.join("bench-blob").join("blob");
+    ensure_file(&blob, BLOB_BYTES, 11)?;
+    let data = std::fs::read(&blob)?;
+    let sum: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let index = pull_index(data.len() as u64, &sum);
+    std::fs::write(
+        srv.join("index.json"),
+        serde_json::to_string_pretty(&index).map_err(|e| Failed(e.to_string()))?,
+    )?;
+    drop(data);
+    let server = serve::Server::start(&srv)?;
+    let cache = ctx.work.join("pull-cache");
+    let curl_out = ctx.work.join("pull-curl.out");
+    let limit = Duration::from_secs(300);
+    let (mut f, mut p) = (Vec::new(), Vec::new());
+    for _ in 0..ctx.runs {
+        let _ = std::fs::remove_dir_all(&cache);
+        let mut c = Command::new(&ctx.fugu);
+        c.arg("image")
+            .arg("--index")
+            .arg(server.url("index.json"))
+            .arg("--cache")
+            .arg(&cache)
+            .args(["pull", "bench-blob"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let (t, s) = timed(&mut c, limit, "fugu image pull")?;
+        expect_status(s, 0, "fugu image pull")?;
+        let got = std::fs::metadata(cache.join("bench-blob").join("blob")).map(|m| m.len());
+        if got.ok() != Some(BLOB_BYTES as u64) {
+            return Err(Failed(format!(
+                "fugu image pull left no {} MiB blob in {}",
+                BLOB_BYTES >> 20,
+                cache.display()
+            )));
+        }
+        f.push(t);
+        let _ = std::fs::remove_file(&curl_out);
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--fail", "-o"])
+            .arg(&curl_out)
+            .arg(server.url("bench-blob/blob"));
+        let (t, s) = timed(&mut c, limit, "curl")?;
+        expect_status(s, 0, "curl")?;
+        p.push(t);
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+    let _ = std::fs::remove_file(&curl_out);
+    Ok(Measured {
+        fugu: f,
+        peer: Some(p),
+        note: "64 MiB from a loopback HTTP server in the xtask; fugu also fetches the index, checks SHA-256 and renames into its cache, curl only writes the file".into(),
+    })
+}
+
+fn xtask_build(ctx: &Ctx) -> Bench {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = util::root();
+    let xtask = || {
+        let mut c = Command::new(&cargo);
+        c.current_dir(&root)
+            .args(["xtask", "build"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let plain = || {
+        let mut c = Command::new(&cargo);
+        c.current_dir(&root)
+            .args([
+                "build",
+                "--package",
+                "fugu",
+                "--bin",
+                "fugu",
+                "--target-dir",
+            ])
+            .arg(root.join("target"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let limit = Duration::from_secs(1800);
+    // The first round may really build; it is not counted.
+    let (_, s) = timed(&mut xtask(), limit, "cargo xtask build")?;
+    expect_status(s, 0, "cargo xtask build")?;
+    let (_, s) = timed(&mut plain(), limit, "cargo build")?;
+    expect_status(s, 0, "cargo build")?;
+    let (mut f, mut p) = (Vec::new(), Vec::new());
+    for _ in 0..ctx.runs {
+        let (t, s) = timed(&mut xtask(), limit, "cargo xtask build")?;
+        expect_status(s, 0, "cargo xtask build")?;
+        f.push(t);
+        let (t, s) = timed(&mut plain(), limit, "cargo build")?;
+        expect_status(s, 0, "cargo build")?;
+        p.push(t);
+    }
+    Ok(Measured {
+        fugu: f,
+        peer: Some(p),
+        note: "nothing to rebuild (a first, uncounted round builds); peer: `cargo build --package fugu --bin fugu --target-dir target`, the command the xtask runs".into(),
+    })
+}
+
+// ---------------------------------------------------------------- the machine
+
+fn first_line_with(path: &str, key: &str) -> Option<String> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let l = s.lines().find(|l| l.starts_with(key))?;
+    Some(l.split_once(':').map_or(l, |(_, v)| v).trim().to_string())
+}
+
+fn machine() -> serde_json::Value {
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_default();
+    let flags = first_line_with("/proc/cpuinfo", "flags").unwrap_or_default();
+    let virt = if flags.split_whitespace().any(|f| f == "vmx") {
+        "vmx"
+    } else if flags.split_whitespace().any(|f| f == "svm") {
+        "svm"
+    } else {
+        "no vmx/svm"
+    };
+    let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    let kvm_mods: Vec<&str> = modules
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|m| m.starts_with("kvm"))
+        .collect();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        });
+    serde_json::json!({
+        "nproc": nproc,
+        "cpu": cpu,
+        "kvm": format!("{virt}, KVM modules: {}", if kvm_mods.is_empty() { "none listed".to_string() } else { kvm_mods.join(" ") }),
+        "kernel": kernel.trim(),
+        "qemu": qemu,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let o = parse_args(&a(&["--runs", "3", "--filter", "boot,pio"])).unwrap();
+        assert_eq!(o.runs, 3);
+        assert_eq!(o.filters, ["boot", "pio"]);
+        assert!(selected(&o, "boot-hello32") && selected(&o, "pio-exit"));
+        assert!(!selected(&o, "startup"));
+        assert_eq!(parse_args(&[]).unwrap().runs, 5);
+        assert!(parse_args(&a(&["--runs", "0"])).is_err());
+        assert!(parse_args(&a(&["--runs"])).is_err());
+        assert!(parse_args(&a(&["--filter", "nothing-like-this"])).is_err());
+        assert!(parse_args(&a(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn trace_lines_parse() {
+        assert_eq!(
+            parse_fugu_first_run("fugu: trace: first KVM_RUN at 1795964004.249571"),
+            Some(1795964004.249571)
+        );
+        assert_eq!(parse_fugu_first_run("fugu: guest wrote 0x10"), None);
+        assert_eq!(
+            parse_qemu_first_run(
+                "24786@1795963459.250364:kvm_vcpu_ioctl cpu_index 0, type 0xae80, arg (nil)"
+            ),
+            Some(1795963459.250364)
+        );
+        assert_eq!(
+            parse_qemu_first_run(
+                "24786@1795963459.109869:kvm_vcpu_ioctl cpu_index 0, type 0x4008ae9c, arg 0x5"
+            ),
+            None
+        );
+        assert_eq!(parse_qemu_first_run("qemu-system-x86_64: warning: x"), None);
+    }
+
+    #[test]
+    fn memory_figures_parse() {
+        assert_eq!(
+            vm_rss_kib("Name:\tfugu\nVmRSS:\t   12345 kB\n"),
+            Some(12345)
+        );
+        assert_eq!(vm_rss_kib("Name:\tfugu\n"), None);
+        let smaps = "\
+55d0-55d1 r-xp 00000000 08:01 1 /usr/bin/fugu
+Size:                  4 kB
+Rss:                   4 kB
+7f00-7f08 rw-p 00000000 00:00 0
+Size:             131072 kB
+KernelPageSize:        4 kB
+Rss:                 520 kB
+7f10-7f11 rw-p 00000000 00:00 0
+Size:             133120 kB
+Rss:                  80 kB
+7f20-7f21 rw-p 00000000 00:00 0
+Size:             262144 kB
+Rss:                 999 kB
+";
+        assert_eq!(guest_rss_kib(smaps, 128 << 20), Some(600));
+        assert_eq!(guest_rss_kib(smaps, 64 << 20), None);
+    }
+
+    #[test]
+    fn bench_output_and_index() {
+        let l = "requests=200000 device_per_sec=812345.5 pread_per_sec=900000.0";
+        assert_eq!(kv(l, "device_per_sec"), Some(812345.5));
+        assert_eq!(kv(l, "requests"), Some(200000.0));
+        assert_eq!(kv(l, "per_sec"), None);
+        assert_eq!(kv("exits=0 loop_ns=5", "exits"), Some(0.0));
+        let i = pull_index(5, &"a".repeat(64));
+        assert_eq!(i["images"][0]["files"][0]["size"], 5);
+        // fugu's own schema accepts it.
+        let parsed: crate::images::index::Index = serde_json::from_value(i).unwrap();
+        parsed.validate().unwrap();
+        assert_eq!(pattern(20, 3), pattern(20, 3));
+        assert_ne!(pattern(20, 3), pattern(20, 4));
+        assert_eq!(pattern(13, 1).len(), 13);
+    }
+}

@@ -229,6 +229,11 @@ extern "C" {
 
 /// A Multiboot a.out-kludge kernel that spins: `jmp $`.
 fn spin_kernel() -> Vec<u8> {
+    aout_kernel(&[0xeb, 0xfe])
+}
+
+/// A Multiboot a.out-kludge kernel loaded at 1 MiB whose entry (1 MiB + 32) runs `code`.
+fn aout_kernel(code: &[u8]) -> Vec<u8> {
     let (magic, flags) = (0x1BAD_B002u32, 0x0001_0002u32);
     let base = 0x10_0000u32;
     let mut b = Vec::new();
@@ -244,6 +249,30 @@ fn spin_kernel() -> Vec<u8> {
     ] {
         b.extend_from_slice(&w.to_le_bytes());
     }
-    b.extend_from_slice(&[0xeb, 0xfe]);
+    b.extend_from_slice(code);
     b
+}
+
+#[test]
+fn i8042_reset_and_triple_fault_end_the_vm_with_their_statuses() {
+    let dir = tempdir();
+    // mov al, 0xfe; out 0x64, al; jmp $
+    let reset = dir.join("reset.elf");
+    std::fs::write(&reset, aout_kernel(&[0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe])).unwrap();
+    // lidt [empty descriptor]; ud2  -> #UD with no IDT -> #DF -> triple fault
+    let tf = dir.join("triple.elf");
+    let desc = 0x10_0000u32 + 32 + 9;
+    let mut code = vec![0x0f, 0x01, 0x1d];
+    code.extend_from_slice(&desc.to_le_bytes());
+    code.extend_from_slice(&[0x0f, 0x0b, 0, 0, 0, 0, 0, 0]);
+    std::fs::write(&tf, aout_kernel(&code)).unwrap();
+    for (build, bin) in fugu_builds() {
+        let o = run_fugu(&bin, &["run", "--kernel", reset.to_str().unwrap()], T);
+        assert_eq!(o.status, Some(0), "{build}: {o:?}");
+        assert!(o.stderr.contains("reset"), "{build}: {o:?}");
+        let o = run_fugu(&bin, &["run", "--kernel", tf.to_str().unwrap()], T);
+        assert_eq!(o.status, Some(6), "{build}: {o:?}");
+        assert!(o.stderr.contains("triple-fault"), "{build}: {o:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

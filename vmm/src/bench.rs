@@ -30,6 +30,9 @@ pub enum BenchCommand {
         memory: u64,
         #[arg(long, value_enum)]
         backend: Option<crate::cli::BackendArg>,
+        /// Also create the in-kernel PIC/IOAPIC and PIT, as `fugu run` does.
+        #[arg(long)]
+        irqchip: bool,
     },
     /// 4 KiB reads through the virtio-blk device model against pread on the same image.
     BenchBlk {
@@ -67,10 +70,11 @@ pub fn main(cmd: BenchCommand) -> Result<String, String> {
             kernel,
             memory,
             backend: b,
+            irqchip,
         } => {
             let image = std::fs::read(&kernel)
                 .map_err(|e| format!("cannot read kernel {}: {e}", kernel.display()))?;
-            let r = bare_loop(&image, memory, backend(b))?;
+            let r = bare_loop(&image, memory, backend(b), irqchip)?;
             Ok(format!(
                 "exits={} loop_ns={} debug_exit={:#x}",
                 r.port_writes, r.loop_ns, r.debug_exit
@@ -104,7 +108,12 @@ pub struct BareLoop {
 
 /// The peer of fugu's vCPU loop: the same guest state as `fugu run` sets up (the same loader
 /// and boot registers), then KVM_RUN in a loop that only counts port writes.
-pub fn bare_loop(image: &[u8], mem_size: u64, backend: Backend) -> Result<BareLoop, String> {
+pub fn bare_loop(
+    image: &[u8],
+    mem_size: u64,
+    backend: Backend,
+    irqchip: bool,
+) -> Result<BareLoop, String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
     // Declared before the VM, so that it is dropped after it on every path.
     let mem = memory::allocate(backend, &layout::ram_ranges(mem_size)).map_err(|e| s(&e))?;
@@ -114,6 +123,13 @@ pub fn bare_loop(image: &[u8], mem_size: u64, backend: Backend) -> Result<BareLo
         // SAFETY: `mem` outlives the VM and its vCPU (locals drop in reverse order).
         unsafe { vm.set_user_memory_region(slot as u32, r.gpa, r.size, r.host_addr, false) }
             .map_err(|e| s(&e))?;
+    }
+    if irqchip {
+        vm.set_identity_map_address(0xfffb_c000)
+            .map_err(|e| s(&e))?;
+        vm.set_tss_address(0xfffb_d000).map_err(|e| s(&e))?;
+        vm.create_irq_chip().map_err(|e| s(&e))?;
+        vm.create_pit2().map_err(|e| s(&e))?;
     }
     let plan = crate::boot::load_kernel(&*mem, image, "", &[], mem_size).map_err(|e| s(&e))?;
     let mut vcpu = vm.create_vcpu(0).map_err(|e| s(&e))?;
@@ -188,6 +204,6 @@ mod tests {
     #[test]
     fn bare_loop_rejects_a_non_kernel() {
         // Fails before or at loading: no KVM needed to get a clear error.
-        assert!(bare_loop(b"not a kernel", 16 << 20, Backend::Portable).is_err());
+        assert!(bare_loop(b"not a kernel", 16 << 20, Backend::Portable, false).is_err());
     }
 }

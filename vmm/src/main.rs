@@ -205,7 +205,11 @@ fn firmware_config(
     let net_rom = if args.net.is_empty() {
         None
     } else {
-        Some(firmware::load_option_rom(args.net_rom.as_deref()).map_err(|e| e.to_string())?)
+        let mut rom =
+            firmware::load_option_rom(args.net_rom.as_deref()).map_err(|e| e.to_string())?;
+        // fugu's virtio-net is the transitional device 1af4:1000.
+        firmware::patch_pci_ids(&mut rom, fugu::devices::virtio::transport::VENDOR, 0x1000);
+        Some(rom)
     };
     Ok(firmware::FirmwareConfig {
         bios,

@@ -283,7 +283,7 @@ pub struct Lint {
 
 /// Run lintian on `deb` (installed as a Debian package when missing and allowed).
 pub fn lintian(deb: &Path) -> Result<Lint> {
-    util::ensure_debs(&["lintian"], "checking the .deb packages with lintian")?;
+    util::ensure_debs(&["lintian"], "checking the .deb packages")?;
     let (_, out) = capture(
         Command::new("lintian")
             .env("LC_ALL", "C.UTF-8")

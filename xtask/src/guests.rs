@@ -73,6 +73,126 @@ pub const GUESTS: &[Guest] = &[
     },
 ];
 
+/// A boot program for the firmware checks (`fugu run --bios`): images/guests/mbr.S assembled
+/// as a flat binary for 0:7C00 (target/guests/NAME.bin). MBRs go on a disk image as its first
+/// sectors; NBPs are served over TFTP.
+pub struct BootProgram {
+    pub name: &'static str,
+    /// Preprocessor switches for mbr.S.
+    pub defines: &'static [&'static str],
+    /// "i386" or "amd64": the mode the program ends in.
+    pub arch: &'static str,
+    /// What the program prints last when it succeeds.
+    pub marker: &'static str,
+    /// fugu's exit status when the program reports success through port 0xf4.
+    pub success_status: i32,
+}
+
+pub const BOOT_PROGRAMS: &[BootProgram] = &[
+    BootProgram {
+        name: "mbr-i386",
+        defines: &[],
+        arch: "i386",
+        marker: "fugu-boot: i386 protected mode ok",
+        success_status: 33,
+    },
+    BootProgram {
+        name: "mbr-amd64",
+        defines: &["-DLONG"],
+        arch: "amd64",
+        marker: "fugu-boot: amd64 long mode ok",
+        success_status: 65,
+    },
+    BootProgram {
+        name: "nbp-i386",
+        defines: &["-DNBP"],
+        arch: "i386",
+        marker: "fugu-boot: i386 protected mode ok",
+        success_status: 33,
+    },
+    BootProgram {
+        name: "nbp-amd64",
+        defines: &["-DNBP", "-DLONG"],
+        arch: "amd64",
+        marker: "fugu-boot: amd64 long mode ok",
+        success_status: 65,
+    },
+];
+
+/// The Debian packages the firmware checks use: SeaBIOS, iPXE's ROMs, and dnsmasq (DHCP and
+/// TFTP for the network boot).
+pub const FIRMWARE_DEBS: &[&str] = &["seabios", "ipxe-qemu", "dnsmasq-base"];
+
+/// Assemble the boot programs (when mbr.S changed); returns (program, .bin path).
+pub fn build_boot_programs() -> Result<Vec<(&'static BootProgram, PathBuf)>> {
+    util::ensure_debs(
+        &["gcc-multilib", "binutils"],
+        "assembling the boot programs",
+    )?;
+    // The firmware itself is needed to run them, not to build them: a host that cannot
+    // install it still builds, and the checks that need it say what is missing.
+    if let Err(e) = ensure_firmware() {
+        step(format!("note: {}", e.msg));
+    }
+    let src = util::root().join("images").join("guests");
+    let out = out_dir();
+    std::fs::create_dir_all(&out)?;
+    let deps = [src.join("mbr.S"), src.join("common.inc")];
+    let mut built = Vec::new();
+    for p in BOOT_PROGRAMS {
+        let bin = out.join(format!("{}.bin", p.name));
+        if bin.exists() && deps.iter().all(|d| newer(&bin, d)) {
+            built.push((p, bin));
+            continue;
+        }
+        step(format!("assembling boot program {}", p.name));
+        let obj = out.join(format!("{}.o", p.name));
+        // 16-bit code first: assembled as i386 (the long-mode part uses .code64 and 32-bit
+        // absolute addresses only), linked flat at 0x7C00.
+        let (ok, log) = capture(
+            Command::new("gcc")
+                .args(["-m32", "-c", "-nostdlib", "-I"])
+                .arg(&src)
+                .args(p.defines)
+                .arg("-o")
+                .arg(&obj)
+                .arg(src.join("mbr.S")),
+        )?;
+        if !ok {
+            return Err(Error::fail(format!("assembling {}:\n{log}", p.name)));
+        }
+        let (ok, log) = capture(
+            Command::new("ld")
+                .args([
+                    "-m",
+                    "elf_i386",
+                    "-n",
+                    "--build-id=none",
+                    "-Ttext",
+                    "0x7c00",
+                    "-e",
+                    "_start",
+                    "--oformat",
+                    "binary",
+                    "-o",
+                ])
+                .arg(&bin)
+                .arg(&obj),
+        )?;
+        if !ok {
+            return Err(Error::fail(format!("linking {}:\n{log}", p.name)));
+        }
+        built.push((p, bin));
+    }
+    Ok(built)
+}
+
+/// Install the firmware packages when possible (root); otherwise the firmware tests and
+/// matrix cells report what is missing.
+pub fn ensure_firmware() -> Result {
+    util::ensure_debs(FIRMWARE_DEBS, "the firmware boot checks (fugu run --bios)")
+}
+
 pub fn out_dir() -> PathBuf {
     util::root().join("target").join("guests")
 }
@@ -88,11 +208,15 @@ pub fn build_all() -> Result<Vec<(&'static Guest, PathBuf)>> {
     let src = util::root().join("images").join("guests");
     let out = out_dir();
     std::fs::create_dir_all(&out)?;
+    let deps: Vec<PathBuf> = std::fs::read_dir(&src)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     let mut built = Vec::new();
     for g in GUESTS {
         let s = src.join(g.source);
         let elf = out.join(format!("{}.elf", g.name));
-        let deps = [s.clone(), src.join("common.inc"), src.join("guest.ld")];
+        // Guests include each other's sources (virtio64.S includes virtio32.S), so any change
+        // in the directory rebuilds every guest; there are few and they assemble in moments.
         if elf.exists() && deps.iter().all(|d| newer(&elf, d)) {
             built.push((g, elf));
             continue;
@@ -135,5 +259,6 @@ pub fn build_all() -> Result<Vec<(&'static Guest, PathBuf)>> {
         }
         built.push((g, elf));
     }
+    build_boot_programs()?;
     Ok(built)
 }

@@ -911,9 +911,48 @@ fn disk(ctx: &Ctx, r: &Recipe, busybox: &[u8], dest: &Path) -> std::result::Resu
             .arg(format!("{size_mib}M")),
     )
     .map_err(|e| Problem::Fail(e.msg))?;
-    let _ = std::fs::remove_dir_all(&tree);
     if !ok {
+        let _ = std::fs::remove_dir_all(&tree);
         return Err(Problem::Fail(format!("mke2fs failed:\n{log}")));
+    }
+    // mke2fs -d copies each file's ctime, which no tool can set on the host: set every
+    // inode's ctime to the epoch too, with debugfs.
+    let mut paths = vec!["/".to_string(), "/lost+found".to_string()];
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        entries.sort();
+        for p in entries {
+            out.push(format!("/{}", p.strip_prefix(base).unwrap_or(&p).display()));
+            if p.is_dir() && !p.is_symlink() {
+                walk(&p, base, out)?;
+            }
+        }
+        Ok(())
+    }
+    walk(&tree, &tree, &mut paths)?;
+    let _ = std::fs::remove_dir_all(&tree);
+    let script: String = paths
+        .iter()
+        .map(|p| format!("sif {p} ctime @{}\n", ctx.epoch))
+        .collect();
+    let script_path = dest.with_extension("debugfs");
+    std::fs::write(&script_path, script)?;
+    let (ok, log) = capture(
+        Command::new("debugfs")
+            .env("E2FSPROGS_FAKE_TIME", ctx.epoch.to_string())
+            .arg("-w")
+            .arg("-f")
+            .arg(&script_path)
+            .arg(dest),
+    )
+    .map_err(|e| Problem::Fail(e.msg))?;
+    let _ = std::fs::remove_file(&script_path);
+    if !ok || log.contains("sif:") {
+        return Err(Problem::Fail(format!(
+            "debugfs (fixing ctimes) failed:\n{log}"
+        )));
     }
     Ok(())
 }

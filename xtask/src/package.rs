@@ -159,6 +159,11 @@ fn source_date_epoch(src: &Path) -> Result<u64> {
 /// Build, stage and pack every target; returns the artifacts, SHA256SUMS last.
 pub fn package(l: &Layout, targets: &[Target], epoch: u64, lint: bool) -> Result<Vec<PathBuf>> {
     util::ensure_debs(PACKAGE_DEBS, "packaging")?;
+    if lint {
+        // Before the long builds, so that a missing lintian is reported at once.
+        util::ensure_debs(&["lintian"], "checking the .deb packages")
+            .map_err(|e| Error::fail(format!("{e}\n(or skip the check with --no-lintian)")))?;
+    }
     let fields = deb::parse_fields(&read(&l.src.join("packaging/fields"))?)?;
     let mut bins = Vec::new();
     for &t in targets {

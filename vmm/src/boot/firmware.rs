@@ -58,6 +58,34 @@ pub fn load_option_rom(path: Option<&Path>) -> Result<Vec<u8>, FirmwareError> {
     Ok(image)
 }
 
+/// Make an option ROM's PCI data structure name `vendor:device`, as QEMU does for ROMs that
+/// serve several devices: firmware runs a PCI ROM only when its IDs match the function's
+/// (iPXE's virtio ROM names the modern virtio-net ID, fugu's NIC is the transitional one).
+/// The header checksum byte (offset 6) is adjusted when the image had a valid checksum.
+/// Returns whether anything changed; malformed images are left alone.
+pub fn patch_pci_ids(rom: &mut [u8], vendor: u16, device: u16) -> bool {
+    if rom.len() < 0x1a || rom[..2] != [0x55, 0xaa] {
+        return false;
+    }
+    let pcir = u16::from_le_bytes([rom[0x18], rom[0x19]]) as usize;
+    if rom.get(pcir..pcir + 4) != Some(b"PCIR".as_slice()) || rom.len() < pcir + 8 {
+        return false;
+    }
+    let ids = [vendor.to_le_bytes(), device.to_le_bytes()].concat();
+    if rom[pcir + 4..pcir + 8] == ids[..] {
+        return false;
+    }
+    let size = (rom[2] as usize * 512).min(rom.len());
+    let sum = |r: &[u8]| r[..size].iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    let had_checksum = size > 6 && sum(rom) == 0;
+    rom[pcir + 4..pcir + 8].copy_from_slice(&ids);
+    if had_checksum {
+        let off = sum(rom);
+        rom[6] = rom[6].wrapping_sub(off);
+    }
+    true
+}
+
 /// Why the firmware cannot be used; the message is for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum FirmwareError {
@@ -111,7 +139,7 @@ impl Firmware {
             ));
         }
         let reset = image[n - 16];
-        if !matches!(reset, 0xea | 0xe9 | 0xeb) {
+        if !matches!(reset, 0xe9..=0xeb) {
             return Err(format!(
                 "no jump at the reset vector (byte {reset:#04x} at 0xfffffff0)"
             ));
@@ -306,6 +334,27 @@ mod tests {
         let e = Firmware::load(Some(&p)).err().unwrap().to_string();
         assert!(e.contains("not a BIOS image"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn option_rom_ids_are_patched_with_the_checksum() {
+        let mut rom = vec![0u8; 1024];
+        rom[..3].copy_from_slice(&[0x55, 0xaa, 2]);
+        rom[0x18] = 0x1c;
+        rom[0x1c..0x24].copy_from_slice(b"PCIR\xf4\x1a\x41\x10");
+        let s: u8 = rom.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        rom[7] = 0u8.wrapping_sub(s);
+        assert!(patch_pci_ids(&mut rom, 0x1af4, 0x1000));
+        assert_eq!(&rom[0x20..0x24], &[0xf4, 0x1a, 0x00, 0x10]);
+        assert_eq!(rom.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+        assert!(!patch_pci_ids(&mut rom, 0x1af4, 0x1000), "already matches");
+        // Garbage and truncated headers are left alone.
+        let mut bad = vec![
+            0x55, 0xaa, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
+        ];
+        bad.resize(0x40, 0);
+        assert!(!patch_pci_ids(&mut bad, 1, 2));
+        assert!(!patch_pci_ids(&mut [0u8; 4], 1, 2));
     }
 
     #[test]

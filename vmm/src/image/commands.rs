@@ -202,6 +202,8 @@ fn pull_one(
                     image: img.clone(),
                 },
             )?;
+            // Only succeeds when no other pull is in progress.
+            let _ = std::fs::remove_dir(cache.root.join(".partial"));
             println!(
                 "{}: {} in {} files, verified, in {}",
                 img.name,

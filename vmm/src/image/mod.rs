@@ -105,7 +105,13 @@ pub fn sha256_file(path: &std::path::Path) -> Result<String, ImageError> {
 }
 
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(DIGITS[(x >> 4) as usize] as char);
+        s.push(DIGITS[(x & 0xf) as usize] as char);
+    }
+    s
 }
 
 #[cfg(test)]

@@ -55,6 +55,36 @@ pub fn spin(marker: &str) -> Vec<u8> {
     multiboot(&code)
 }
 
+/// A master boot record (512 bytes, real mode at 0:7C00) that prints `marker` on COM1 and
+/// writes 0x10 to the debug-exit port 0xf4.
+pub fn mbr(marker: &str) -> Vec<u8> {
+    const MSG: u16 = 26;
+    let at = (0x7c00 + MSG).to_le_bytes();
+    let mut s = vec![
+        0xfa, // cli
+        0x31, 0xc0, // xor ax, ax
+        0x8e, 0xd8, // mov ds, ax
+        0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0xbe, at[0], at[1], // mov si, msg
+        0xac,  // next: lodsb
+        0x84, 0xc0, // test al, al
+        0x74, 0x03, // jz done
+        0xee, // out dx, al
+        0xeb, 0xf8, // jmp next
+        0xb0, 0x10, // done: mov al, 0x10
+        0xe6, 0xf4, // out 0xf4, al
+        0xf4, // hlt
+        0xeb, 0xfd, // jmp hlt
+    ];
+    debug_assert_eq!(s.len(), MSG as usize);
+    s.extend_from_slice(marker.as_bytes());
+    s.push(0);
+    assert!(s.len() <= 510, "MBR marker too long");
+    s.resize(510, 0);
+    s.extend_from_slice(&[0x55, 0xaa]);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +118,19 @@ mod tests {
         // jnz at 10 (2 bytes) goes back to the out at 7.
         assert_eq!((code[10], 12 + code[11] as i8 as isize), (0x75, 7));
         assert_eq!(&code[7..9], &[0xe6, LOOP_PORT]);
+    }
+
+    #[test]
+    fn mbr_is_a_boot_sector_pointing_at_its_marker() {
+        let m = mbr("hi\n");
+        assert_eq!(m.len(), 512);
+        assert_eq!(&m[510..], &[0x55, 0xaa]);
+        let si = u16::from_le_bytes([m[9], m[10]]) as usize - 0x7c00;
+        assert_eq!(&m[si..si + 4], b"hi\n\0");
+        // jz at 14 skips to `done` at 19; jmp at 17 goes back to lodsb at 11.
+        assert_eq!(16 + m[15] as usize, 19);
+        assert_eq!(19 + m[18] as i8 as isize, 11);
+        assert_eq!(m[11], 0xac);
     }
 
     #[test]

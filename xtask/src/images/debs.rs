@@ -142,7 +142,7 @@ pub fn fetch(p: &Pin, cache: &Path) -> Result<PathBuf, Problem> {
     let dir = cache.join("debs");
     std::fs::create_dir_all(&dir).map_err(|e| Problem::Fail(e.to_string()))?;
     let file = dir.join(deb_file_name(p));
-    if file.exists() && sha256_file(&file).map_err(Problem::Fail)? == p.sha256 {
+    if file.exists() && cached_sha256(&file).map_err(Problem::Fail)? == p.sha256 {
         return Ok(file);
     }
     step(format!(
@@ -185,8 +185,33 @@ pub fn fetch(p: &Pin, cache: &Path) -> Result<PathBuf, Problem> {
         )));
     }
     std::fs::rename(&got, &file).map_err(|e| Problem::Fail(e.to_string()))?;
+    cached_sha256(&file).map_err(Problem::Fail)?;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(file)
+}
+
+/// SHA-256 of a cached .deb, remembered in `<deb>.sha256` with its size and mtime so that
+/// a rebuild does not hash 140 MB of kernel source again; any change rehashes.
+fn cached_sha256(file: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let stamp = format!("{} {mtime}", meta.len());
+    let side = file.with_extension("deb.sha256");
+    if let Ok(text) = std::fs::read_to_string(&side) {
+        if let Some((st, sum)) = text.trim().rsplit_once(' ') {
+            if st == stamp {
+                return Ok(sum.to_string());
+            }
+        }
+    }
+    let sum = sha256_file(file)?;
+    let _ = std::fs::write(&side, format!("{stamp} {sum}\n"));
+    Ok(sum)
 }
 
 /// The pin the mirror supports now for `p`, or why there is none.

@@ -78,8 +78,11 @@ pub fn decode(bytes: &[u8], long_mode: bool) -> Option<Decoded> {
         [0x0f, 0x0b, ..] => (Completion::Ud2, 2),
         [0x0f, 0x01, 0xca, ..] => (Completion::Clac, 3),
         [0x0f, 0x01, 0xcb, ..] => (Completion::Stac, 3),
-        // 32-bit IRET only: an operand-size prefix or REX.W would change the frame.
-        [0xcf, ..] if i == 0 && !long_mode => (Completion::Iret, 1),
+        // Protected-mode IRET, with or without an operand-size prefix (firmware such as
+        // iPXE returns through 16-bit protected-mode segments); REX.W (IRETQ) is not.
+        [0xcf, ..] if !long_mode && bytes[..i].iter().all(|&b| b == 0x66) && i <= 1 => {
+            (Completion::Iret, 1)
+        }
         _ => return None,
     };
     Some(Decoded {
@@ -203,7 +206,11 @@ pub fn complete(
                 advance(&mut regs);
                 vcpu.set_regs(&regs).map_err(|e| e.to_string())
             }
-            Completion::Iret => iret32(vcpu, mem, &sregs, &mut regs),
+            Completion::Iret => {
+                // The operand size: the code segment's default, flipped by a 0x66 prefix.
+                let op32 = (sregs.cs.db == 1) != (d.len == 2);
+                iret_pm(vcpu, mem, &sregs, &mut regs, op32)
+            }
             Completion::FnstswAx => {
                 let fpu = vcpu.get_fpu().map_err(|e| e.to_string())?;
                 regs.rax = (regs.rax & !0xffff) | fpu.fsw as u64;
@@ -225,12 +232,26 @@ pub fn complete(
         .map_err(|e| fail(bytes, format!("completing {}: {e}", d.op.name())))
 }
 
-/// IRET in 32-bit protected mode (paging or not) returning to the same privilege level.
-fn iret32(
+/// The (IP, CS, FLAGS) of an IRET frame with 32-bit (12 bytes) or 16-bit (6 bytes) slots.
+pub fn iret_frame(frame: &[u8], op32: bool) -> Option<(u64, u16, u64)> {
+    let w = if op32 { 4 } else { 2 };
+    let f = frame.get(..3 * w)?;
+    let slot = |i: usize| {
+        let mut b = [0u8; 4];
+        b[..w].copy_from_slice(&f[i * w..(i + 1) * w]);
+        u32::from_le_bytes(b) as u64
+    };
+    Some((slot(0), slot(1) as u16, slot(2)))
+}
+
+/// IRET in protected mode (paging or not) returning to the same privilege level, with a
+/// 32-bit or 16-bit operand size (`op32`) and a 32-bit or 16-bit stack (SS.B).
+fn iret_pm(
     vcpu: &dyn Vcpu,
     mem: &dyn GuestMemory,
     sregs: &crate::hypervisor::Sregs,
     regs: &mut crate::hypervisor::Regs,
+    op32: bool,
 ) -> Result<(), String> {
     const EFLAGS_NT: u64 = 1 << 14;
     const EFLAGS_VM: u64 = 1 << 17;
@@ -239,24 +260,30 @@ fn iret32(
     if sregs.cr0 & 1 == 0 || regs.rflags & (EFLAGS_NT | EFLAGS_VM) != 0 {
         return Err("only protected-mode IRET without a task return is completed".into());
     }
-    if sregs.ss.db == 0 {
-        return Err("IRET with a 16-bit stack is not completed".into());
-    }
     let cpl = sregs.cs.selector & 3;
-    let sp = regs.rsp & 0xffff_ffff;
+    let sp_mask: u64 = if sregs.ss.db == 1 {
+        0xffff_ffff
+    } else {
+        0xffff
+    };
+    let sp = regs.rsp & sp_mask;
+    let size = if op32 { 12 } else { 6 };
     let mut frame = [0u8; 12];
     let n = translate::read_linear(
         mem,
         sregs,
         sregs.ss.base.wrapping_add(sp) & 0xffff_ffff,
-        &mut frame,
+        &mut frame[..size],
     );
-    if n != 12 {
+    let Some((eip, cs_sel, eflags)) = iret_frame(&frame[..n], op32) else {
         return Err(format!("IRET frame at ESP {sp:#x} is not readable"));
-    }
-    let word =
-        |i: usize| u32::from_le_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]) as u64;
-    let (eip, cs_sel, eflags) = (word(0), word(4) as u16, word(8));
+    };
+    // A 16-bit IRET restores only the low 16 bits of FLAGS.
+    let eflags = if op32 {
+        eflags
+    } else {
+        (regs.rflags & !0xffff) | eflags
+    };
     if cs_sel & 3 != cpl {
         return Err(format!(
             "IRET to privilege level {} from {cpl} is not completed",
@@ -264,7 +291,12 @@ fn iret32(
         ));
     }
     if cs_sel & 4 != 0 || (cs_sel as u64 | 7) > sregs.gdt.limit as u64 {
-        return Err(format!("IRET to selector {cs_sel:#x} outside the GDT"));
+        return Err(format!(
+            "IRET to selector {cs_sel:#x} outside the GDT (frame {:02x?} at SS:ESP {:#x}:{sp:#x}, {}-bit)",
+            &frame[..size],
+            sregs.ss.selector,
+            if op32 { 32 } else { 16 }
+        ));
     }
     let mut d = [0u8; 8];
     if translate::read_linear(mem, sregs, sregs.gdt.base + (cs_sel & !7) as u64, &mut d) != 8 {
@@ -280,7 +312,7 @@ fn iret32(
     new_sregs.cs = cs;
     regs.rip = eip;
     regs.rflags = (regs.rflags & !RESTORABLE) | (eflags & RESTORABLE) | 2;
-    regs.rsp = (regs.rsp & !0xffff_ffff) | ((sp + 12) & 0xffff_ffff);
+    regs.rsp = (regs.rsp & !sp_mask) | ((sp + size as u64) & sp_mask);
     vcpu.set_sregs(&new_sregs).map_err(|e| e.to_string())?;
     vcpu.set_regs(regs).map_err(|e| e.to_string())
 }
@@ -380,9 +412,13 @@ mod tests {
         );
         assert_eq!(
             decode(&[0x66, 0xcf], false),
-            None,
-            "16-bit IRET is not completed"
+            Some(Decoded {
+                op: Completion::Iret,
+                len: 2
+            }),
+            "IRET with the other operand size"
         );
+        assert_eq!(decode(&[0x66, 0x66, 0xcf], false), None);
         assert_eq!(
             decode(&[0x48, 0xcf], true),
             None,
@@ -390,6 +426,16 @@ mod tests {
         );
         assert_eq!(decode(&[], true), None);
         assert_eq!(decode(&[0x66; 15], true), None);
+    }
+
+    #[test]
+    fn iret_frames_of_both_operand_sizes() {
+        let f32 = [0x10, 0x20, 0x30, 0x40, 0x08, 0, 0, 0, 0x02, 0x02, 0, 0];
+        assert_eq!(iret_frame(&f32, true), Some((0x4030_2010, 0x08, 0x202)));
+        assert_eq!(iret_frame(&f32, false), Some((0x2010, 0x4030, 0x08)));
+        assert_eq!(iret_frame(&f32[..6], true), None, "short frame");
+        assert_eq!(iret_frame(&f32[..6], false), Some((0x2010, 0x4030, 0x08)));
+        assert_eq!(iret_frame(&[], false), None);
     }
 
     #[test]

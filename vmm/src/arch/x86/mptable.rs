@@ -1,5 +1,5 @@
 //! The Intel MultiProcessor Specification 1.4 tables: how a guest without ACPI finds its CPUs,
-//! the I/O APIC and the ISA interrupt routing. Written in the BIOS area (0xF0000-0xFFFFF,
+//! the I/O APIC and the ISA and PCI INTx interrupt routing. Written in the BIOS area (0xF0000-0xFFFFF,
 //! reserved in the e820 map), which kernels scan for the floating pointer; the EBDA is too
 //! small for the table of a large VM.
 
@@ -11,6 +11,8 @@ const IOAPIC_ADDR: u32 = 0xfec0_0000;
 const LAPIC_ADDR: u32 = 0xfee0_0000;
 const APIC_VERSION: u8 = 0x14;
 const IOAPIC_VERSION: u8 = 0x11;
+const PCI_BUS: u8 = 0;
+const ISA_BUS: u8 = 1;
 
 fn checksum(bytes: &[u8]) -> u8 {
     0u8.wrapping_sub(bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
@@ -31,10 +33,12 @@ pub fn build(cpus: u8) -> Vec<u8> {
         entries.extend_from_slice(&[0; 8]);
         count += 1;
     }
-    // Bus 0: ISA.
-    entries.extend_from_slice(&[1, 0]);
+    // Bus IDs: the PCI bus must carry its bus number (0); ISA gets 1.
+    entries.extend_from_slice(&[1, PCI_BUS]);
+    entries.extend_from_slice(b"PCI   ");
+    entries.extend_from_slice(&[1, ISA_BUS]);
     entries.extend_from_slice(b"ISA   ");
-    count += 1;
+    count += 2;
     // The I/O APIC.
     entries.extend_from_slice(&[2, ioapic_id, IOAPIC_VERSION, 1]);
     entries.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
@@ -46,7 +50,13 @@ pub fn build(cpus: u8) -> Vec<u8> {
             continue;
         }
         let pin = if irq == 0 { 2 } else { irq };
-        entries.extend_from_slice(&[3, 0, 0, 0, 0, irq, ioapic_id, pin]);
+        entries.extend_from_slice(&[3, 0, 0, 0, ISA_BUS, irq, ioapic_id, pin]);
+        count += 1;
+    }
+    // PCI INTA# of every slot: level-triggered, active low, to the pin fugu wires it to.
+    for slot in 0u8..32 {
+        let pin = crate::devices::pci::intx_gsi(slot) as u8;
+        entries.extend_from_slice(&[3, 0, 0x0f, 0, PCI_BUS, slot << 2, ioapic_id, pin]);
         count += 1;
     }
     // Local interrupts: ExtINT on LINT0, NMI on LINT1, for all local APICs.
@@ -101,7 +111,7 @@ mod tests {
         assert_eq!(len, t.len());
         assert_eq!(t.iter().fold(0u8, |a, x| a.wrapping_add(*x)), 0);
         let n = u16::from_le_bytes([t[34], t[35]]);
-        assert_eq!(n, 4 + 1 + 1 + 15 + 2);
+        assert_eq!(n, 4 + 2 + 1 + 15 + 32 + 2);
         assert_eq!(t[44], 0, "first entry is a processor");
         assert_eq!(t[47], 3, "the BSP is enabled and marked");
         // Even 255 processors fit in the BIOS area below 1 MiB.

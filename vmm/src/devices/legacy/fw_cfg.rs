@@ -92,12 +92,6 @@ impl FwCfg {
         addr.copy_from_slice(&raw[8..16]);
         let addr = u64::from_be_bytes(addr);
         let ok = self.dma_transfer(&*mem, control, length, addr);
-        if std::env::var_os("FUGU_DBG_FWCFG").is_some() {
-            eprintln!(
-                "fwcfg dma ctl {control:#x} len {length} addr {addr:#x} sel {:#x} ok {ok}",
-                self.selected
-            );
-        }
         let result: u32 = if ok { 0 } else { DMA_ERROR };
         let _ = mem.write(desc, &result.to_be_bytes());
     }
@@ -217,7 +211,7 @@ impl BusDevice for FwCfg {
             match offset {
                 DMA_HIGH => self.dma_high = v,
                 DMA_LOW => {
-                    let desc = (self.dma_high as u64) << 32 | v as u64;
+                    let desc = ((self.dma_high as u64) << 32) | v as u64;
                     self.dma_high = 0;
                     self.dma(desc);
                 }
@@ -295,10 +289,10 @@ mod tests {
             mem.write(0x1000, &d).unwrap();
             f.write(DMA_HIGH, &0u32.to_be_bytes());
             f.write(DMA_LOW, &0x1000u32.to_be_bytes());
-            mem.read_u32(0x1000).unwrap()
+            mem.read_u32(0x1000).unwrap().swap_bytes() // the control word is big-endian
         };
         // Select + read 8 bytes, skip 8, read 30 (the last 6 past the end read 0).
-        let sel = (key as u32) << 16 | DMA_SELECT | DMA_READ;
+        let sel = ((key as u32) << 16) | DMA_SELECT | DMA_READ;
         assert_eq!(run(&mut f, sel, 8, 0x2000), 0);
         let mut b = [0u8; 30];
         mem.read(0x2000, &mut b[..8]).unwrap();

@@ -333,20 +333,30 @@ impl BusDevice for Ecam {
 /// The 32-bit memory window where BARs decode.
 pub struct MmioWindow {
     bus: Arc<PciBus>,
+    base: u64,
 }
 
 impl MmioWindow {
     pub fn new(bus: Arc<PciBus>) -> Self {
-        MmioWindow { bus }
+        MmioWindow {
+            bus,
+            base: MMIO_BASE,
+        }
+    }
+
+    /// A window registered at `base` instead of [`MMIO_BASE`] (`--bios`: the firmware
+    /// places BARs anywhere in 0x80000000-0xFEC00000).
+    pub fn at(bus: Arc<PciBus>, base: u64) -> Self {
+        MmioWindow { bus, base }
     }
 }
 
 impl BusDevice for MmioWindow {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        self.bus.mmio_read(MMIO_BASE + offset, data);
+        self.bus.mmio_read(self.base + offset, data);
     }
     fn write(&mut self, offset: u64, data: &[u8]) {
-        self.bus.mmio_write(MMIO_BASE + offset, data);
+        self.bus.mmio_write(self.base + offset, data);
     }
 }
 
@@ -441,7 +451,7 @@ mod tests {
     }
 
     fn cf8(io: &mut ConfigIo, dev: u8, reg: u32) {
-        io.write(0, &(0x8000_0000 | (dev as u32) << 11 | reg).to_le_bytes());
+        io.write(0, &(0x8000_0000 | ((dev as u32) << 11) | reg).to_le_bytes());
     }
 
     #[test]
@@ -487,7 +497,7 @@ mod tests {
         assert_eq!(v, [0xff; 4]);
         e.read((2 << 15) + 0x100, &mut v);
         assert_eq!(v, [0xff; 4]);
-        e.read(1 << 15 | 0x100, &mut v);
+        e.read((1 << 15) | 0x100, &mut v);
         assert_eq!(v, [0; 4], "extended space of a present function reads zero");
         e.read(ECAM_SIZE - 4, &mut v);
         assert_eq!(v, [0xff; 4]);

@@ -19,6 +19,9 @@ pub const PIIX3_DEVICE: u16 = 0x7000;
 /// QEMU's subsystem IDs, which SeaBIOS checks to recognise a QEMU machine.
 pub const QEMU_SUBSYSTEM_VENDOR: u16 = 0x1af4;
 pub const QEMU_SUBSYSTEM: u16 = 0x1100;
+/// Where firmware places 32-bit BARs on this chipset: from 2 GiB (3 GiB when RAM reaches
+/// past 2 GiB; RAM accesses never reach the bus) up to the IOAPIC.
+pub const PCI_WINDOW: (u64, u64) = (0x8000_0000, 0xfec0_0000);
 /// PAM0-PAM6.
 pub const PAM_FIRST: usize = 0x59;
 pub const PAM_LAST: usize = 0x5f;

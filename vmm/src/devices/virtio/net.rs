@@ -12,6 +12,7 @@ use crate::memory::GuestMemory;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use virtio_bindings::virtio_net::*;
 
@@ -201,6 +202,9 @@ pub fn default_mac(index: u8) -> [u8; 6] {
 pub struct Net {
     tap: Arc<Tap>,
     mac: [u8; 6],
+    /// The link status the driver sees; it goes down when the tap fails (the worker then
+    /// raises a configuration-change interrupt).
+    link_up: Arc<AtomicBool>,
     worker: Option<Worker>,
 }
 
@@ -209,6 +213,7 @@ impl Net {
         Net {
             tap: Arc::new(tap),
             mac,
+            link_up: Arc::new(AtomicBool::new(true)),
             worker: None,
         }
     }
@@ -241,7 +246,12 @@ impl VirtioDevice for Net {
     fn config(&self) -> Vec<u8> {
         let mut c = vec![0u8; 12];
         c[..6].copy_from_slice(&self.mac);
-        c[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        let status = if self.link_up.load(Ordering::SeqCst) {
+            VIRTIO_NET_S_LINK_UP as u16
+        } else {
+            0
+        };
+        c[6..8].copy_from_slice(&status.to_le_bytes());
         c[8..10].copy_from_slice(&1u16.to_le_bytes()); // max_virtqueue_pairs
         c[10..12].copy_from_slice(&1500u16.to_le_bytes()); // mtu
         c
@@ -285,9 +295,11 @@ impl VirtioDevice for Net {
             return Err("no kick eventfds".into());
         };
         let tap = self.tap.clone();
+        let link_up = self.link_up.clone();
         self.worker = Some(Worker::spawn("virtio-net".into(), move |stop| {
             let mut w = NetWorker {
                 tap,
+                link_up,
                 mem,
                 rx,
                 tx,
@@ -310,6 +322,7 @@ impl VirtioDevice for Net {
 
 struct NetWorker {
     tap: Arc<Tap>,
+    link_up: Arc<AtomicBool>,
     mem: Arc<dyn GuestMemory>,
     rx: Box<dyn Virtqueue>,
     tx: Box<dyn Virtqueue>,
@@ -331,10 +344,13 @@ impl NetWorker {
                 let _ = poll(&[(stop.as_raw_fd(), libc::POLLIN)], -1);
                 return;
             }
+            let up = self.link_up.load(Ordering::SeqCst);
             let tap_events = if self.starved { 0 } else { libc::POLLIN };
+            // A failed tap is left out (poll ignores fd -1): its errors would wake us for ever.
+            let tap_fd = if up { self.tap.fd() } else { -1 };
             let ev = match poll(
                 &[
-                    (self.tap.fd(), tap_events),
+                    (tap_fd, tap_events),
                     (rxk.as_raw_fd(), libc::POLLIN),
                     (txk.as_raw_fd(), libc::POLLIN),
                     (stop.as_raw_fd(), libc::POLLIN),
@@ -346,6 +362,10 @@ impl NetWorker {
             };
             if ev[3] != 0 {
                 return;
+            }
+            if up && ev[0] & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                self.link_up.store(false, Ordering::SeqCst);
+                self.signal.config_changed();
             }
             if ev[1] != 0 {
                 rxk.drain();
@@ -394,13 +414,17 @@ impl NetWorker {
 
     /// Move frames from the tap into receive buffers while both exist.
     fn rx_all(&mut self) -> Result<(), QueueError> {
+        if !self.link_up.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let mut used = false;
         loop {
             if self.pending.is_none() {
                 match (&self.tap.file).read(&mut self.buf) {
                     Ok(n) if n >= self.hdr => self.pending = Some(self.buf[..n].to_vec()),
-                    Ok(_) => continue,
-                    Err(_) => break, // EAGAIN: nothing more for now
+                    Ok(0) => break,
+                    Ok(_) => continue, // shorter than the header: dropped
+                    Err(_) => break,   // EAGAIN: nothing more for now
                 }
             }
             let Some(chain) = self.rx.pop()? else {

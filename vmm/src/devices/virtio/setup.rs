@@ -152,6 +152,17 @@ pub fn attach_with(
         pci::IO_SIZE,
         Arc::new(Mutex::new(IoWindow::new(bus.clone()))),
     )?;
+    if chipset.is_some() {
+        // An i440FX has no ECAM, and the firmware places BARs anywhere in its 32-bit window.
+        let (base, end) = pci::i440fx::PCI_WINDOW;
+        claim(
+            mmio,
+            base,
+            end - base,
+            Arc::new(Mutex::new(MmioWindow::at(bus.clone(), base))),
+        )?;
+        return Ok(bus);
+    }
     claim(
         mmio,
         pci::MMIO_BASE,

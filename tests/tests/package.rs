@@ -18,8 +18,8 @@ fn package_dir() -> Option<PathBuf> {
     match std::env::var_os("FUGU_PACKAGE_DIR") {
         Some(d) => Some(PathBuf::from(d)),
         None => {
-            eprintln!(
-                "SKIP: FUGU_PACKAGE_DIR is not set (`cargo xtask test` packages and sets it)"
+            fugu_e2e::unmet(
+                "FUGU_PACKAGE_DIR is not set (`cargo xtask test` packages and sets it)",
             );
             None
         }
@@ -247,7 +247,7 @@ fn shlibdeps(bin: &Path, tag: &str) -> Option<String> {
         .output()
         .is_err()
     {
-        eprintln!("SKIP: dpkg-shlibdeps is not installed");
+        fugu_e2e::unmet("dpkg-shlibdeps is not installed (Debian package dpkg-dev)");
         return None;
     }
     let tmp = scratch(&format!("shlibdeps-{tag}"));
@@ -327,7 +327,7 @@ impl Drop for Installed {
 fn amd64_deb_installs_runs_from_path_and_removes_cleanly() {
     let Some(dir) = package_dir() else { return };
     if !is_root() {
-        eprintln!("SKIP: installing the .deb needs root");
+        fugu_e2e::unmet("installing the .deb needs root");
         return;
     }
     let deb = deb(&dir, "amd64");
@@ -375,6 +375,9 @@ fn amd64_deb_installs_runs_from_path_and_removes_cleanly() {
     for f in &files {
         assert!(f.exists(), "{} was not installed", f.display());
     }
+    // The installed files match the package's md5sums.
+    let verify = ok(Command::new("dpkg").args(["--verify", "fugu"]));
+    assert_eq!(verify, "", "dpkg --verify fugu");
     // From PATH, as an operator runs it.
     let which = ok(Command::new("sh").args(["-c", "command -v fugu"]));
     assert_eq!(which.trim(), "/usr/bin/fugu");

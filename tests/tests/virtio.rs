@@ -218,7 +218,7 @@ fn ip(args: &[&str]) -> bool {
 fn guest_exchanges_frames_over_a_tap_on_both_builds() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { geteuid() } != 0 || !ip(&["netns", "list"]) {
-        eprintln!("SKIP: needs root and iproute2 (ip netns)");
+        fugu_e2e::unmet("needs root and iproute2 (ip netns)");
         return;
     }
     for (build, bin, name) in fugu_builds()
@@ -268,7 +268,7 @@ fn guest_exchanges_frames_over_a_tap_on_both_builds() {
 fn fugu_creates_a_missing_tap_and_removes_it() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { geteuid() } != 0 || !ip(&["netns", "list"]) {
-        eprintln!("SKIP: needs root and iproute2 (ip netns)");
+        fugu_e2e::unmet("needs root and iproute2 (ip netns)");
         return;
     }
     let g = guest("virtio32");

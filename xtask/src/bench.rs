@@ -810,30 +810,44 @@ fn blk(ctx: &Ctx) -> Bench {
     ensure_file(&img, BLOB_BYTES, 7)?;
     // Both sides read from the page cache: warm it first.
     std::fs::read(&img)?;
-    let (mut f, mut p) = (Vec::new(), Vec::new());
-    for _ in 0..ctx.runs {
-        let out = Command::new(&ctx.fugu)
-            .arg("bench-blk")
+    // fugu's default queue on this host (rust-vmm's virtio-queue on x86_64), and for the note
+    // the in-house ring (`--backend portable`, the one i686 hosts use).
+    let once = |portable: bool| -> std::result::Result<(f64, f64), NoNumbers> {
+        let mut c = Command::new(&ctx.fugu);
+        c.arg("bench-blk")
             .arg("--image")
             .arg(&img)
-            .args(["--requests", &BLK_REQUESTS.to_string()])
-            .output()?;
+            .args(["--requests", &BLK_REQUESTS.to_string()]);
+        if portable {
+            c.args(["--backend", "portable"]);
+        }
+        let out = c.output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let (Some(d), Some(r)) = (kv(&text, "device_per_sec"), kv(&text, "pread_per_sec")) else {
-            return Err(Failed(format!(
+        match (kv(&text, "device_per_sec"), kv(&text, "pread_per_sec")) {
+            (Some(d), Some(r)) => Ok((d, r)),
+            _ => Err(Failed(format!(
                 "fugu bench-blk: {}{}",
                 text.trim(),
                 String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        };
+            ))),
+        }
+    };
+    let (mut f, mut p, mut inhouse) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ctx.runs {
+        let (d, r) = once(false)?;
         f.push(d);
         p.push(r);
+        let (d, r) = once(true)?;
+        inhouse.push(d / r);
     }
+    let inhouse = report::Stats::of(&inhouse).map_or(0.0, |s| s.median);
     Ok(Measured {
         fugu: f,
         peer: Some(p),
         note: format!(
-            "{BLK_REQUESTS} scattered 4 KiB reads of a 64 MiB image in the page cache per run: split queue in guest memory → device model (batches of 64) vs pread of the same offsets, in one `fugu bench-blk` process; higher is better"
+            "{BLK_REQUESTS} scattered 4 KiB reads of a 64 MiB image in the page cache per run: split queue in guest memory → device model (batches of 64) vs pread of the same offsets, in one `fugu bench-blk` process; higher is better; default queue: {}; with the in-house ring (`--backend portable`, as on i686) the ratio was {}× (median)",
+            if cfg!(target_arch = "x86_64") { "rust-vmm virtio-queue" } else { "the in-house ring" },
+            report::num(inhouse)
         ),
     })
 }
@@ -881,12 +895,17 @@ fn exits(ctx: &Ctx) -> Bench {
         irq.push(per_exit(irqn, irq0));
     }
     let irq = report::Stats::of(&irq).map_or(0.0, |s| s.median);
+    // Load from other processes comes and goes; a ratio within each run pairs measurements
+    // taken seconds apart.
+    let paired: Vec<f64> = f.iter().zip(&p).map(|(a, b)| a / b).collect();
+    let paired = report::Stats::of(&paired).map_or(0.0, |s| s.median);
     Ok(Measured {
         fugu: f,
         peer: Some(p),
         note: format!(
-            "(wall time with {EXITS} `out` to port 0x80 − wall time with none) / {EXITS}, same guest and boot state on both sides; bare loop = `fugu bench-exits` (KVM_RUN on fugu's hypervisor layer, no devices, no threads); the bare loop with KVM's in-kernel PIC/IOAPIC/PIT added, as fugu has them: {} µs/exit (median)",
-            report::num(irq)
+            "(wall time with {EXITS} `out` to port 0x80 − wall time with none) / {EXITS}, same guest and boot state on both sides; bare loop = `fugu bench-exits` (KVM_RUN on fugu's hypervisor layer, no devices, no threads); the bare loop with KVM's in-kernel PIC/IOAPIC/PIT added, as fugu has them: {} µs/exit (median); median of the per-run ratios: {}×",
+            report::num(irq),
+            report::num(paired)
         ),
     })
 }

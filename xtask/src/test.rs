@@ -9,14 +9,30 @@ use crate::toolchain;
 use crate::util::{self, step, Error, Result};
 use std::process::{Command, Stdio};
 
-/// Debian packages the tests use: an assembler/linker for the tiny guests and 32-bit linking.
-const TEST_DEBS: &[&str] = &["gcc-multilib", "binutils"];
+/// Debian packages the tests use: an assembler/linker for the tiny guests, 32-bit linking,
+/// the firmware (SeaBIOS, iPXE), a DHCP/TFTP server and network namespaces for the
+/// network tests.
+const TEST_DEBS: &[&str] = &[
+    "gcc-multilib",
+    "binutils",
+    "seabios",
+    "ipxe-qemu",
+    "dnsmasq-base",
+    "iproute2",
+    "dpkg-dev",
+];
 
 pub fn main(args: &[String]) -> Result {
     if let Some(a) = args.first() {
         return Err(Error::usage(format!("test: unknown option '{a}'")));
     }
     util::ensure_debs(TEST_DEBS, "the tests")?;
+    if !util::is_root() {
+        eprintln!(
+            "xtask: WARNING: not root: the tests that need root (taps, network namespaces, dpkg -i) \
+             will print SKIP instead of running; run as root for the full suite"
+        );
+    }
 
     step("cargo fmt --check");
     util::run(
@@ -62,6 +78,11 @@ pub fn main(args: &[String]) -> Result {
             c.args(["--package", "fugu"]);
         }
         c.env("FUGU_GUESTS_DIR", guests::out_dir());
+        if util::is_root() {
+            // Every prerequisite is installed: a test that cannot run fails instead of
+            // printing SKIP.
+            c.env("FUGU_REQUIRE_ALL", "1");
+        }
         c.env("FUGU_PACKAGE_DIR", &packages);
         for (bt, path) in &bins {
             c.env(format!("FUGU_BIN_{}", bt.short().to_uppercase()), path);

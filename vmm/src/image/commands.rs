@@ -38,8 +38,8 @@ fn human(n: u64) -> String {
     }
 }
 
-/// `fugu image list`: the index's images and which are cached; with `cached_only` (or when
-/// the index cannot be fetched) the cache alone.
+/// `fugu image list`: the index's images and which are cached; with `cached_only` the cache
+/// alone, without the network.
 pub fn list(opts: &Options, cached_only: bool) -> Result<(), ImageError> {
     let cache = Cache::open(opts.cache.clone())?;
     let cached = cache.list()?;
@@ -213,8 +213,8 @@ fn pull_one(
             );
             Ok(c)
         }
-        // A network failure keeps the .part files so the next pull resumes; anything else
-        // (a checksum or size mismatch, an HTTP error status) leaves nothing behind.
+        // A network failure (an HTTP error status included) keeps what was downloaded so
+        // the next pull resumes; anything else (a checksum or size mismatch) leaves nothing.
         Err(e @ ImageError::Network { .. }) if partial_has_data(&partial) => Err(e),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&partial);

@@ -124,7 +124,16 @@ impl Index {
                 return Err(format!("image '{}' has no files", img.name));
             }
             let mut roles = std::collections::BTreeSet::new();
+            let mut file_names = std::collections::BTreeSet::new();
             for f in &img.files {
+                // Files are cached under their last path component, next to image.json.
+                let n = file_name(&f.path);
+                if n == "image.json" || n.ends_with(".part") || !file_names.insert(n) {
+                    return Err(format!(
+                        "image '{}': file name '{n}' is reserved or used twice",
+                        img.name
+                    ));
+                }
                 if !roles.insert(f.role.as_str()) {
                     return Err(format!("image '{}' has two '{}' files", img.name, f.role));
                 }

@@ -79,6 +79,21 @@ pub fn show(name: &str, arch: &str, version: Option<&str>) -> Option<AptInfo> {
     })
 }
 
+/// A fresh machine may have no package lists: run `apt-get update` once (as root) before
+/// calling a pin gone. Returns whether the lists were refreshed now.
+fn refresh_lists() -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::SeqCst) || !crate::util::is_root() {
+        return false;
+    }
+    step("apt-get update (to be sure a pin is really gone from the mirror)");
+    matches!(
+        capture(Command::new("apt-get").args(["update", "-q"])),
+        Ok((true, _))
+    )
+}
+
 /// The candidate version apt would install now (apt-cache policy).
 pub fn candidate(name: &str, arch: &str) -> Option<String> {
     let (ok, out) =
@@ -123,7 +138,11 @@ pub fn fetch(p: &Pin, cache: &Path) -> Result<PathBuf, Problem> {
     }
     // The pin must still be on the mirror, even when a copy is cached: a build that works
     // only on one machine is not reproducible.
-    let info = show(&p.name, &p.arch, Some(&p.version)).ok_or_else(|| {
+    let mut info = show(&p.name, &p.arch, Some(&p.version));
+    if info.is_none() && refresh_lists() {
+        info = show(&p.name, &p.arch, Some(&p.version));
+    }
+    let info = info.ok_or_else(|| {
         let now = candidate(&p.name, &p.arch)
             .map(|v| format!("the mirror now has {v}"))
             .unwrap_or_else(|| "the mirror has no version of it".into());

@@ -104,9 +104,28 @@ impl PciDevice for I440fx {
 }
 
 /// The PIIX3 ISA bridge: the PIRQ routing registers the firmware programs (IRQ 10/11 for
-/// PCI INTx on QEMU-like machines) and its device identity.
+/// PCI INTx on QEMU-like machines) and its device identity. When they change, `on_pirq`
+/// receives the (GSI, ISA IRQ) pairs that make each slot's INTA# also reach the 8259 PIC at
+/// the IRQ the firmware wrote into the device's Interrupt Line (the IOAPIC routes stay).
 pub struct Piix3 {
     cfg: ConfigSpace,
+    on_pirq: Option<PirqHook>,
+}
+
+/// Receives the INTx-to-PIC routes, as (GSI, ISA IRQ) pairs.
+pub type PirqHook = Box<dyn Fn(&[(u32, u32)]) + Send>;
+
+/// The (GSI, ISA IRQ) pairs for `pirq` (the PIRQA-D registers): slot s's INTA# is IOAPIC
+/// input [`super::intx_gsi`]`(s)` = 16 + s % 4, and firmware routes it through PIRQ
+/// (s - 1) % 4 (the i440FX swizzle, counting from the ISA bridge at slot 1).
+pub fn pic_routes(pirq: [u8; 4]) -> Vec<(u32, u32)> {
+    (0..4u8)
+        .filter_map(|k| {
+            let gsi = super::intx_gsi(k);
+            let v = pirq[((k + 3) % 4) as usize];
+            (v & 0x80 == 0 && (v & 0x0f) >= 3).then_some((gsi, (v & 0x0f) as u32))
+        })
+        .collect()
 }
 
 impl Piix3 {
@@ -117,7 +136,13 @@ impl Piix3 {
         cfg.set_bytes(super::config::HEADER_TYPE, &[0x80]);
         // PIRQ routing disabled at reset (bit 7).
         cfg.set_bytes(PIRQ_FIRST, &[0x80; 4]);
-        Piix3 { cfg }
+        Piix3 { cfg, on_pirq: None }
+    }
+
+    /// Call `hook` with the INTx-to-PIC routes whenever the PIRQ registers change.
+    pub fn with_pirq_hook(mut self, hook: PirqHook) -> Self {
+        self.on_pirq = Some(hook);
+        self
     }
 
     /// The ISA IRQ PIRQ `n` (0-3 = A-D) is routed to, if enabled.
@@ -141,7 +166,14 @@ impl PciDevice for Piix3 {
         &mut self.cfg
     }
     fn config_write(&mut self, off: usize, data: &[u8]) {
+        let before = self.cfg.u32(PIRQ_FIRST);
         chipset_write(&mut self.cfg, &[(PIRQ_FIRST, PIRQ_LAST)], off, data);
+        let after = self.cfg.u32(PIRQ_FIRST);
+        if before != after {
+            if let Some(hook) = &self.on_pirq {
+                hook(&pic_routes(after.to_le_bytes()));
+            }
+        }
     }
     fn bar_read(&mut self, _bar: usize, _off: u64, data: &mut [u8]) {
         data.fill(0xff);
@@ -192,5 +224,26 @@ mod tests {
         assert_eq!(p.pirq(3), Some(11));
         p.config().read(0x0c, &mut v);
         assert_eq!(v[2], 0x80, "multi-function header");
+
+        // What SeaBIOS programs (PIRQA-D = 10, 10, 11, 11): slot 2 (GSI 18) uses PIRQB,
+        // slot 3 (GSI 19) PIRQC, slot 4 (GSI 16) PIRQD, slot 1 (GSI 17) PIRQA.
+        assert_eq!(
+            pic_routes([10, 10, 11, 11]),
+            vec![(16, 11), (17, 10), (18, 10), (19, 11)]
+        );
+        assert_eq!(pic_routes([0x80, 0x80, 0x80, 0x80]), vec![]);
+        assert_eq!(
+            pic_routes([0x8a, 2, 11, 0]),
+            vec![(19, 11)],
+            "disabled or invalid"
+        );
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let mut p = Piix3::new().with_pirq_hook(Box::new(move |r| {
+            s2.lock().unwrap().push(r.to_vec());
+        }));
+        p.config_write(0x60, &[10, 10, 11, 11]);
+        p.config_write(0x60, &[10]); // unchanged: no call
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }

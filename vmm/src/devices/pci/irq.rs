@@ -68,6 +68,9 @@ struct KvmState {
     next_gsi: u32,
     msi: BTreeMap<u32, kvm_irq_routing_entry>,
     irqfds: BTreeMap<u32, EventFd>,
+    /// INTx GSIs also routed to an 8259 input (`--bios`: the PIIX3 PIRQ registers), as
+    /// (gsi, ISA IRQ).
+    pic: Vec<(u32, u32)>,
 }
 
 /// Interrupts through KVM: GSI routing, irqfds and resampling irqfds.
@@ -84,12 +87,33 @@ impl KvmIrqs {
                 next_gsi: IOAPIC_PINS,
                 msi: BTreeMap::new(),
                 irqfds: BTreeMap::new(),
+                pic: Vec::new(),
             }),
         })
     }
 
+    /// Also deliver INTx GSIs to the 8259 PIC: `routes` are (gsi, ISA IRQ) pairs, replacing
+    /// the previous set (the PIIX3's PIRQ registers, as the firmware programs them).
+    pub fn set_pic_routes(&self, routes: &[(u32, u32)]) -> Result<(), String> {
+        let mut st = crate::devices::bus::lock(&self.state);
+        st.pic = routes
+            .iter()
+            .copied()
+            .filter(|&(gsi, irq)| gsi < IOAPIC_PINS && irq < 16)
+            .collect();
+        self.push_routes(&st)
+    }
+
     fn push_routes(&self, st: &KvmState) -> Result<(), String> {
         let mut all = default_routes();
+        for &(gsi, irq) in &st.pic {
+            let chip = if irq < 8 {
+                IRQCHIP_PIC_MASTER
+            } else {
+                IRQCHIP_PIC_SLAVE
+            };
+            all.push(irqchip(gsi, chip, irq % 8));
+        }
         all.extend(st.msi.values().copied());
         self.vm
             .set_gsi_routing(&all)

@@ -101,12 +101,18 @@ pub fn attach_with(
     mmio: &mut Bus,
     chipset: Option<&pci::i440fx::Chipset>,
 ) -> Result<Arc<PciBus>, String> {
-    let irq: Arc<dyn InterruptController> = pci::irq::KvmIrqs::new(vm.clone());
+    let kvm_irqs = pci::irq::KvmIrqs::new(vm.clone());
+    let irq: Arc<dyn InterruptController> = kvm_irqs.clone();
     let qimpl = QueueImpl::for_backend(backend);
     let mut bus = PciBus::new();
     if chipset.is_some() {
         bus.set_host_bridge(Arc::new(Mutex::new(pci::i440fx::I440fx::new())));
-        bus.add(Arc::new(Mutex::new(pci::i440fx::Piix3::new())))
+        // The firmware's PIRQ routing also sends INTx to the PIC at the IRQ it wrote into
+        // each device's Interrupt Line; a failure only loses PIC delivery (IOAPIC stays).
+        let isa = pci::i440fx::Piix3::new().with_pirq_hook(Box::new(move |routes| {
+            let _ = kvm_irqs.set_pic_routes(routes);
+        }));
+        bus.add(Arc::new(Mutex::new(isa)))
             .map_err(|e| e.to_string())?;
     }
     let add = |bus: &mut PciBus,

@@ -30,23 +30,7 @@ bad:    lea     msg_bad(%rip), %rsi
         out     %al, $DEBUG_EXIT
         hlt
 
-puts:   push    %rax
-        push    %rdx
-2:      lodsb
-        test    %al, %al
-        jz      4f
-        mov     %al, %ah
-        mov     $COM1 + 5, %dx
-3:      in      %dx, %al
-        test    $0x20, %al
-        jz      3b
-        mov     $COM1, %dx
-        mov     %ah, %al
-        out     %al, %dx
-        jmp     2b
-4:      pop     %rdx
-        pop     %rax
-        ret
+        COM1_PUTS puts, %rax, %rdx
 
         .section .rodata
 msg_hello: .asciz "fugu-guest: hello from 64-bit long mode\n"

@@ -195,44 +195,12 @@ lm64:   mov     $0x10, %ax
         out     %al, $DEBUG_EXIT
         hlt
 
-puts64: push    %rax
-        push    %rdx
-2:      lodsb
-        test    %al, %al
-        jz      4f
-        mov     %al, %ah
-        mov     $COM1 + 5, %dx
-3:      in      %dx, %al
-        test    $0x20, %al
-        jz      3b
-        mov     $COM1, %dx
-        mov     %ah, %al
-        out     %al, %dx
-        jmp     2b
-4:      pop     %rdx
-        pop     %rax
-        ret
+        COM1_PUTS puts64, %rax, %rdx
         .code32
 #endif
 
 /* puts32: print the NUL-terminated string at ESI over COM1 (protected mode). */
-puts32: push    %eax
-        push    %edx
-2:      lodsb
-        test    %al, %al
-        jz      4f
-        mov     %al, %ah
-        mov     $COM1 + 5, %dx
-3:      in      %dx, %al
-        test    $0x20, %al
-        jz      3b
-        mov     $COM1, %dx
-        mov     %ah, %al
-        out     %al, %dx
-        jmp     2b
-4:      pop     %edx
-        pop     %eax
-        ret
+        COM1_PUTS puts32, %eax, %edx
 
         .align  8
 gdt:    .quad   0

@@ -97,23 +97,7 @@ ud_handler:
         addl    $2, (%esp)
         iret
 
-puts:   push    %eax
-        push    %edx
-2:      lodsb
-        test    %al, %al
-        jz      4f
-        mov     %al, %ah
-        mov     $COM1 + 5, %dx
-3:      in      %dx, %al
-        test    $0x20, %al
-        jz      3b
-        mov     $COM1, %dx
-        mov     %ah, %al
-        out     %al, %dx
-        jmp     2b
-4:      pop     %edx
-        pop     %eax
-        ret
+        COM1_PUTS puts, %eax, %edx
 
         .section .rodata
 msg_bp:    .asciz "fugu-guest: int3 delivered #BP after the instruction\n"

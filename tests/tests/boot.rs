@@ -276,3 +276,32 @@ fn i8042_reset_and_triple_fault_end_the_vm_with_their_statuses() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn thirty_two_bit_paging_works_or_is_reported_as_a_host_limit() {
+    // mov dword [0x200000], 0x83 (a 4 MiB identity page); CR4.PSE; CR3 = 0x200000; CR0.PG;
+    // then report success through port 0xf4.
+    let code = [
+        0xc7, 0x05, 0x00, 0x00, 0x20, 0x00, 0x83, 0x00, 0x00, 0x00, // mov [0x200000], 0x83
+        0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x10, 0x0f, 0x22, 0xe0, // cr4 |= PSE
+        0xb8, 0x00, 0x00, 0x20, 0x00, 0x0f, 0x22, 0xd8, // cr3 = 0x200000
+        0x0f, 0x20, 0xc0, 0x0d, 0x00, 0x00, 0x00, 0x80, 0x0f, 0x22, 0xc0, // cr0 |= PG
+        0xb0, 0x10, 0xe6, 0xf4, 0xeb, 0xfe, // out 0xf4, 0x10; jmp $
+    ];
+    let dir = tempdir();
+    let k = dir.join("paging32.elf");
+    std::fs::write(&k, aout_kernel(&code)).unwrap();
+    for (build, bin) in fugu_builds() {
+        let o = run_fugu(&bin, &["run", "--kernel", k.to_str().unwrap()], T);
+        if host_emulates_kernel_code() {
+            assert_eq!(o.status, Some(6), "{build}: {o:?}");
+            assert!(
+                o.stderr.contains("cannot run 32-bit paging"),
+                "{build}: {o:?}"
+            );
+        } else {
+            assert_eq!(o.status, Some(33), "{build}: {o:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,16 +10,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// Linux command-line switches for an emulating host. `clearcpuid` takes feature numbers
-/// (word * 32 + bit) because 6.1 kernels do not accept names: 308 = SMAP (CLAC/STAC),
-/// 141 = CX16 (LOCK CMPXCHG16B), 158 = RDRAND.
+/// Linux command-line switches for an emulating host, found by booting Debian's 6.1 kernels
+/// here. `clearcpuid` takes feature numbers (word * 32 + bit), which every 6.1 kernel accepts
+/// (names need CONFIG_X86_FEATURE_NAMES): 308 SMAP (CLAC/STAC), 141 CX16 (LOCK CMPXCHG16B),
+/// 158 RDRAND, 151 POPCNT, 306 RDSEED, 534 RDPID, 311 CLFLUSHOPT, 312 CLWB, 590 SERIALIZE,
+/// 297 ERMS and 580 FSRM (string operations the emulator handles byte by byte at best).
 pub const LINUX_SWITCHES: &[&str] = &[
     "noxsave",
     "nofsgsbase",
     "nopcid",
     "noinvpcid",
     "nopku",
-    "clearcpuid=308,141,158",
+    "clearcpuid=308,141,158,151,306,534,311,312,590,297,580",
     "reboot=k",
 ];
 
@@ -168,7 +170,7 @@ mod tests {
     fn adds_only_missing_switches() {
         let c = adapt_linux_cmdline("console=ttyS0 reboot=t nopcid");
         assert!(c.starts_with("console=ttyS0 reboot=t nopcid "));
-        assert!(c.contains("noxsave") && c.contains("clearcpuid=308,141,158"));
+        assert!(c.contains("noxsave") && c.contains("clearcpuid=308,141,158,151,"));
         assert_eq!(c.matches("reboot=").count(), 1, "the user's reboot= wins");
         assert_eq!(c.matches("nopcid").count(), 1);
         assert_eq!(adapt_linux_cmdline(&c), c, "idempotent");

@@ -99,8 +99,20 @@ fn run(args: RunArgs) -> ExitCode {
                 exit,
                 fugu::vm::VmExit::DebugExit(_) | fugu::vm::VmExit::Poweroff
             ) {
-                for f in finals {
+                for f in &finals {
                     eprintln!("fugu: {f}");
+                }
+                // A known limit of hosts whose KVM emulates guest kernel code: 32-bit paging
+                // triple-faults. Say so instead of leaving the user with a bare triple fault.
+                if adaptation.is_some()
+                    && matches!(exit, fugu::vm::VmExit::TripleFault { .. })
+                    && finals.iter().any(|f| f.in_32bit_paging())
+                {
+                    eprintln!(
+                        "fugu: this host's KVM (no VMX/SVM) cannot run 32-bit paging: the guest \
+                         triple-faulted with paging on and PAE off. Run i386 guest kernels on a \
+                         VMX/SVM host, or boot them without paging."
+                    );
                 }
                 if let Some(a) = adaptation {
                     eprintln!("fugu: {a}");

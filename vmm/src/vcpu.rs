@@ -24,8 +24,19 @@ pub struct FinalState {
     pub rip: u64,
     pub cs_base: u64,
     pub cr0: u64,
+    pub cr4: u64,
     pub efer: u64,
     pub exits: u64,
+    /// Stopped at (or after) turning on 32-bit paging: paging without PAE or long mode.
+    pub enabling_32bit_paging: bool,
+}
+
+impl FinalState {
+    /// 32-bit paging is on, or the vCPU stopped on the instruction that turns it on.
+    pub fn in_32bit_paging(&self) -> bool {
+        self.enabling_32bit_paging
+            || (self.cr0 & (1 << 31) != 0 && self.cr4 & (1 << 5) == 0 && self.efer & (1 << 10) == 0)
+    }
 }
 
 impl std::fmt::Display for FinalState {
@@ -49,27 +60,53 @@ impl std::fmt::Display for FinalState {
     }
 }
 
-fn final_state(vcpu: &dyn Vcpu, id: u32, exits: u64) -> FinalState {
-    let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-    let (cs_base, cr0, efer) = vcpu
-        .get_sregs()
-        .map(|s| (s.cs.base, s.cr0, s.efer))
-        .unwrap_or((0, 0, 0));
+fn final_state(vcpu: &dyn Vcpu, mem: &dyn GuestMemory, id: u32, exits: u64) -> FinalState {
+    let regs = vcpu.get_regs().unwrap_or_default();
+    let sregs = vcpu.get_sregs().unwrap_or_default();
     FinalState {
         id,
-        rip,
-        cs_base,
-        cr0,
-        efer,
+        rip: regs.rip,
+        cs_base: sregs.cs.base,
+        cr0: sregs.cr0,
+        cr4: sregs.cr4,
+        efer: sregs.efer,
         exits,
+        enabling_32bit_paging: enabling_32bit_paging(mem, &regs, &sregs),
     }
+}
+
+/// Whether the instruction at RIP is `mov r32, %cr0` turning paging on without PAE or long
+/// mode: the moment a host that cannot run 32-bit paging fails.
+fn enabling_32bit_paging(
+    mem: &dyn GuestMemory,
+    regs: &crate::hypervisor::Regs,
+    sregs: &crate::hypervisor::Sregs,
+) -> bool {
+    if sregs.efer & (1 << 10) != 0 || sregs.cr4 & (1 << 5) != 0 || sregs.cr0 & 1 == 0 {
+        return false;
+    }
+    let mut insn = [0u8; 3];
+    let linear = sregs.cs.base.wrapping_add(regs.rip) & 0xffff_ffff;
+    if crate::arch::x86::translate::read_linear(mem, sregs, linear, &mut insn) != 3 {
+        return false;
+    }
+    let [0x0f, 0x22, modrm] = insn else {
+        return false;
+    };
+    if modrm >> 6 != 3 || (modrm >> 3) & 7 != 0 {
+        return false;
+    }
+    let src = [
+        regs.rax, regs.rcx, regs.rdx, regs.rbx, regs.rsp, regs.rbp, regs.rsi, regs.rdi,
+    ][(modrm & 7) as usize];
+    src & (1 << 31) != 0
 }
 
 /// Run `vcpu` until the VM is asked to exit; returns where it stopped.
 pub fn run_loop(mut vcpu: Box<dyn Vcpu>, ctx: Context) -> FinalState {
     let mut exits = 0u64;
     run_until_exit(&mut *vcpu, &ctx, &mut exits);
-    final_state(&*vcpu, ctx.id, exits)
+    final_state(&*vcpu, &*ctx.mem, ctx.id, exits)
 }
 
 fn run_until_exit(vcpu: &mut dyn Vcpu, ctx: &Context, exits: &mut u64) {

@@ -384,6 +384,22 @@ impl Machine {
             }
             vcpus.push(v);
         }
+        let linux64 = match kind {
+            boot::KernelKind::LinuxBzImage => {
+                boot::linux::parse(&cfg.kernel).is_ok_and(|b| b.xloadflags & 1 != 0)
+            }
+            boot::KernelKind::Elf { is64 } => is64,
+            _ => false,
+        };
+        if compat && linux64 {
+            // Known limit of hosts whose KVM emulates guest kernel code: a 64-bit guest's
+            // user-mode SYSCALL is mishandled. Say it up front rather than leave a silent hang.
+            eprintln!(
+                "fugu: note: on this host (no VMX/SVM) a 64-bit Linux guest's userspace cannot \
+                 make system calls (the host's KVM mishandles user-mode SYSCALL); the kernel \
+                 boots, init will not get far"
+            );
+        }
         let adaptation = compat.then(|| {
             let mut a = format!(
                 "host adaptation on ({}): vendor {:?}, instruction completion",

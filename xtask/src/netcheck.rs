@@ -2,6 +2,9 @@
 //! tap for fugu, and a responder on that tap that waits for the guest's Ethernet frame (type
 //! 0x88b5, payload "fugu-guest-frame") and answers it ("fugu-host-frame!"). Nothing outside
 //! the namespace changes.
+//!
+//! The Linux virtio-net cells use the same namespace and tap with dnsmasq on the host side
+//! instead, serving DHCP (one fixed lease, `NetSetup::dhcp`) for the kernel's `ip=dhcp`.
 
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
@@ -16,7 +19,14 @@ pub struct NetSetup {
     pub tap: String,
     /// The MAC fugu gives the guest; the responder checks the frame came from it.
     pub mac: [u8; 6],
+    /// With an address: the host side runs dnsmasq on the tap and leases this address (in
+    /// `DHCP_NET`) to the guest's MAC, instead of the frame responder.
+    pub dhcp: Option<String>,
 }
+
+/// The Linux cells' network: the tap's host side is `DHCP_HOST`/24.
+pub const DHCP_HOST: &str = "10.78.0.1";
+pub const DHCP_GUEST: &str = "10.78.0.15";
 
 impl NetSetup {
     pub fn mac_text(&self) -> String {
@@ -56,6 +66,57 @@ pub fn setup(n: &NetSetup) -> Result<(), String> {
         teardown(n);
     }
     r
+}
+
+/// The dnsmasq command (run through `ip netns exec NS`) that leases `n.dhcp` to `n.mac` only.
+pub fn dnsmasq_args(n: &NetSetup, dir: &std::path::Path) -> Vec<String> {
+    let lease = n.dhcp.clone().unwrap_or_default();
+    vec![
+        "netns".into(),
+        "exec".into(),
+        n.ns.clone(),
+        "dnsmasq".into(),
+        "--no-daemon".into(),
+        "--conf-file=/dev/null".into(),
+        "--port=0".into(),
+        format!("--interface={}", n.tap),
+        "--bind-interfaces".into(),
+        "--leasefile-ro".into(),
+        format!("--dhcp-range={lease},{lease},255.255.255.0,1h"),
+        format!("--dhcp-host={},{lease}", n.mac_text()),
+        format!(
+            "--pid-file={}",
+            dir.join(format!("{}.dnsmasq.pid", n.ns)).display()
+        ),
+    ]
+}
+
+/// Give the tap its host address and start dnsmasq on it (the caller kills the child).
+pub fn start_dnsmasq(
+    n: &NetSetup,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+) -> Result<std::process::Child, String> {
+    ip(&[
+        "netns",
+        "exec",
+        &n.ns,
+        "ip",
+        "addr",
+        "add",
+        &format!("{DHCP_HOST}/24"),
+        "dev",
+        &n.tap,
+    ])?;
+    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    Command::new("ip")
+        .args(dnsmasq_args(n, dir))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start dnsmasq: {e}"))
 }
 
 pub fn teardown(n: &NetSetup) {
@@ -196,7 +257,12 @@ mod tests {
             ns: "x".into(),
             tap: "t".into(),
             mac: [0x52, 0x54, 0, 0xe2, 0, 0x0a],
+            dhcp: Some(DHCP_GUEST.into()),
         };
         assert_eq!(n.mac_text(), "52:54:00:e2:00:0a");
+        let a = dnsmasq_args(&n, std::path::Path::new("/d"));
+        assert_eq!(&a[..4], ["netns", "exec", "x", "dnsmasq"]);
+        assert!(a.contains(&"--dhcp-host=52:54:00:e2:00:0a,10.78.0.15".to_string()));
+        assert!(a.contains(&"--interface=t".to_string()));
     }
 }

@@ -72,6 +72,8 @@ pub fn main(args: &[String]) -> Result {
         let tc = toolchain::for_target(t)?;
         step(format!("tests for {} ({})", t.short(), tc.route));
         let mut c = tc.cargo("test");
+        // Run every test binary even when one fails, so one run shows every failure.
+        c.arg("--no-fail-fast");
         if t == Target::host() {
             c.arg("--workspace");
         } else {

@@ -113,7 +113,22 @@ fn run_until_exit(vcpu: &mut dyn Vcpu, ctx: &Context, exits: &mut u64) {
     crate::bench::trace_first_run(ctx.id);
     while !ctx.exit.requested() {
         *exits += 1;
-        let exit = match vcpu.run() {
+        let result = vcpu.run();
+        if let Some(code) = crate::vm::sigbus_received() {
+            ctx.exit.request(VmExit::Crash(format!(
+                "vCPU {}: the host's KVM signalled SIGBUS during KVM_RUN (si_code {code}): it \
+                 could not run the guest here{}",
+                ctx.id,
+                if cfg!(target_pointer_width = "32") {
+                    " (seen on kvm_pvm hosts with the i686 build, when a Linux guest with virtio-net \
+                     starts init; the x86_64 build runs the same guest)"
+                } else {
+                    ""
+                }
+            )));
+            break;
+        }
+        let exit = match result {
             Ok(e) => e,
             Err(e) => {
                 ctx.exit

@@ -162,7 +162,43 @@ pub fn kick_signal() -> libc::c_int {
     libc::SIGUSR1
 }
 
+/// SIGBUS deliveries: KVM raises SIGBUS in a vCPU thread during KVM_RUN when it cannot back
+/// a guest access (memory errors, or hosts such as kvm_pvm failing to switch to the guest's
+/// user mode for a 32-bit VMM). Recorded so the VM ends with a report, not a dead process.
+static SIGBUS_COUNT: AtomicI32 = AtomicI32::new(0);
+static SIGBUS_CODE: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO.
+    let code = unsafe { info.as_ref().map_or(0, |i| i.si_code) };
+    SIGBUS_CODE.store(code, Ordering::SeqCst);
+    // A SIGBUS from fugu's own code (not from inside KVM_RUN) would fault again on return:
+    // the second time, fall back to the default action so the process still dies visibly.
+    if SIGBUS_COUNT.fetch_add(1, Ordering::SeqCst) >= 8 {
+        // SAFETY: resetting a disposition and re-raising are async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGBUS, libc::SIG_DFL);
+            libc::raise(libc::SIGBUS);
+        }
+    }
+}
+
+/// A SIGBUS delivered to this process since the VM started, with its si_code.
+pub fn sigbus_received() -> Option<i32> {
+    (SIGBUS_COUNT.load(Ordering::SeqCst) > 0).then(|| SIGBUS_CODE.load(Ordering::SeqCst))
+}
+
 fn install_handlers() {
+    // SAFETY: installing an async-signal-safe SIGBUS handler (atomic stores) with SA_SIGINFO.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus
+            as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+            as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+    }
     // SAFETY: installing async-signal-safe handlers (an atomic store / nothing) with sigaction.
     unsafe {
         for (sig, h) in [

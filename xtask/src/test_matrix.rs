@@ -51,6 +51,7 @@ pub const RUNNERS: &[&str] = &[
     "tiny-virtio-disk",
     "tiny-virtio-net",
     "bios-disk",
+    "linux",
 ];
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -184,6 +185,9 @@ pub struct Artifacts {
     pub fugu: HashMap<String, std::result::Result<PathBuf, String>>,
     pub guests: HashMap<String, std::result::Result<PathBuf, String>>,
     pub log_dir: PathBuf,
+    /// Where `cargo xtask images` puts the Linux images (target/images/out); the matrix never
+    /// builds them: a missing one FAILs its cells.
+    pub images: PathBuf,
 }
 
 /// Build a runnable cell's boot; an Err is that cell's FAIL reason (e.g. a missing image).
@@ -205,6 +209,9 @@ pub fn runner_spec(
     let timeout = Duration::from_secs(timeout.unwrap_or(plan.timeout_s));
     if runner == "bios-disk" {
         return bios_disk_spec(cell, fugu, serial_log, vmm_log, timeout, arts);
+    }
+    if runner == "linux" {
+        return linux_spec(cell, plan, fugu, serial_log, vmm_log, timeout, arts);
     }
     let tiny = TINY_GUESTS
         .iter()
@@ -269,6 +276,7 @@ pub fn runner_spec(
                 ns: format!("fugu-mx-{}-{stem}", std::process::id()),
                 tap: "fgmx0".into(),
                 mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, 0x01],
+                dhcp: None,
             };
             spec.args.push("--net".into());
             spec.args
@@ -337,6 +345,108 @@ fn bios_disk_spec(
     })
 }
 
+/// The Linux kernel command line of the linux-direct cells (fugu adds its host-adaptation
+/// switches itself); `panic=-1` reboots at once, which ends fugu with status 0.
+const LINUX_CMDLINE: &str =
+    "console=ttyS0 earlyprintk=serial,ttyS0,115200 root=/dev/vda rw rootfstype=ext4 panic=-1";
+
+/// The linux runner: fugu loads the linux-amd64 bzImage (no initrd) with its root on a private
+/// copy of disk.ext4 on virtio-blk. At the kernel level (kvm_pvm hosts, whose KVM cannot run
+/// 64-bit guest user-mode system calls) a cell passes on the kernel's own log lines: the root
+/// was mounted from vda (virtio-disk), or `ip=dhcp` got dnsmasq's lease over virtio-net on a
+/// tap in a private namespace (virtio-net). init then dies and the kernel reboots.
+fn linux_spec(
+    cell: &Cell,
+    plan: &Plan,
+    fugu: PathBuf,
+    serial_log: PathBuf,
+    vmm_log: PathBuf,
+    timeout: Duration,
+    arts: &Artifacts,
+) -> std::result::Result<BootSpec, String> {
+    let guest = cell.get("guest");
+    if guest != "amd64" {
+        return Err(format!(
+            "runner 'linux' has no {guest} image (cargo xtask images builds linux-amd64 only)"
+        ));
+    }
+    match plan.level.as_deref() {
+        Some("kernel") => {}
+        Some(level) => {
+            return Err(format!(
+                "the {level} level of the Linux checks is not implemented (only kernel)"
+            ))
+        }
+        None => return Err("ci/matrix.def [levels] gives this Linux cell no level".into()),
+    }
+    let dir = arts.images.join("linux-amd64");
+    let kernel = dir.join("bzImage");
+    let disk_src = dir.join("disk.ext4");
+    for p in [&kernel, &disk_src] {
+        if !p.is_file() {
+            return Err(format!(
+                "missing image: run cargo xtask images ({} not found)",
+                p.display()
+            ));
+        }
+    }
+    let disk = std::fs::read(&disk_src).map_err(|e| {
+        format!(
+            "missing image: run cargo xtask images ({}: {e})",
+            disk_src.display()
+        )
+    })?;
+    let stem = cell.file_stem();
+    let img = arts.log_dir.join(format!("{stem}.disk.ext4"));
+    let mut cmdline = LINUX_CMDLINE.to_string();
+    let mut net = None;
+    let expect_markers = match cell.get("check") {
+        "virtio-disk" => vec![
+            "EXT4-fs (vda): mounted filesystem".to_string(),
+            "VFS: Mounted root (ext4 filesystem)".to_string(),
+        ],
+        "virtio-net" => {
+            cmdline.push_str(" ip=dhcp");
+            net = Some(NetSetup {
+                ns: format!("fugu-mx-{}-{stem}", std::process::id()),
+                tap: "fgmx0".into(),
+                mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, 0x02],
+                dhcp: Some(netcheck::DHCP_GUEST.into()),
+            });
+            vec![
+                "IP-Config: Complete".to_string(),
+                format!("ipaddr={},", netcheck::DHCP_GUEST),
+            ]
+        }
+        other => return Err(format!("runner 'linux' has no '{other}' check")),
+    };
+    let mut args: Vec<OsString> = vec!["run".into(), "--kernel".into(), kernel.into()];
+    args.push("--cmdline".into());
+    args.push(cmdline.into());
+    args.push("--disk".into());
+    args.push(img.clone().into());
+    args.push("--memory".into());
+    args.push("256M".into());
+    if let Some(n) = &net {
+        args.push("--net".into());
+        args.push(format!("tap={},mac={}", n.tap, n.mac_text()).into());
+    }
+    args.push("--serial".into());
+    args.push(serial_log.clone().into());
+    Ok(BootSpec {
+        program: fugu,
+        args,
+        serial_log,
+        vmm_log,
+        timeout,
+        expect_status: 0,
+        expect_markers,
+        files: vec![(img, disk)],
+        file_checks: vec![],
+        net,
+    })
+}
+
 fn signal_name(sig: i32) -> &'static str {
     match sig {
         4 => "SIGILL",
@@ -365,6 +475,22 @@ pub fn execute(spec: &BootSpec, interrupted: &AtomicBool) -> Outcome {
     }
     if let Err(e) = netcheck::setup(net) {
         return Outcome::fail(format!("cannot set up the tap in a network namespace: {e}"));
+    }
+    if net.dhcp.is_some() {
+        // dnsmasq on the host side; the guest's log shows the lease it got.
+        let dir = spec.vmm_log.parent().unwrap_or(Path::new("."));
+        let log = spec.vmm_log.with_extension("dnsmasq.log");
+        let outcome = match netcheck::start_dnsmasq(net, dir, &log) {
+            Ok(mut dnsmasq) => {
+                let o = boot(spec, &["ip", "netns", "exec", &net.ns], interrupted);
+                let _ = dnsmasq.kill();
+                let _ = dnsmasq.wait();
+                o
+            }
+            Err(e) => Outcome::fail(format!("cannot start DHCP on the tap: {e}")),
+        };
+        netcheck::teardown(net);
+        return outcome;
     }
     let stop = AtomicBool::new(false);
     let (outcome, seen) = std::thread::scope(|s| {
@@ -777,6 +903,7 @@ fn run_cells(def: &Def, cells: &[Cell], probe: &Probe, o: &Options) -> Result<Ve
         .collect();
     let mut arts = Artifacts {
         log_dir: util::root().join("target").join("test-matrix"),
+        images: util::root().join("target").join("images").join("out"),
         ..Artifacts::default()
     };
     std::fs::create_dir_all(&arts.log_dir)?;
@@ -1573,6 +1700,148 @@ mod tests {
         assert!(runner_spec("tiny-boot", &c, &plan, &arts, None)
             .unwrap_err()
             .contains("building"));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    fn linux_cell(def: &Def, id: &str) -> (Cell, Plan) {
+        let c = def.cells().into_iter().find(|c| c.id() == id).unwrap();
+        let plan = def.plan(&c);
+        (c, plan)
+    }
+
+    #[test]
+    fn linux_runner_fails_on_a_missing_image_and_boots_a_copy_of_the_disk() {
+        let def = matrix_def::load().unwrap();
+        let d = tmp("linux-runner");
+        let mut arts = Artifacts {
+            log_dir: d.join("logs"),
+            images: d.join("images"),
+            ..Artifacts::default()
+        };
+        arts.fugu
+            .insert("x86_64".into(), Ok(PathBuf::from("/bin/true")));
+        let (c, plan) = linux_cell(&def, "pvm/shadow/x86_64/amd64/linux-direct/virtio-disk");
+        assert_eq!(plan.level.as_deref(), Some("kernel"));
+        assert_eq!(plan.timeout_s, 600);
+        let e = runner_spec("linux", &c, &plan, &arts, None).unwrap_err();
+        assert!(
+            e.starts_with("missing image: run cargo xtask images"),
+            "{e}"
+        );
+        let img = d.join("images/linux-amd64");
+        std::fs::create_dir_all(&img).unwrap();
+        std::fs::write(img.join("bzImage"), b"kernel").unwrap();
+        let e = runner_spec("linux", &c, &plan, &arts, None).unwrap_err();
+        assert!(
+            e.starts_with("missing image") && e.contains("disk.ext4"),
+            "{e}"
+        );
+        std::fs::write(img.join("disk.ext4"), b"ext4 image").unwrap();
+        let spec = runner_spec("linux", &c, &plan, &arts, None).unwrap();
+        let args: Vec<String> = spec
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(spec.expect_status, 0);
+        assert_eq!(spec.timeout.as_secs(), 600);
+        assert!(spec.net.is_none());
+        let cmdline = &args[args.iter().position(|a| a == "--cmdline").unwrap() + 1];
+        assert!(cmdline.contains("root=/dev/vda rw rootfstype=ext4 panic=-1"));
+        assert!(!cmdline.contains("ip=dhcp") && !args.iter().any(|a| a == "--initrd"));
+        // The disk is a private copy in the log directory, never the built image itself.
+        let disk = &args[args.iter().position(|a| a == "--disk").unwrap() + 1];
+        assert!(disk.starts_with(d.join("logs").to_str().unwrap()), "{disk}");
+        assert_eq!(
+            spec.files,
+            vec![(PathBuf::from(disk), b"ext4 image".to_vec())]
+        );
+        assert!(spec
+            .expect_markers
+            .contains(&"VFS: Mounted root (ext4 filesystem)".to_string()));
+
+        let (c, plan) = linux_cell(&def, "pvm/shadow/i686/amd64/linux-direct/virtio-net");
+        arts.fugu
+            .insert("i686".into(), Ok(PathBuf::from("/bin/true")));
+        let spec = runner_spec("linux", &c, &plan, &arts, Some(9)).unwrap();
+        let net = spec.net.clone().unwrap();
+        assert_eq!(net.dhcp.as_deref(), Some(netcheck::DHCP_GUEST));
+        assert!(spec
+            .args
+            .iter()
+            .any(|a| a.to_string_lossy().ends_with("ip=dhcp")));
+        assert!(spec
+            .args
+            .iter()
+            .any(|a| a.to_string_lossy() == format!("tap={},mac={}", net.tap, net.mac_text())));
+        assert_eq!(
+            spec.expect_markers,
+            ["IP-Config: Complete", "ipaddr=10.78.0.15,"]
+        );
+        // A VMX host's cell requires the userspace level, which this runner does not check:
+        // it fails rather than passing on kernel messages; an i386 cell has no image.
+        let (c, plan) = linux_cell(&def, "vmx/tdp/x86_64/amd64/linux-direct/virtio-disk");
+        assert!(runner_spec("linux", &c, &plan, &arts, None)
+            .unwrap_err()
+            .contains("userspace level"));
+        let (c, plan) = linux_cell(&def, "vmx/tdp/x86_64/i386/linux-direct/virtio-disk");
+        assert!(runner_spec("linux", &c, &plan, &arts, None)
+            .unwrap_err()
+            .contains("no i386 image"));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn linux_cells_pass_only_on_the_kernels_own_lines() {
+        let def = matrix_def::load().unwrap();
+        let d = tmp("linux-judge");
+        let img = d.join("images/linux-amd64");
+        std::fs::create_dir_all(&img).unwrap();
+        std::fs::write(img.join("bzImage"), b"kernel").unwrap();
+        std::fs::write(img.join("disk.ext4"), b"ext4 image").unwrap();
+        let mut arts = Artifacts {
+            log_dir: d.join("logs"),
+            images: d.join("images"),
+            ..Artifacts::default()
+        };
+        arts.fugu
+            .insert("x86_64".into(), Ok(PathBuf::from("/bin/true")));
+        let no = AtomicBool::new(false);
+        // Fake fugu: write a serial log, then exit with a status.
+        let judge = |id: &str, log: &str, status: i32| {
+            let (c, plan) = linux_cell(&def, id);
+            let mut spec = runner_spec("linux", &c, &plan, &arts, Some(20)).unwrap();
+            spec.program = PathBuf::from("/bin/sh");
+            spec.args = vec![
+                "-c".into(),
+                format!("printf '{log}' > \"$0\"; exit {status}").into(),
+                spec.serial_log.clone().into(),
+            ];
+            spec.net = None;
+            execute(&spec, &no)
+        };
+        let disk = "pvm/shadow/x86_64/amd64/linux-direct/virtio-disk";
+        let mounted = "EXT4-fs (vda): mounted filesystem 1234 r/w.\\nVFS: Mounted root (ext4 filesystem) on device 254:0.\\nKernel panic - not syncing: Attempted to kill init!\\n";
+        assert_eq!(judge(disk, mounted, 0), Outcome::Pass);
+        let o = judge(
+            disk,
+            "VFS: Cannot open root device vda\\nKernel panic\\n",
+            0,
+        );
+        assert!(reason(&o).contains("lacks 'EXT4-fs (vda)"), "{o:?}");
+        let o = judge(disk, mounted, 6);
+        assert!(reason(&o).contains("status 6"), "{o:?}");
+        let net = "pvm/shadow/x86_64/amd64/linux-direct/virtio-net";
+        let lease = "IP-Config: Complete:\\n     device=eth0, hwaddr=52:54:00:e2:4d:02, ipaddr=10.78.0.15, mask=255.255.255.0\\n";
+        assert_eq!(judge(net, lease, 0), Outcome::Pass);
+        let o = judge(
+            net,
+            "IP-Config: Complete:\\n ipaddr=10.78.0.150, mask\\n",
+            0,
+        );
+        assert!(reason(&o).contains("lacks 'ipaddr=10.78.0.15,'"), "{o:?}");
+        let o = judge(net, "IP-Config: Retrying forever (NFS root)...\\n", 0);
+        assert!(reason(&o).contains("lacks 'IP-Config: Complete'"), "{o:?}");
         std::fs::remove_dir_all(d).unwrap();
     }
 

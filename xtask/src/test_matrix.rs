@@ -141,6 +141,7 @@ const TINY_GUESTS: &[(&str, &str, &str)] = &[
     ("tiny-virtio-disk", "i386", "virtio32"),
     ("tiny-virtio-disk", "amd64", "virtio64"),
     ("tiny-virtio-net", "i386", "virtnet32"),
+    ("tiny-virtio-net", "amd64", "virtnet64"),
 ];
 
 /// The tiny virtio guests' disk: 64 sectors, sector n filled with n, sector 1 starting with

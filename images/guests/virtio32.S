@@ -317,50 +317,7 @@ publish:
         out     %ax, %dx
         ret
 
-/* puthex32 / puthex8: print %eax / %al in hex. */
-puthex32:
-        PUSH(cx)
-        mov     $8, %ecx
-        jmp     1f
-puthex8:
-        PUSH(cx)
-        shl     $24, %eax
-        mov     $2, %ecx
-1:      rol     $4, %eax
-        PUSH(ax)
-        and     $15, %eax
-        mov     hexdigits(%eax), %al
-        call    putc
-        POP(ax)
-        loop    1b
-        POP(cx)
-        ret
-
-/* puts: print the NUL-terminated string at %esi. */
-puts:   PUSH(ax)
-2:      lodsb
-        test    %al, %al
-        jz      4f
-        call    putc
-        jmp     2b
-4:      POP(ax)
-        ret
-
-/* putc: print %al, waiting for THR empty. */
-putc:   PUSH(dx)
-        PUSH(ax)
-        mov     $COM1 + 5, %dx
-3:      in      %dx, %al
-        test    $0x20, %al
-        jz      3b
-        POP(ax)
-        mov     $COM1, %dx
-        out     %al, %dx
-        POP(dx)
-        ret
-
-        .section .rodata
-hexdigits:  .ascii "0123456789abcdef"
+#include "console.inc"
 #ifdef BITS64
 msg_hello:  .asciz "fugu-guest: virtio64 (long mode) scanning PCI bus 0\n"
 #else

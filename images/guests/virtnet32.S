@@ -253,45 +253,7 @@ notify: mov     iobase, %edx
         out     %ax, %dx
         ret
 
-puthex8:
-        PUSH(ax)
-        PUSH(cx)
-        shl     $24, %eax
-        mov     $2, %ecx
-1:      rol     $4, %eax
-        PUSH(ax)
-        and     $15, %eax
-        mov     hexdigits(%eax), %al
-        call    putc
-        POP(ax)
-        loop    1b
-        POP(cx)
-        POP(ax)
-        ret
-
-puts:   PUSH(ax)
-2:      lodsb
-        test    %al, %al
-        jz      4f
-        call    putc
-        jmp     2b
-4:      POP(ax)
-        ret
-
-putc:   PUSH(dx)
-        PUSH(ax)
-        mov     $COM1 + 5, %dx
-3:      in      %dx, %al
-        test    $0x20, %al
-        jz      3b
-        POP(ax)
-        mov     $COM1, %dx
-        out     %al, %dx
-        POP(dx)
-        ret
-
-        .section .rodata
-hexdigits:  .ascii "0123456789abcdef"
+#include "console.inc"
 #ifdef BITS64
 msg_hello:  .asciz "fugu-guest: virtnet64 (long mode) looking for virtio-net\n"
 #else

@@ -266,6 +266,16 @@ pub fn with_each_setting<T>(
 
 #[cfg(test)]
 mod tests {
+    /// The reload every test exercises: kvm_intel's ept parameter.
+    fn ept_reload<'a>(lock: &'a std::path::Path, journal: &'a std::path::Path) -> Reload<'a> {
+        Reload {
+            lock,
+            journal,
+            module: "kvm_intel",
+            param: "ept",
+        }
+    }
+
     use super::*;
 
     /// A fake sysfs: parameters are files; "reloading" rewrites them (and may fail).
@@ -321,12 +331,7 @@ mod tests {
         let mut seen = Vec::new();
         let r = with_each_setting(
             &mut f,
-            &Reload {
-                lock: &lock,
-                journal: &journal,
-                module: "kvm_intel",
-                param: "ept",
-            },
+            &ept_reload(&lock, &journal),
             &["N", "Y"],
             &stop,
             |v| {
@@ -354,12 +359,7 @@ mod tests {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             with_each_setting(
                 &mut f,
-                &Reload {
-                    lock: &lock,
-                    journal: &journal,
-                    module: "kvm_intel",
-                    param: "ept",
-                },
+                &ept_reload(&lock, &journal),
                 &["Y", "N"],
                 &stop,
                 |v| {
@@ -382,12 +382,7 @@ mod tests {
         let mut runs = 0;
         let r = with_each_setting(
             &mut f,
-            &Reload {
-                lock: &lock,
-                journal: &journal,
-                module: "kvm_intel",
-                param: "ept",
-            },
+            &ept_reload(&lock, &journal),
             &["Y", "N"],
             &stop,
             |_| {
@@ -405,12 +400,7 @@ mod tests {
         let mut n = 0;
         with_each_setting(
             &mut f,
-            &Reload {
-                lock: &lock,
-                journal: &journal,
-                module: "kvm_intel",
-                param: "ept",
-            },
+            &ept_reload(&lock, &journal),
             &["Y", "N"],
             &stop,
             |_| {
@@ -433,12 +423,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         let e = with_each_setting(
             &mut f,
-            &Reload {
-                lock: &lock,
-                journal: &journal,
-                module: "kvm_intel",
-                param: "ept",
-            },
+            &ept_reload(&lock, &journal),
             &["Y", "N"],
             &stop,
             |_| (),
@@ -454,31 +439,15 @@ mod tests {
         std::fs::write(&p, "N\n").unwrap();
         std::fs::write(&journal, "kvm_intel ept Y\n").unwrap();
         f.fail_value = Some("Y".into());
-        let e = with_each_setting(
-            &mut f,
-            &Reload {
-                lock: &lock,
-                journal: &journal,
-                module: "kvm_intel",
-                param: "ept",
-            },
-            &["N"],
-            &stop,
-            |_| (),
-        )
-        .unwrap_err();
+        let e = with_each_setting(&mut f, &ept_reload(&lock, &journal), &["N"], &stop, |_| ())
+            .unwrap_err();
         assert!(e.contains("restoring kvm_intel ept=Y"), "{e}");
         assert!(journal.exists());
         f.fail_value = None;
         let mut values = Vec::new();
         with_each_setting(
             &mut f,
-            &Reload {
-                lock: &lock,
-                journal: &journal,
-                module: "kvm_intel",
-                param: "ept",
-            },
+            &ept_reload(&lock, &journal),
             &["Y", "N"],
             &stop,
             |v| values.push(v.to_string()),

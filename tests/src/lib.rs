@@ -44,10 +44,21 @@ pub struct Outcome {
 
 /// Run `fugu <args>` with the serial console captured to a file, killing it after `timeout`.
 pub fn run_fugu(bin: &PathBuf, args: &[&str], timeout: Duration) -> Outcome {
+    run_fugu_env(bin, args, &[], timeout)
+}
+
+/// [`run_fugu`] with extra environment variables for fugu.
+pub fn run_fugu_env(
+    bin: &PathBuf,
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+    timeout: Duration,
+) -> Outcome {
     let dir = tempdir();
     let serial = dir.join("serial.log");
     let mut child = Command::new(bin)
         .args(args)
+        .envs(env.iter().copied())
         .arg("--serial")
         .arg(&serial)
         .stdin(Stdio::null())

@@ -94,6 +94,121 @@ fn disk_boot_amd64_reaches_long_mode_on_both_builds() {
     disk_boot("amd64", 65, "fugu-boot: amd64 long mode ok");
 }
 
+/// A published image tree as `cargo xtask images publish` writes it for the boot programs:
+/// `index.json`, `mbr-amd64/disk.img` (kind bios-disk) and `nbp-amd64/nbp-amd64.pxe` (pxe).
+fn publish_boot_programs(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let sha = |p: &Path| {
+        let o = std::process::Command::new("sha256sum")
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap()[..64].to_string()
+    };
+    let mut entries = Vec::new();
+    for (name, kind, role, file, data) in [
+        (
+            "mbr-amd64",
+            "bios-disk",
+            "disk",
+            "disk.img",
+            std::fs::read(disk_with(dir, &boot_program("mbr-amd64"))).unwrap(),
+        ),
+        (
+            "nbp-amd64",
+            "pxe",
+            "nbp",
+            "nbp-amd64.pxe",
+            std::fs::read(boot_program("nbp-amd64")).unwrap(),
+        ),
+    ] {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        let p = dir.join(name).join(file);
+        std::fs::write(&p, &data).unwrap();
+        entries.push(format!(
+            r#"{{"name": "{name}", "arch": "amd64", "kind": "{kind}", "description": "",
+               "revision": 1, "created": "2026-01-01T00:00:00Z", "min_fugu_version": "0.1.0",
+               "cmdline": "", "files": [{{"role": "{role}", "path": "{name}/{file}",
+               "size": {}, "sha256": "{}", "compression": "none"}}],
+               "provenance": {{"recipe": "images/{name}.image", "recipe_sha256": "",
+               "packages": []}}}}"#,
+            data.len(),
+            sha(&p)
+        ));
+    }
+    let index = dir.join("index.json");
+    std::fs::write(
+        &index,
+        format!(
+            r#"{{"format": "fugu-image-index", "format_version": 1,
+               "created": "2026-01-01T00:00:00Z", "images": [{}]}}"#,
+            entries.join(",")
+        ),
+    )
+    .unwrap();
+    index
+}
+
+/// `fugu image pull mbr-amd64` then `fugu run --image mbr-amd64`: an image of kind bios-disk
+/// boots through SeaBIOS from its disk (as `--bios --disk FILE,ro --boot disk`), and the
+/// cached disk stays as pulled. `fugu run --image nbp-amd64` (kind pxe) is refused with what
+/// to do instead: serve it by DHCP/TFTP and boot with `--net tap=... --boot net`.
+#[test]
+fn bios_disk_images_boot_through_the_bios_and_pxe_images_are_refused() {
+    if !have_seabios() {
+        return;
+    }
+    for (build, bin) in fugu_builds() {
+        let dir = tempdir();
+        let index = publish_boot_programs(&dir.join("pub"));
+        let cache = dir.join("cache");
+        let index_s = index.to_str().unwrap();
+        let cache_s = cache.to_str().unwrap();
+        let pull = std::process::Command::new(&bin)
+            .args(["image", "--index", index_s, "--cache", cache_s])
+            .args(["pull", "mbr-amd64", "nbp-amd64"])
+            .output()
+            .unwrap();
+        assert!(pull.status.success(), "{build}: {pull:?}");
+        let env = [("FUGU_IMAGE_CACHE", cache.as_path())];
+        let o = fugu_e2e::run_fugu_env(
+            &bin,
+            &[
+                "run",
+                "--image",
+                "mbr-amd64",
+                "--memory",
+                "64M",
+                "--boot-timeout",
+                "200",
+            ],
+            &env,
+            T,
+        );
+        assert_eq!(o.status, Some(65), "{build}: {o:?}");
+        for m in [
+            "SeaBIOS (version",
+            "fugu-mbr: loaded by the BIOS, boot drive 0x80",
+            "fugu-boot: amd64 long mode ok",
+        ] {
+            assert!(o.serial.contains(m), "{build}: no '{m}': {o:?}");
+        }
+        let verify = std::process::Command::new(&bin)
+            .args(["image", "--cache", cache_s, "verify"])
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{build}: {verify:?}");
+
+        let o = fugu_e2e::run_fugu_env(&bin, &["run", "--image", "nbp-amd64"], &env, T);
+        assert_eq!(o.status, Some(4), "{build}: {o:?}");
+        for m in ["network boot program", "DHCP/TFTP", "--boot net"] {
+            assert!(o.stderr.contains(m), "{build}: no '{m}': {o:?}");
+        }
+        assert!(o.serial.is_empty(), "{build}: nothing ran: {o:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn an_unbootable_disk_ends_with_status_8_not_a_hang() {
     if !have_seabios() {

@@ -65,12 +65,17 @@ fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
 }
 
-fn run(args: RunArgs) -> ExitCode {
+fn run(mut args: RunArgs) -> ExitCode {
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         fugu::console::restore_terminal();
         prev(info);
     }));
+    // First: an image of kind bios-disk turns this into a firmware boot.
+    if let Err(msg) = fugu::image::run::apply(&mut args) {
+        eprintln!("fugu: error: {msg}");
+        return ExitCode::from(EXIT_SETUP);
+    }
     let bios = args.bios.is_some();
     let boot_timeout = args.boot_timeout;
     match setup(args) {
@@ -127,8 +132,7 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-fn setup(mut args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>), String> {
-    fugu::image::run::apply(&mut args)?;
+fn setup(args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>), String> {
     let backend = match args.backend {
         Some(BackendArg::RustVmm) => Backend::RustVmm,
         Some(BackendArg::Portable) => Backend::Portable,

@@ -306,14 +306,22 @@ fn build_all(ctx: &Ctx, recipes: &[Recipe], out: &Path) -> Result<(index::Index,
     // With --only, images built earlier stay in the index while their files are there.
     if let Ok(text) = std::fs::read(out.join("index.json")) {
         if let Ok(old) = serde_json::from_slice::<index::Index>(&text) {
-            for img in old.images {
+            for img in &old.images {
                 let rebuilt = recipes.iter().any(|r| r.name() == img.name);
                 let present = img
                     .files
                     .iter()
                     .all(|f| std::fs::metadata(out.join(&f.path)).is_ok_and(|m| m.len() == f.size));
-                if !rebuilt && present {
-                    images.push(img);
+                // An entry this xtask would not write (an older layout) is dropped, not kept
+                // to make the whole index invalid.
+                let valid = index::Index {
+                    images: vec![img.clone()],
+                    ..old.clone()
+                }
+                .validate()
+                .is_ok();
+                if !rebuilt && present && valid {
+                    images.push(img.clone());
                 }
             }
         }
@@ -516,9 +524,14 @@ fn build_one(
             std::fs::copy(&elf, stage.join(format!("{g}.elf")))?;
             files.push(("kernel", format!("{g}.elf"), "none"));
         }
+        "boot-program" => {
+            let (file, role) = boot_program(ctx, r, &stage, &mut sources)?;
+            files.push((role, file, "none"));
+        }
         other => {
             return Err(Problem::Fail(format!(
-                "{}: unknown builder '{other}' (minimal-linux, debian-linux, tiny-guest)",
+                "{}: unknown builder '{other}' (minimal-linux, debian-linux, tiny-guest, \
+                 boot-program)",
                 r.rel
             )))
         }
@@ -556,6 +569,80 @@ fn build_one(
             sources,
         },
     })
+}
+
+/// The size of a sector, and where a master boot record keeps its signature 55 AA.
+const SECTOR: usize = 512;
+
+/// A boot program of images/guests/mbr.S (xtask/src/guests.rs, `[program] name`) as an image
+/// of its kind: "bios-disk", a raw disk image of `[disk] size_mib` MiB that starts with the
+/// program (sector 0 is the MBR, its stage follows); or "pxe", the network boot program as
+/// one file for a TFTP server. Both are the assembled bytes and zeros, so they are as
+/// reproducible as the assembly. Returns (file name, role).
+fn boot_program(
+    ctx: &Ctx,
+    r: &Recipe,
+    stage: &Path,
+    sources: &mut Vec<index::Source>,
+) -> std::result::Result<(String, &'static str), Problem> {
+    let want = need(r, "program", "name")?;
+    let arch = need(r, "image", "arch")?;
+    let built = guests::build_boot_programs().map_err(|e| Problem::Fail(e.msg))?;
+    let (prog, bin) = built
+        .into_iter()
+        .find(|(p, _)| p.name == want)
+        .ok_or_else(|| {
+            Problem::Fail(format!(
+                "{}: no boot program named '{want}' in xtask/src/guests.rs",
+                r.rel
+            ))
+        })?;
+    if prog.arch != arch {
+        return Err(Problem::Fail(format!(
+            "{}: arch is {arch}, but boot program {want} ends in {} mode",
+            r.rel, prog.arch
+        )));
+    }
+    let dir = ctx.root.join("images/guests");
+    for f in ["mbr.S", "common.inc"] {
+        sources.push(source(ctx, &dir.join(f))?);
+    }
+    let data = std::fs::read(&bin)?;
+    match need(r, "image", "kind")?.as_str() {
+        "bios-disk" => {
+            if data.len() < SECTOR || data[SECTOR - 2..SECTOR] != [0x55, 0xaa] {
+                return Err(Problem::Fail(format!(
+                    "{}: {} is not a master boot record (no 55 AA at byte 510)",
+                    r.rel,
+                    bin.display()
+                )));
+            }
+            let size_mib: usize = need(r, "disk", "size_mib")?.parse().map_err(|_| {
+                Problem::Fail(format!("{}: [disk] size_mib must be a number", r.rel))
+            })?;
+            let size = size_mib << 20;
+            if size < data.len() {
+                return Err(Problem::Fail(format!(
+                    "{}: [disk] size_mib = {size_mib} is smaller than {want} ({} bytes)",
+                    r.rel,
+                    data.len()
+                )));
+            }
+            let mut disk = data;
+            disk.resize(size, 0);
+            std::fs::write(stage.join("disk.img"), disk)?;
+            Ok(("disk.img".into(), "disk"))
+        }
+        "pxe" => {
+            let file = format!("{want}.pxe");
+            std::fs::write(stage.join(&file), data)?;
+            Ok((file, "nbp"))
+        }
+        other => Err(Problem::Fail(format!(
+            "{}: builder boot-program makes kind bios-disk or pxe, not '{other}'",
+            r.rel
+        ))),
+    }
 }
 
 fn source(ctx: &Ctx, path: &Path) -> std::result::Result<index::Source, Problem> {
@@ -1051,9 +1138,37 @@ mod tests {
         assert!(all.iter().any(|r| r.name() == "linux-amd64"));
         for r in &all {
             assert!(
-                matches!(r.builder(), "minimal-linux" | "debian-linux" | "tiny-guest"),
+                matches!(
+                    r.builder(),
+                    "minimal-linux" | "debian-linux" | "tiny-guest" | "boot-program"
+                ),
                 "{}",
                 r.rel
+            );
+        }
+    }
+
+    #[test]
+    fn every_boot_program_is_an_image_of_its_kind() {
+        let root = util::root();
+        let all = load_recipes(&root, &[]).unwrap();
+        for p in guests::BOOT_PROGRAMS {
+            let r = all
+                .iter()
+                .find(|r| r.name() == p.name)
+                .unwrap_or_else(|| panic!("no images/{}.image", p.name));
+            assert_eq!(r.builder(), "boot-program", "{}", r.rel);
+            assert_eq!(r.get("program", "name"), Some(p.name), "{}", r.rel);
+            assert_eq!(r.get("image", "arch"), Some(p.arch), "{}", r.rel);
+            let kind = if p.name.starts_with("nbp-") {
+                "pxe"
+            } else {
+                "bios-disk"
+            };
+            assert_eq!(r.get("image", "kind"), Some(kind), "{}", r.rel);
+            assert!(
+                index::KINDS.iter().any(|(k, _)| *k == kind),
+                "{kind} is not a kind fugu knows"
             );
         }
     }

@@ -23,7 +23,7 @@ pub struct Cached {
 }
 
 impl Cached {
-    /// The cached file for `role` ("kernel", "initrd", "disk").
+    /// The cached file for `role` ("kernel", "initrd", "disk", "nbp").
     pub fn path(&self, role: &str) -> Option<PathBuf> {
         self.entry
             .image

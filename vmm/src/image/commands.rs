@@ -323,34 +323,27 @@ pub fn rm(opts: &Options, names: &[String]) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// What `fugu run --image NAME` boots.
+/// What `fugu run --image NAME` boots: the cached files by role (which of them an image has
+/// depends on its kind; see [`index::KINDS`]).
 #[derive(Debug, Clone)]
 pub struct RunImage {
     pub name: String,
     pub kind: String,
-    pub kernel: PathBuf,
+    pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub disk: Option<PathBuf>,
+    /// A network boot program (kind "pxe").
+    pub nbp: Option<PathBuf>,
     pub cmdline: String,
 }
 
-/// Resolve a cached image for `fugu run --image`.
+/// Resolve a cached image for `fugu run --image`; every file it lists must be there.
 pub fn resolve(cache_dir: Option<PathBuf>, name: &str) -> Result<RunImage, ImageError> {
     let cache = Cache::open(cache_dir)?;
     let c = cache.load(name)?;
-    let kernel = c.path("kernel").ok_or_else(|| ImageError::Damaged {
-        name: name.into(),
-        msg: "no kernel file".into(),
-    })?;
-    for p in [
-        Some(&kernel),
-        c.path("initrd").as_ref(),
-        c.path("disk").as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if !p.exists() {
+    for f in &c.entry.image.files {
+        let p = c.dir.join(index::file_name(&f.path));
+        if !p.is_file() {
             return Err(ImageError::Damaged {
                 name: name.into(),
                 msg: format!("{} is missing", p.display()),
@@ -360,9 +353,10 @@ pub fn resolve(cache_dir: Option<PathBuf>, name: &str) -> Result<RunImage, Image
     Ok(RunImage {
         name: name.into(),
         kind: c.entry.image.kind.clone(),
+        kernel: c.path("kernel"),
         initrd: c.path("initrd"),
         disk: c.path("disk"),
+        nbp: c.path("nbp"),
         cmdline: c.entry.image.cmdline.clone(),
-        kernel,
     })
 }

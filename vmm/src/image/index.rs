@@ -5,6 +5,20 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The image kinds this code knows, and the file roles each allows; the first role is the one
+/// an image of that kind must have. An index may name other kinds (a newer fugu's): they
+/// are listed and pulled, but not booted.
+pub const KINDS: &[(&str, &[&str])] = &[
+    ("linux", &["kernel", "initrd", "disk"]),
+    ("multiboot", &["kernel", "initrd", "disk"]),
+    ("elf", &["kernel", "initrd", "disk"]),
+    ("bios-disk", &["disk"]),
+    ("pxe", &["nbp"]),
+];
+
+/// Every file role of [`KINDS`].
+pub const ROLES: &[&str] = &["kernel", "initrd", "disk", "nbp"];
+
 /// The value of [`Index::format`].
 pub const FORMAT: &str = "fugu-image-index";
 /// The newest index layout this code understands.
@@ -31,7 +45,9 @@ pub struct Image {
     pub name: String,
     /// Guest architecture: "i386" or "amd64".
     pub arch: String,
-    /// How it boots: "linux" (bzImage), "multiboot" or "elf".
+    /// How it boots: "linux" (bzImage), "multiboot" or "elf" (a kernel fugu loads itself),
+    /// "bios-disk" (a raw disk image whose MBR the BIOS boots) or "pxe" (a network boot
+    /// program for a DHCP/TFTP server to serve). See [`KINDS`].
     pub kind: String,
     pub description: String,
     /// Recipe revision; bumped when the recipe changes what it builds.
@@ -50,7 +66,7 @@ pub struct Image {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
-    /// What the file is for: "kernel", "initrd" or "disk".
+    /// What the file is for: "kernel", "initrd", "disk" or "nbp" (a network boot program).
     pub role: String,
     /// Path relative to the directory of index.json, with '/' separators.
     pub path: String,
@@ -137,11 +153,19 @@ impl Index {
                 if !roles.insert(f.role.as_str()) {
                     return Err(format!("image '{}' has two '{}' files", img.name, f.role));
                 }
-                if !matches!(f.role.as_str(), "kernel" | "initrd" | "disk") {
+                if !ROLES.contains(&f.role.as_str()) {
                     return Err(format!(
                         "image '{}': unknown file role '{}'",
                         img.name, f.role
                     ));
+                }
+                if let Some((_, allowed)) = img.kind_roles() {
+                    if !allowed.contains(&f.role.as_str()) {
+                        return Err(format!(
+                            "image '{}' of kind '{}' cannot have a '{}' file",
+                            img.name, img.kind, f.role
+                        ));
+                    }
                 }
                 if !valid_path(&f.path) {
                     return Err(format!(
@@ -167,8 +191,10 @@ impl Index {
                     ));
                 }
             }
-            if !roles.contains("kernel") {
-                return Err(format!("image '{}' has no kernel file", img.name));
+            if let Some((_, allowed)) = img.kind_roles() {
+                if !roles.contains(allowed[0]) {
+                    return Err(format!("image '{}' has no {} file", img.name, allowed[0]));
+                }
             }
         }
         Ok(())
@@ -182,6 +208,11 @@ impl Index {
 impl Image {
     pub fn file(&self, role: &str) -> Option<&File> {
         self.files.iter().find(|f| f.role == role)
+    }
+
+    /// The entry of [`KINDS`] for this image's kind; None for a kind this code does not know.
+    pub fn kind_roles(&self) -> Option<(&'static str, &'static [&'static str])> {
+        KINDS.iter().copied().find(|(k, _)| *k == self.kind)
     }
 
     pub fn total_size(&self) -> u64 {

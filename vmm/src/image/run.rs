@@ -1,7 +1,8 @@
 //! `fugu image ...` and `fugu run --image NAME`, as called from main.rs.
 
 use super::commands::{self, Options};
-use crate::cli::{ImageArgs, ImageCommand, RunArgs};
+use crate::cli::{BootArg, ImageArgs, ImageCommand, RunArgs};
+use std::path::PathBuf;
 
 /// Exit status of `fugu image` when something went wrong (2 stays "invalid command line").
 pub const EXIT_IMAGE_ERROR: u8 = 1;
@@ -29,38 +30,91 @@ pub fn main(args: ImageArgs) -> u8 {
     }
 }
 
-/// For `fugu run --image NAME`: fill in the kernel, initrd, command line and disk of the
-/// cached image (cache: FUGU_IMAGE_CACHE, else the XDG cache directory).
+/// For `fugu run --image NAME`: fill in what the cached image boots with (cache:
+/// FUGU_IMAGE_CACHE, else the XDG cache directory). See [`apply_from`].
 pub fn apply(args: &mut RunArgs) -> Result<(), String> {
+    let cache = std::env::var_os("FUGU_IMAGE_CACHE").map(std::path::PathBuf::from);
+    apply_from(cache, args)
+}
+
+/// `--image NAME` from the cache `cache` (None: the XDG default), by the image's kind:
+///
+/// - "linux", "multiboot", "elf": its kernel, initrd and command line (`--cmdline` is
+///   appended), and its disk, read-only, as the first `--disk`.
+/// - "bios-disk": booted through the BIOS from its disk, as with
+///   `--bios --disk FILE,ro --boot disk` (the disk first, read-only, further `--disk`s after).
+/// - "pxe": refused with an explanation: a network boot program is served to the guest by a
+///   DHCP/TFTP server, not booted from the cache.
+pub fn apply_from(cache: Option<PathBuf>, args: &mut RunArgs) -> Result<(), String> {
     let Some(name) = args.image.clone() else {
         return Ok(());
     };
-    let cache = std::env::var_os("FUGU_IMAGE_CACHE").map(std::path::PathBuf::from);
     let img = commands::resolve(cache, &name).map_err(|e| e.to_string())?;
-    if !matches!(img.kind.as_str(), "linux" | "multiboot" | "elf") {
-        return Err(format!(
-            "image '{name}' is of kind '{}', which this fugu cannot boot",
-            img.kind
-        ));
+    match img.kind.as_str() {
+        "linux" | "multiboot" | "elf" => {
+            let kernel = img.kernel.ok_or_else(|| {
+                format!(
+                    "cached image '{name}' is damaged: it has no kernel file; run `fugu image pull {name}` again"
+                )
+            })?;
+            args.kernel = Some(kernel);
+            if let Some(initrd) = img.initrd {
+                args.initrd.insert(0, initrd.to_string_lossy().into_owned());
+            }
+            if let Some(disk) = img.disk {
+                insert_read_only_disk(args, disk);
+            }
+            args.cmdline = match (img.cmdline.is_empty(), args.cmdline.is_empty()) {
+                (_, true) => img.cmdline,
+                (true, false) => std::mem::take(&mut args.cmdline),
+                (false, false) => format!("{} {}", img.cmdline, args.cmdline),
+            };
+            Ok(())
+        }
+        "bios-disk" => {
+            let disk = img.disk.ok_or_else(|| {
+                format!(
+                    "cached image '{name}' is damaged: it has no disk file; run `fugu image pull {name}` again"
+                )
+            })?;
+            if !args.initrd.is_empty() || !args.cmdline.is_empty() {
+                return Err(format!(
+                    "image '{name}' is a BIOS disk (kind bios-disk): the firmware boots its \
+                     master boot record, so --initrd and --cmdline do not apply"
+                ));
+            }
+            args.bios = Some(None);
+            args.boot = Some(BootArg::Disk);
+            insert_read_only_disk(args, disk);
+            Ok(())
+        }
+        "pxe" => {
+            let file = img
+                .nbp
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| format!("the '{name}' image's nbp file"));
+            Err(format!(
+                "image '{name}' is a PXE network boot program (kind pxe), not something fugu \
+                 boots from the cache: a DHCP/TFTP server on the guest's network serves it and \
+                 the firmware's network boot loads it. Serve {file} (e.g. dnsmasq with \
+                 --enable-tftp and --dhcp-boot) on a tap device and run \
+                 `fugu run --bios --net tap=NAME --boot net`"
+            ))
+        }
+        other => Err(format!(
+            "image '{name}' is of kind '{other}', which this fugu cannot boot"
+        )),
     }
-    args.kernel = Some(img.kernel);
-    if let Some(initrd) = img.initrd {
-        args.initrd.insert(0, initrd.to_string_lossy().into_owned());
-    }
-    if let Some(disk) = img.disk {
-        // Read-only: the cached image stays as pulled (and `fugu image verify` stays true).
-        args.disk.insert(
-            0,
-            crate::devices::virtio::setup::DiskConfig {
-                path: disk,
-                read_only: true,
-            },
-        );
-    }
-    args.cmdline = match (img.cmdline.is_empty(), args.cmdline.is_empty()) {
-        (_, true) => img.cmdline,
-        (true, false) => std::mem::take(&mut args.cmdline),
-        (false, false) => format!("{} {}", img.cmdline, args.cmdline),
-    };
-    Ok(())
+}
+
+/// The image's disk, read-only, as the first virtio disk (`/dev/vda`): the cached image stays
+/// as pulled (and `fugu image verify` stays true).
+fn insert_read_only_disk(args: &mut RunArgs, path: PathBuf) {
+    args.disk.insert(
+        0,
+        crate::devices::virtio::setup::DiskConfig {
+            path,
+            read_only: true,
+        },
+    );
 }

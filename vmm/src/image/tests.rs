@@ -264,7 +264,7 @@ fn pull_verify_list_and_rm() {
 
     // What `fugu run --image demo` gets.
     let r = commands::resolve(Some(cache.clone()), "demo").unwrap();
-    assert_eq!(r.kernel, cache.join("demo/bzImage"));
+    assert_eq!(r.kernel, Some(cache.join("demo/bzImage")));
     assert_eq!(r.initrd, Some(cache.join("demo/initramfs.cpio.gz")));
     assert_eq!(r.disk, Some(cache.join("demo/disk.ext4")));
     assert_eq!(r.cmdline, "console=ttyS0");
@@ -461,4 +461,208 @@ fn the_default_index_is_a_clear_placeholder() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("https:// is not supported"), "{err}");
+}
+
+/// A published tree of the two boot-program kinds, as `cargo xtask images publish` writes
+/// them: "mbr-amd64" (bios-disk: a raw disk image with the MBR program in sector 0) and
+/// "nbp-amd64" (pxe: the network boot program itself).
+fn published_boot_programs() -> (HashMap<String, Vec<u8>>, Index) {
+    let mut mbr = content(4608, 7);
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    mbr.resize(1 << 20, 0);
+    let nbp = content(4608, 8);
+    let image = |name: &str, kind: &str, role: &str, path: &str, data: &[u8]| index::Image {
+        name: name.into(),
+        arch: "amd64".into(),
+        kind: kind.into(),
+        description: format!("test {kind}"),
+        revision: 1,
+        created: "2026-01-01T00:00:00Z".into(),
+        min_fugu_version: "0.1.0".into(),
+        cmdline: String::new(),
+        files: vec![index::File {
+            role: role.into(),
+            path: path.into(),
+            size: data.len() as u64,
+            sha256: sha(data),
+            compression: "none".into(),
+        }],
+        provenance: index::Provenance::default(),
+    };
+    let idx = Index {
+        format: index::FORMAT.into(),
+        format_version: index::FORMAT_VERSION,
+        created: "2026-01-01T00:00:00Z".into(),
+        images: vec![
+            image("mbr-amd64", "bios-disk", "disk", "mbr-amd64/disk.img", &mbr),
+            image("nbp-amd64", "pxe", "nbp", "nbp-amd64/nbp-amd64.pxe", &nbp),
+        ],
+    };
+    let mut map = HashMap::new();
+    map.insert("/v1/mbr-amd64/disk.img".to_string(), mbr);
+    map.insert("/v1/nbp-amd64/nbp-amd64.pxe".to_string(), nbp);
+    map.insert(
+        "/v1/index.json".into(),
+        serde_json::to_vec_pretty(&idx).unwrap(),
+    );
+    (map, idx)
+}
+
+/// `fugu run ARGS...` as parsed by the command line.
+fn run_args(args: &[&str]) -> crate::cli::RunArgs {
+    use clap::Parser;
+    let mut all = vec!["fugu", "run"];
+    all.extend_from_slice(args);
+    match crate::cli::Cli::try_parse_from(all).unwrap().command {
+        crate::cli::Command::Run(a) => a,
+        other => panic!("not a run command: {other:?}"),
+    }
+}
+
+#[test]
+fn bios_disk_and_pxe_images_pull_verify_list_and_rm() {
+    let (files, idx) = published_boot_programs();
+    idx.validate().unwrap();
+    let server = Server::start(files.clone());
+    let cache = temp_cache("bootprog");
+    let o = opts(&server, &cache);
+    let names = ["mbr-amd64".to_string(), "nbp-amd64".to_string()];
+    commands::pull(&o, &names).unwrap();
+    assert_eq!(
+        tree(&cache),
+        [
+            "mbr-amd64/disk.img",
+            "mbr-amd64/image.json",
+            "nbp-amd64/image.json",
+            "nbp-amd64/nbp-amd64.pxe"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(cache.join("mbr-amd64/disk.img")).unwrap(),
+        files["/v1/mbr-amd64/disk.img"]
+    );
+    commands::verify(&o, &[]).unwrap();
+    commands::list(&o, false).unwrap();
+    commands::list(&o, true).unwrap();
+
+    let r = commands::resolve(Some(cache.clone()), "mbr-amd64").unwrap();
+    assert_eq!((r.kind.as_str(), r.kernel), ("bios-disk", None));
+    assert_eq!(r.disk, Some(cache.join("mbr-amd64/disk.img")));
+    let r = commands::resolve(Some(cache.clone()), "nbp-amd64").unwrap();
+    assert_eq!((r.kind.as_str(), r.kernel), ("pxe", None));
+    assert_eq!(r.nbp, Some(cache.join("nbp-amd64/nbp-amd64.pxe")));
+
+    // A damaged network boot program is found by verify.
+    std::fs::write(cache.join("nbp-amd64/nbp-amd64.pxe"), b"x").unwrap();
+    assert!(matches!(
+        commands::verify(&o, &["nbp-amd64".to_string()]),
+        Err(ImageError::Damaged { .. })
+    ));
+    commands::rm(&o, &names).unwrap();
+    assert!(tree(&cache).is_empty());
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn run_image_boots_a_bios_disk_through_the_bios_and_refuses_a_pxe_program() {
+    let (files, _) = published_boot_programs();
+    let server = Server::start(files);
+    let cache = temp_cache("bootprog-run");
+    let o = opts(&server, &cache);
+    commands::pull(&o, &["mbr-amd64".to_string(), "nbp-amd64".to_string()]).unwrap();
+    let apply = |args: &mut crate::cli::RunArgs| super::run::apply_from(Some(cache.clone()), args);
+
+    // bios-disk: what `--bios --disk FILE,ro --boot disk` gives; further disks follow.
+    let mut a = run_args(&["--image", "mbr-amd64", "--disk", "/tmp/second.img"]);
+    apply(&mut a).unwrap();
+    assert_eq!(a.bios, Some(None), "the default firmware");
+    assert_eq!(a.boot, Some(crate::cli::BootArg::Disk));
+    assert_eq!(a.kernel, None);
+    assert!(a.initrd.is_empty() && a.cmdline.is_empty());
+    let disks: Vec<_> = a
+        .disk
+        .iter()
+        .map(|d| (d.path.clone(), d.read_only))
+        .collect();
+    assert_eq!(
+        disks,
+        [
+            (cache.join("mbr-amd64/disk.img"), true),
+            (PathBuf::from("/tmp/second.img"), false)
+        ]
+    );
+    // The same thing spelled out by hand parses to the same firmware settings.
+    let by_hand = run_args(&[
+        "--bios",
+        "--disk",
+        &format!("{},ro", cache.join("mbr-amd64/disk.img").display()),
+        "--boot",
+        "disk",
+    ]);
+    assert_eq!((by_hand.bios, by_hand.boot), (a.bios, a.boot));
+
+    // A kernel command line or an initrd has no meaning for a BIOS disk.
+    for extra in [["--cmdline", "quiet"], ["--initrd", "/tmp/initrd"]] {
+        let mut a = run_args(&["--image", "mbr-amd64", extra[0], extra[1]]);
+        let err = apply(&mut a).unwrap_err();
+        assert!(err.contains("BIOS disk") && err.contains(extra[0]), "{err}");
+    }
+
+    // pxe: refused, saying what it is and how it is meant to be booted.
+    let mut a = run_args(&["--image", "nbp-amd64"]);
+    let err = apply(&mut a).unwrap_err();
+    for want in [
+        "network boot program",
+        "DHCP/TFTP",
+        "--net tap=",
+        "--boot net",
+        "nbp-amd64.pxe",
+    ] {
+        assert!(err.contains(want), "no '{want}' in: {err}");
+    }
+    assert_eq!((a.bios, a.kernel), (None, None), "nothing was filled in");
+    assert!(a.disk.is_empty());
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn an_image_kind_allows_only_its_own_file_roles() {
+    let (_, idx) = published_boot_programs();
+    let (_, linux) = published();
+    let file = |role: &str, path: &str| index::File {
+        role: role.into(),
+        path: path.into(),
+        size: 1,
+        sha256: "0".repeat(64),
+        compression: "none".into(),
+    };
+    // A BIOS disk with a kernel, a PXE program without its program, a Linux image with one.
+    let mut with_kernel = idx.clone();
+    with_kernel.images[0]
+        .files
+        .push(file("kernel", "mbr-amd64/bzImage"));
+    let mut no_nbp = idx.clone();
+    no_nbp.images[1].files[0].role = "disk".into();
+    let mut linux_nbp = linux.clone();
+    linux_nbp.images[0].files.push(file("nbp", "demo/x.pxe"));
+    let mut no_disk = idx.clone();
+    no_disk.images[0].files[0].role = "nbp".into();
+    for (bad, want) in [
+        (with_kernel, "cannot have a 'kernel' file"),
+        (no_nbp, "cannot have a 'disk' file"),
+        (linux_nbp, "cannot have a 'nbp' file"),
+        (no_disk, "cannot have a 'nbp' file"),
+    ] {
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains(want), "{err}");
+    }
+    let mut no_kernel = linux.clone();
+    no_kernel.images[0].files.retain(|f| f.role != "kernel");
+    let err = no_kernel.validate().unwrap_err();
+    assert!(err.contains("has no kernel file"), "{err}");
+    // A kind this fugu does not know (a newer fugu's) is listed and pulled, not booted.
+    let mut newer = idx.clone();
+    newer.images[0].kind = "uefi-disk".into();
+    newer.validate().unwrap();
 }

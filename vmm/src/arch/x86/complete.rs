@@ -32,6 +32,9 @@ pub enum Completion {
     FnstswAx,
     /// IRET in 32-bit protected mode to the same privilege level: EIP, CS, EFLAGS popped.
     Iret,
+    /// The same, with the frame found at ESP without the SS base: the host delivered the
+    /// interrupt there (see [`iret_pm`]).
+    IretUnbasedFrame,
 }
 
 impl Completion {
@@ -44,6 +47,7 @@ impl Completion {
             Completion::Clac => "clac",
             Completion::Stac => "stac",
             Completion::Iret => "iret",
+            Completion::IretUnbasedFrame => "iret (host-pushed frame without the SS base)",
             Completion::FnstswAx => "fnstsw",
         }
     }
@@ -180,23 +184,25 @@ pub fn complete(
             (r.rip.wrapping_add(d.len)) & 0xffff_ffff
         };
     };
-    let r: Result<(), String> = (|| {
+    let r: Result<Completion, String> = (|| {
         match d.op {
             Completion::Int3 => {
                 // A trap: the exception frame holds the address after INT3.
                 advance(&mut regs);
                 vcpu.set_regs(&regs).map_err(|e| e.to_string())?;
-                inject(vcpu, VEC_BP)
+                inject(vcpu, VEC_BP).map(|_| d.op)
             }
-            Completion::Ud2 => inject(vcpu, VEC_UD),
+            Completion::Ud2 => inject(vcpu, VEC_UD).map(|_| d.op),
             Completion::Fwait => {
                 let fpu = vcpu.get_fpu().map_err(|e| e.to_string())?;
                 // An unmasked pending exception (FSW.ES) makes FWAIT raise #MF (CR0.NE set).
                 if fpu.fsw & 0x80 != 0 && sregs.cr0 & (1 << 5) != 0 {
-                    inject(vcpu, VEC_MF)
+                    inject(vcpu, VEC_MF).map(|_| d.op)
                 } else {
                     advance(&mut regs);
-                    vcpu.set_regs(&regs).map_err(|e| e.to_string())
+                    vcpu.set_regs(&regs)
+                        .map_err(|e| e.to_string())
+                        .map(|_| d.op)
                 }
             }
             Completion::Fnclex => {
@@ -204,18 +210,23 @@ pub fn complete(
                 fpu.fsw &= !0x80ff; // B, ES, SF and the exception flags
                 vcpu.set_fpu(&fpu).map_err(|e| e.to_string())?;
                 advance(&mut regs);
-                vcpu.set_regs(&regs).map_err(|e| e.to_string())
+                vcpu.set_regs(&regs)
+                    .map_err(|e| e.to_string())
+                    .map(|_| d.op)
             }
             Completion::Iret => {
                 // The operand size: the code segment's default, flipped by a 0x66 prefix.
                 let op32 = (sregs.cs.db == 1) != (d.len == 2);
                 iret_pm(vcpu, mem, &sregs, &mut regs, op32)
             }
+            Completion::IretUnbasedFrame => Err("not an instruction".into()),
             Completion::FnstswAx => {
                 let fpu = vcpu.get_fpu().map_err(|e| e.to_string())?;
                 regs.rax = (regs.rax & !0xffff) | fpu.fsw as u64;
                 advance(&mut regs);
-                vcpu.set_regs(&regs).map_err(|e| e.to_string())
+                vcpu.set_regs(&regs)
+                    .map_err(|e| e.to_string())
+                    .map(|_| d.op)
             }
             Completion::Clac | Completion::Stac => {
                 if d.op == Completion::Clac {
@@ -224,12 +235,13 @@ pub fn complete(
                     regs.rflags |= EFLAGS_AC;
                 }
                 advance(&mut regs);
-                vcpu.set_regs(&regs).map_err(|e| e.to_string())
+                vcpu.set_regs(&regs)
+                    .map_err(|e| e.to_string())
+                    .map(|_| d.op)
             }
         }
     })();
-    r.map(|_| d.op)
-        .map_err(|e| fail(bytes, format!("completing {}: {e}", d.op.name())))
+    r.map_err(|e| fail(bytes, format!("completing {}: {e}", d.op.name())))
 }
 
 /// The (IP, CS, FLAGS) of an IRET frame with 32-bit (12 bytes) or 16-bit (6 bytes) slots.
@@ -244,58 +256,42 @@ pub fn iret_frame(frame: &[u8], op32: bool) -> Option<(u64, u16, u64)> {
     Some((slot(0), slot(1) as u16, slot(2)))
 }
 
-/// IRET in protected mode (paging or not) returning to the same privilege level, with a
-/// 32-bit or 16-bit operand size (`op32`) and a 32-bit or 16-bit stack (SS.B).
-fn iret_pm(
-    vcpu: &dyn Vcpu,
+/// A checked IRET frame: where to return and the code segment to load.
+struct IretTarget {
+    eip: u64,
+    eflags: u64,
+    cs: crate::hypervisor::Segment,
+}
+
+/// Read and check the IRET frame at linear address `at`: a same-privilege return to a
+/// present code segment of the GDT with EIP inside its limit.
+fn iret_target(
     mem: &dyn GuestMemory,
     sregs: &crate::hypervisor::Sregs,
-    regs: &mut crate::hypervisor::Regs,
+    at: u64,
     op32: bool,
-) -> Result<(), String> {
-    const EFLAGS_NT: u64 = 1 << 14;
-    const EFLAGS_VM: u64 = 1 << 17;
-    // The flags IRET may restore at CPL0 (VM, VIF and VIP are not handled here).
-    const RESTORABLE: u64 = 0x24_7fd5;
-    if sregs.cr0 & 1 == 0 || regs.rflags & (EFLAGS_NT | EFLAGS_VM) != 0 {
-        return Err("only protected-mode IRET without a task return is completed".into());
-    }
-    let cpl = sregs.cs.selector & 3;
-    let sp_mask: u64 = if sregs.ss.db == 1 {
-        0xffff_ffff
-    } else {
-        0xffff
-    };
-    let sp = regs.rsp & sp_mask;
+) -> Result<IretTarget, String> {
     let size = if op32 { 12 } else { 6 };
     let mut frame = [0u8; 12];
-    let n = translate::read_linear(
-        mem,
-        sregs,
-        sregs.ss.base.wrapping_add(sp) & 0xffff_ffff,
-        &mut frame[..size],
-    );
+    let n = translate::read_linear(mem, sregs, at & 0xffff_ffff, &mut frame[..size]);
     let Some((eip, cs_sel, eflags)) = iret_frame(&frame[..n], op32) else {
-        return Err(format!("IRET frame at ESP {sp:#x} is not readable"));
+        return Err(format!("the IRET frame at linear {at:#x} is not readable"));
     };
-    // A 16-bit IRET restores only the low 16 bits of FLAGS.
-    let eflags = if op32 {
-        eflags
-    } else {
-        (regs.rflags & !0xffff) | eflags
-    };
+    let cpl = sregs.cs.selector & 3;
+    let shown = format!(
+        "frame {:02x?} at linear {at:#x}, {}-bit",
+        &frame[..size],
+        if op32 { 32 } else { 16 }
+    );
     if cs_sel & 3 != cpl {
         return Err(format!(
-            "IRET to privilege level {} from {cpl} is not completed",
+            "IRET to privilege level {} from {cpl} is not completed ({shown})",
             cs_sel & 3
         ));
     }
     if cs_sel & 4 != 0 || (cs_sel as u64 | 7) > sregs.gdt.limit as u64 {
         return Err(format!(
-            "IRET to selector {cs_sel:#x} outside the GDT (frame {:02x?} at SS:ESP {:#x}:{sp:#x}, {}-bit)",
-            &frame[..size],
-            sregs.ss.selector,
-            if op32 { 32 } else { 16 }
+            "IRET to selector {cs_sel:#x} outside the GDT ({shown})"
         ));
     }
     let mut d = [0u8; 8];
@@ -305,16 +301,76 @@ fn iret_pm(
     let cs = super::gdt::segment(u64::from_le_bytes(d), cs_sel);
     if cs.present == 0 || cs.s == 0 || cs.type_ & 0x8 == 0 {
         return Err(format!(
-            "IRET to selector {cs_sel:#x}, which is not a present code segment"
+            "IRET to selector {cs_sel:#x}, which is not a present code segment ({shown})"
         ));
     }
+    if eip > cs.limit as u64 {
+        return Err(format!(
+            "IRET to EIP {eip:#x} beyond the limit {:#x} of selector {cs_sel:#x} ({shown})",
+            cs.limit
+        ));
+    }
+    Ok(IretTarget { eip, eflags, cs })
+}
+
+/// IRET in protected mode (paging or not) returning to the same privilege level, with a
+/// 32-bit or 16-bit operand size (`op32`) and a 32-bit or 16-bit stack (SS.B).
+///
+/// The frame is architecturally at SS.base + ESP. The kvm_pvm hosts these machines run
+/// deliver interrupts and exceptions to a protected-mode guest as if SS were flat: the frame
+/// lands at linear ESP, without the SS base (seen with iPXE, whose stack segment has the base
+/// of its relocated image: the frame at SS.base + ESP was stale data, the one at ESP a valid
+/// return into iPXE; QEMU on the same host stops at the same IRET). So when SS has a base and
+/// the architectural frame is not a valid return, the frame at ESP is taken if it is one, and
+/// the completion says so; when neither is valid the guest stops with both reasons.
+fn iret_pm(
+    vcpu: &dyn Vcpu,
+    mem: &dyn GuestMemory,
+    sregs: &crate::hypervisor::Sregs,
+    regs: &mut crate::hypervisor::Regs,
+    op32: bool,
+) -> Result<Completion, String> {
+    const EFLAGS_NT: u64 = 1 << 14;
+    const EFLAGS_VM: u64 = 1 << 17;
+    // The flags IRET may restore at CPL0 (VM, VIF and VIP are not handled here).
+    const RESTORABLE: u64 = 0x24_7fd5;
+    if sregs.cr0 & 1 == 0 || regs.rflags & (EFLAGS_NT | EFLAGS_VM) != 0 {
+        return Err("only protected-mode IRET without a task return is completed".into());
+    }
+    let sp_mask: u64 = if sregs.ss.db == 1 {
+        0xffff_ffff
+    } else {
+        0xffff
+    };
+    let sp = regs.rsp & sp_mask;
+    let size: u64 = if op32 { 12 } else { 6 };
+    let (target, done) = match iret_target(mem, sregs, sregs.ss.base.wrapping_add(sp), op32) {
+        Ok(t) => (t, Completion::Iret),
+        Err(e) if sregs.ss.base != 0 => match iret_target(mem, sregs, sp, op32) {
+            Ok(t) => (t, Completion::IretUnbasedFrame),
+            Err(flat) => {
+                return Err(format!(
+                    "{e}; nor at ESP without the SS base {:#x}: {flat}",
+                    sregs.ss.base
+                ))
+            }
+        },
+        Err(e) => return Err(e),
+    };
+    // A 16-bit IRET restores only the low 16 bits of FLAGS.
+    let eflags = if op32 {
+        target.eflags
+    } else {
+        (regs.rflags & !0xffff) | target.eflags
+    };
     let mut new_sregs = *sregs;
-    new_sregs.cs = cs;
-    regs.rip = eip;
+    new_sregs.cs = target.cs;
+    regs.rip = target.eip;
     regs.rflags = (regs.rflags & !RESTORABLE) | (eflags & RESTORABLE) | 2;
-    regs.rsp = (regs.rsp & !sp_mask) | ((sp + size as u64) & sp_mask);
+    regs.rsp = (regs.rsp & !sp_mask) | ((sp + size) & sp_mask);
     vcpu.set_sregs(&new_sregs).map_err(|e| e.to_string())?;
-    vcpu.set_regs(regs).map_err(|e| e.to_string())
+    vcpu.set_regs(regs).map_err(|e| e.to_string())?;
+    Ok(done)
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ impl PciBus {
     /// A configuration read; absent functions read as all ones.
     pub fn config_read(&self, bus: u8, dev: u8, func: u8, off: usize, data: &mut [u8]) {
         match self.function(bus, dev, func) {
-            Some(d) => lock(d).config().read(off, data),
+            Some(d) => lock(d).config_read(off, data),
             None => data.fill(0xff),
         }
     }

@@ -41,6 +41,11 @@ pub fn intx_gsi(slot: u8) -> u32 {
 pub trait PciDevice: Send {
     fn config(&self) -> &ConfigSpace;
     fn config_mut(&mut self) -> &mut ConfigSpace;
+    /// A guest configuration read (devices whose registers have read side effects, such as
+    /// virtio's configuration access window, refresh them here).
+    fn config_read(&mut self, off: usize, data: &mut [u8]) {
+        self.config().read(off, data);
+    }
     /// A guest configuration write (devices with capabilities react to them here).
     fn config_write(&mut self, off: usize, data: &[u8]) {
         self.config_mut().write(off, data);

@@ -2,6 +2,10 @@
 //! notify, ISR and device configuration in a memory BAR), the legacy interface in an I/O BAR,
 //! MSI-X in its own BAR, and INTx as the fallback.
 //!
+//! A fifth capability, the PCI configuration access window (VIRTIO_PCI_CAP_PCI_CFG), lets a
+//! driver reach any BAR through configuration space; the spec requires it and iPXE's driver
+//! refuses a modern device without it.
+//!
 //! BAR layout: BAR0 legacy I/O registers; BAR1 MSI-X table (0x000) and PBA (0x800); BAR4 the
 //! modern structures: common 0x0000, ISR 0x1000, device configuration 0x2000, notify 0x3000
 //! (4 bytes per queue). Queue notifications reach the device through one eventfd per queue,
@@ -40,6 +44,12 @@ const CAP_COMMON: u8 = 1;
 const CAP_NOTIFY: u8 = 2;
 const CAP_ISR: u8 = 3;
 const CAP_DEVICE: u8 = 4;
+const CAP_PCI_CFG: u8 = 5;
+/// Offsets inside the PCI_CFG capability: bar, offset, length and the data window.
+const PCI_CFG_BAR: usize = 4;
+const PCI_CFG_OFFSET: usize = 8;
+const PCI_CFG_LENGTH: usize = 12;
+const PCI_CFG_DATA: usize = 16;
 
 pub const ISR_QUEUE: u8 = 1;
 pub const ISR_CONFIG: u8 = 2;
@@ -109,6 +119,8 @@ pub struct VirtioPci {
     vm: Option<Arc<dyn Vm>>,
     ioevents_at: Option<u64>,
     rom: Vec<u8>,
+    /// Where the PCI_CFG capability sits in configuration space.
+    pci_cfg_cap: usize,
 }
 
 impl VirtioPci {
@@ -184,6 +196,19 @@ impl VirtioPci {
             cfg.add_capability(0x09, &body, &mask)
                 .ok_or("no room for the virtio capabilities")?;
         }
+        // cap_len, cfg_type, then bar/offset/length/data writable by the driver.
+        let mut body = vec![20, CAP_PCI_CFG];
+        body.resize(18, 0);
+        let mut mask = vec![0u8; 18];
+        for at in [PCI_CFG_BAR]
+            .into_iter()
+            .chain(PCI_CFG_OFFSET..PCI_CFG_OFFSET + 12)
+        {
+            mask[at - 2] = 0xff;
+        }
+        let pci_cfg_cap = cfg
+            .add_capability(0x09, &body, &mask)
+            .ok_or("no room for the virtio capabilities")?;
         let isr = Arc::new(AtomicU8::new(0));
         let pending = isr.clone();
         let intx = irq
@@ -228,6 +253,7 @@ impl VirtioPci {
             vm,
             ioevents_at: None,
             rom: Vec::new(),
+            pci_cfg_cap,
         })
     }
 
@@ -237,6 +263,25 @@ impl VirtioPci {
         let size = (image.len() as u64).max(2048).next_power_of_two();
         self.cfg.set_rom(size);
         self.rom = image;
+    }
+
+    fn touches_pci_cfg_data(&self, off: usize, len: usize) -> bool {
+        let window = self.pci_cfg_cap + PCI_CFG_DATA;
+        off < window + 4 && off + len > window
+    }
+
+    /// The BAR access the PCI_CFG capability selects: (BAR, offset, length). None when the
+    /// driver set an invalid one (length not 1, 2 or 4, offset not aligned to it, a BAR
+    /// this device lacks); the spec lets the device ignore those.
+    fn pci_cfg_access(&self) -> Option<(usize, u64, usize)> {
+        let c = self.pci_cfg_cap;
+        let bar = self.cfg.u8(c + PCI_CFG_BAR) as usize;
+        let at = self.cfg.u32(c + PCI_CFG_OFFSET);
+        let len = self.cfg.u32(c + PCI_CFG_LENGTH) as usize;
+        let valid = matches!(len, 1 | 2 | 4)
+            && at as usize % len == 0
+            && matches!(bar, LEGACY_BAR | MSIX_BAR | MODERN_BAR);
+        valid.then_some((bar, at as u64, len))
     }
 
     /// The driver-visible device status.
@@ -563,9 +608,25 @@ impl PciDevice for VirtioPci {
     fn config_mut(&mut self) -> &mut ConfigSpace {
         &mut self.cfg
     }
+    fn config_read(&mut self, off: usize, data: &mut [u8]) {
+        if self.touches_pci_cfg_data(off, data.len()) {
+            if let Some((bar, at, len)) = self.pci_cfg_access() {
+                let mut v = [0u8; 4];
+                self.bar_read(bar, at, &mut v[..len]);
+                self.cfg.set_bytes(self.pci_cfg_cap + PCI_CFG_DATA, &v);
+            }
+        }
+        self.cfg.read(off, data);
+    }
     fn config_write(&mut self, off: usize, data: &[u8]) {
         self.cfg.write(off, data);
         lock(&self.shared.msix).config_written(&self.cfg);
+        if self.touches_pci_cfg_data(off, data.len()) {
+            if let Some((bar, at, len)) = self.pci_cfg_access() {
+                let w = self.cfg.u32(self.pci_cfg_cap + PCI_CFG_DATA).to_le_bytes();
+                self.bar_write(bar, at, &w[..len]);
+            }
+        }
     }
     fn rom(&self) -> &[u8] {
         &self.rom

@@ -205,7 +205,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS")]
     pub boot_timeout: Option<u64>,
     /// Boot a cached image (`fugu image pull NAME`): its kernel, initrd and command line
-    /// (--cmdline is appended), and its disk, read-only, as the first --disk.
+    /// (--cmdline is appended), and its disk, read-only, as the first --disk. A BIOS disk
+    /// image (kind bios-disk) boots as with --bios --boot disk; a PXE program is served, not run.
     #[arg(long, value_name = "NAME", conflicts_with = "kernel")]
     pub image: Option<String>,
     /// Initial ramdisk; for Multiboot kernels each --initrd becomes a module ("FILE args").

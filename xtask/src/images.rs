@@ -458,7 +458,6 @@ fn build_one(
                 &kernel::Settings {
                     cache: &ctx.cache,
                     jobs: ctx.jobs,
-                    epoch: ctx.epoch,
                 },
             )?;
             *kernel_secs = k.build_secs;

@@ -4,7 +4,8 @@
 //! the namespace changes.
 //!
 //! The Linux virtio-net cells use the same namespace and tap with dnsmasq on the host side
-//! instead, serving DHCP (one fixed lease, `NetSetup::dhcp`) for the kernel's `ip=dhcp`.
+//! instead, serving DHCP (one fixed lease, `NetSetup::dhcp`) for the kernel's `ip=dhcp`; the
+//! iPXE cells add TFTP to it, serving the network boot program (`NetSetup::tftp_boot`).
 
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
@@ -22,6 +23,9 @@ pub struct NetSetup {
     /// With an address: the host side runs dnsmasq on the tap and leases this address (in
     /// `DHCP_NET`) to the guest's MAC, instead of the frame responder.
     pub dhcp: Option<String>,
+    /// With a file (and `dhcp`): dnsmasq also serves it over TFTP from its folder and names
+    /// it as the DHCP boot file, for PXE.
+    pub tftp_boot: Option<std::path::PathBuf>,
 }
 
 /// The Linux cells' network: the tap's host side is `DHCP_HOST`/24.
@@ -71,7 +75,7 @@ pub fn setup(n: &NetSetup) -> Result<(), String> {
 /// The dnsmasq command (run through `ip netns exec NS`) that leases `n.dhcp` to `n.mac` only.
 pub fn dnsmasq_args(n: &NetSetup, dir: &std::path::Path) -> Vec<String> {
     let lease = n.dhcp.clone().unwrap_or_default();
-    vec![
+    let mut args = vec![
         "netns".into(),
         "exec".into(),
         n.ns.clone(),
@@ -88,7 +92,15 @@ pub fn dnsmasq_args(n: &NetSetup, dir: &std::path::Path) -> Vec<String> {
             "--pid-file={}",
             dir.join(format!("{}.dnsmasq.pid", n.ns)).display()
         ),
-    ]
+    ];
+    if let Some(file) = &n.tftp_boot {
+        let root = file.parent().unwrap_or(std::path::Path::new("."));
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        args.push("--enable-tftp".into());
+        args.push(format!("--tftp-root={}", root.display()));
+        args.push(format!("--dhcp-boot={name}"));
+    }
+    args
 }
 
 /// Give the tap its host address and start dnsmasq on it (the caller kills the child).
@@ -258,11 +270,13 @@ mod tests {
             tap: "t".into(),
             mac: [0x52, 0x54, 0, 0xe2, 0, 0x0a],
             dhcp: Some(DHCP_GUEST.into()),
+            tftp_boot: None,
         };
         assert_eq!(n.mac_text(), "52:54:00:e2:00:0a");
         let a = dnsmasq_args(&n, std::path::Path::new("/d"));
         assert_eq!(&a[..4], ["netns", "exec", "x", "dnsmasq"]);
         assert!(a.contains(&"--dhcp-host=52:54:00:e2:00:0a,10.78.0.15".to_string()));
         assert!(a.contains(&"--interface=t".to_string()));
+        assert!(!a.iter().any(|x| x.contains("tftp")));
     }
 }

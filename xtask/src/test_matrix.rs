@@ -51,6 +51,7 @@ pub const RUNNERS: &[&str] = &[
     "tiny-virtio-disk",
     "tiny-virtio-net",
     "bios-disk",
+    "ipxe-net",
     "linux",
 ];
 
@@ -218,6 +219,9 @@ pub fn runner_spec(
     if runner == "bios-disk" {
         return bios_disk_spec(cell, fugu, serial_log, vmm_log, timeout, arts);
     }
+    if runner == "ipxe-net" {
+        return ipxe_net_spec(cell, fugu, serial_log, vmm_log, timeout, arts);
+    }
     if runner == "linux" {
         return linux_spec(cell, plan, fugu, serial_log, vmm_log, timeout, arts);
     }
@@ -286,6 +290,7 @@ pub fn runner_spec(
                 tap: "fgmx0".into(),
                 mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, 0x01],
                 dhcp: None,
+                tftp_boot: None,
             };
             spec.args.push("--net".into());
             spec.args
@@ -309,23 +314,7 @@ fn bios_disk_spec(
     timeout: Duration,
     arts: &Artifacts,
 ) -> std::result::Result<BootSpec, String> {
-    let name = format!("mbr-{}", cell.get("guest"));
-    let p = guests::BOOT_PROGRAMS
-        .iter()
-        .find(|p| p.name == name && p.arch == cell.get("guest"))
-        .ok_or_else(|| format!("no boot program named {name} in xtask/src/guests.rs"))?;
-    let bin = match arts.guests.get(p.name) {
-        Some(Ok(b)) => b.clone(),
-        Some(Err(e)) => return Err(e.clone()),
-        None => {
-            return Err(format!(
-                "missing image: boot program {} was not built",
-                p.name
-            ))
-        }
-    };
-    let mut disk =
-        std::fs::read(&bin).map_err(|e| format!("missing image: {}: {e}", bin.display()))?;
+    let (p, mut disk) = boot_program("mbr", cell, arts)?;
     disk.resize(disk.len().max(1 << 20), 0);
     let img = arts.log_dir.join(format!("{}.disk.img", cell.file_stem()));
     let mut args: Vec<OsString> = ["run", "--bios", "--boot", "disk", "--memory", "64M"]
@@ -351,6 +340,86 @@ fn bios_disk_spec(
         files: vec![(img, disk)],
         file_checks: vec![],
         net: None,
+        accept_after_init: None,
+    })
+}
+
+/// The cell's boot program `<kind>-<guest>` (images/guests/mbr.S) and its bytes.
+fn boot_program(
+    kind: &str,
+    cell: &Cell,
+    arts: &Artifacts,
+) -> std::result::Result<(&'static guests::BootProgram, Vec<u8>), String> {
+    let name = format!("{kind}-{}", cell.get("guest"));
+    let p = guests::BOOT_PROGRAMS
+        .iter()
+        .find(|p| p.name == name && p.arch == cell.get("guest"))
+        .ok_or_else(|| format!("no boot program named {name} in xtask/src/guests.rs"))?;
+    let bin = match arts.guests.get(p.name) {
+        Some(Ok(b)) => b.clone(),
+        Some(Err(e)) => return Err(e.clone()),
+        None => {
+            return Err(format!(
+                "missing image: boot program {} was not built",
+                p.name
+            ))
+        }
+    };
+    let bytes =
+        std::fs::read(&bin).map_err(|e| format!("missing image: {}: {e}", bin.display()))?;
+    Ok((p, bytes))
+}
+
+/// The ipxe-net runner: SeaBIOS runs iPXE (Debian's ipxe-qemu) as the virtio-net option ROM;
+/// iPXE gets a fixed DHCP lease from dnsmasq on a tap in a private namespace, fetches the
+/// cell's network boot program over TFTP from the same dnsmasq, and runs it; the program
+/// ends in protected or long mode.
+fn ipxe_net_spec(
+    cell: &Cell,
+    fugu: PathBuf,
+    serial_log: PathBuf,
+    vmm_log: PathBuf,
+    timeout: Duration,
+    arts: &Artifacts,
+) -> std::result::Result<BootSpec, String> {
+    let (p, nbp) = boot_program("nbp", cell, arts)?;
+    let stem = cell.file_stem();
+    let served = arts
+        .log_dir
+        .join(format!("{stem}.tftp"))
+        .join(format!("{}.bin", p.name));
+    let net = NetSetup {
+        ns: format!("fugu-mx-{}-{stem}", std::process::id()),
+        tap: "fgmx0".into(),
+        mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, 0x03],
+        dhcp: Some(netcheck::DHCP_GUEST.into()),
+        tftp_boot: Some(served.clone()),
+    };
+    let mut args: Vec<OsString> = ["run", "--bios", "--boot", "net", "--memory", "64M"]
+        .map(OsString::from)
+        .to_vec();
+    args.push("--boot-timeout".into());
+    args.push(timeout.as_secs().to_string().into());
+    args.push("--net".into());
+    args.push(format!("tap={},mac={}", net.tap, net.mac_text()).into());
+    args.push("--serial".into());
+    args.push(serial_log.clone().into());
+    Ok(BootSpec {
+        program: fugu,
+        args,
+        serial_log,
+        vmm_log,
+        timeout: timeout + Duration::from_secs(10),
+        expect_status: p.success_status,
+        expect_markers: vec![
+            format!("net0: {}/", netcheck::DHCP_GUEST),
+            format!("{}.bin... ok", p.name),
+            "fugu-nbp: started by PXE".into(),
+            p.marker.to_string(),
+        ],
+        files: vec![(served, nbp)],
+        file_checks: vec![],
+        net: Some(net),
         accept_after_init: None,
     })
 }
@@ -422,6 +491,7 @@ fn linux_spec(
                 tap: "fgmx0".into(),
                 mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, 0x02],
                 dhcp: Some(netcheck::DHCP_GUEST.into()),
+                tftp_boot: None,
             });
             vec![
                 "IP-Config: Complete".to_string(),
@@ -555,6 +625,9 @@ fn boot(spec: &BootSpec, wrapper: &[&str], interrupted: &AtomicBool) -> Outcome 
         }
     }
     for (p, data) in &spec.files {
+        if let Some(d) = p.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
         if let Err(e) = std::fs::write(p, data) {
             return Outcome::fail(format!("cannot write {}: {e}", p.display()));
         }
@@ -936,7 +1009,7 @@ fn run_cells(def: &Def, cells: &[Cell], probe: &Probe, o: &Options) -> Result<Ve
             }
         }
         if let Decision::Run(r) = &decisions[i].1 {
-            want_guests |= r.starts_with("tiny-") || r.starts_with("bios-");
+            want_guests |= r.starts_with("tiny-") || r == "bios-disk" || r == "ipxe-net";
         }
     }
     builds.sort();
@@ -1688,10 +1761,23 @@ mod tests {
             decide(&def.plan(&bios_cell), &probe, &implemented),
             Decision::Skip(_)
         ));
-        let Decision::Skip(why) = get("pvm/shadow/x86_64/amd64/ipxe-net/virtio-net") else {
+        // The iPXE network boot runs where SeaBIOS, iPXE's ROMs and dnsmasq are installed.
+        let ipxe_cell = def
+            .cells()
+            .into_iter()
+            .find(|c| c.id() == "pvm/shadow/x86_64/amd64/ipxe-net/virtio-net")
+            .unwrap();
+        let mut with_firmware = with_seabios.clone();
+        with_firmware.ipxe = Some("/usr/lib/ipxe/qemu/pxe-virtio.rom".into());
+        with_firmware.dnsmasq = Some("/usr/sbin/dnsmasq".into());
+        assert_eq!(
+            decide(&def.plan(&ipxe_cell), &with_firmware, &implemented),
+            Decision::Run("ipxe-net".into())
+        );
+        let Decision::Skip(why) = decide(&def.plan(&ipxe_cell), &with_seabios, &implemented) else {
             panic!()
         };
-        assert!(why.contains("iPXE"), "{why}");
+        assert!(why.contains("ipxe") || why.contains("dnsmasq"), "{why}");
         // The host limit comes before the missing feature.
         let Decision::Skip(why) = get("pvm/shadow/x86_64/i386/linux-direct/virtio-disk") else {
             panic!()
@@ -1758,10 +1844,62 @@ mod tests {
         std::fs::remove_dir_all(d).unwrap();
     }
 
-    fn linux_cell(def: &Def, id: &str) -> (Cell, Plan) {
+    fn cell_and_plan(def: &Def, id: &str) -> (Cell, Plan) {
         let c = def.cells().into_iter().find(|c| c.id() == id).unwrap();
         let plan = def.plan(&c);
         (c, plan)
+    }
+
+    #[test]
+    fn ipxe_runner_serves_the_cells_boot_program_over_tftp() {
+        let def = matrix_def::load().unwrap();
+        let d = tmp("ipxe-runner");
+        let mut arts = Artifacts {
+            log_dir: d.join("logs"),
+            ..Artifacts::default()
+        };
+        arts.fugu
+            .insert("i686".into(), Ok(PathBuf::from("/bin/true")));
+        let (c, plan) = cell_and_plan(&def, "pvm/shadow/i686/amd64/ipxe-net/virtio-net");
+        let e = runner_spec("ipxe-net", &c, &plan, &arts, None).unwrap_err();
+        assert!(e.starts_with("missing image"), "{e}");
+        let bin = d.join("nbp-amd64.bin");
+        std::fs::write(&bin, b"nbp bytes").unwrap();
+        arts.guests.insert("nbp-amd64".into(), Ok(bin));
+        let spec = runner_spec("ipxe-net", &c, &plan, &arts, None).unwrap();
+        let net = spec.net.clone().unwrap();
+        let served = net.tftp_boot.clone().unwrap();
+        assert_eq!(spec.files, vec![(served.clone(), b"nbp bytes".to_vec())]);
+        assert!(served.starts_with(&arts.log_dir));
+        assert_eq!(net.dhcp.as_deref(), Some(netcheck::DHCP_GUEST));
+        assert_eq!(spec.expect_status, 65);
+        assert!(spec
+            .expect_markers
+            .iter()
+            .any(|m| m == "fugu-boot: amd64 long mode ok"));
+        assert!(spec.expect_markers[0].contains(netcheck::DHCP_GUEST));
+        let args: Vec<String> = spec
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for a in [
+            "--bios",
+            "net",
+            &format!("tap={},mac={}", net.tap, net.mac_text()),
+        ] {
+            assert!(args.iter().any(|x| x == a), "{a}: {args:?}");
+        }
+        let dn = netcheck::dnsmasq_args(&net, &d);
+        assert!(
+            dn.contains(&"--dhcp-boot=nbp-amd64.bin".to_string()),
+            "{dn:?}"
+        );
+        assert!(dn.contains(&format!(
+            "--tftp-root={}",
+            served.parent().unwrap().display()
+        )));
+        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -1775,7 +1913,7 @@ mod tests {
         };
         arts.fugu
             .insert("x86_64".into(), Ok(PathBuf::from("/bin/true")));
-        let (c, plan) = linux_cell(&def, "pvm/shadow/x86_64/amd64/linux-direct/virtio-disk");
+        let (c, plan) = cell_and_plan(&def, "pvm/shadow/x86_64/amd64/linux-direct/virtio-disk");
         assert_eq!(plan.level.as_deref(), Some("kernel"));
         assert_eq!(plan.timeout_s, 600);
         let e = runner_spec("linux", &c, &plan, &arts, None).unwrap_err();
@@ -1815,7 +1953,7 @@ mod tests {
             .expect_markers
             .contains(&"VFS: Mounted root (ext4 filesystem)".to_string()));
 
-        let (c, plan) = linux_cell(&def, "pvm/shadow/i686/amd64/linux-direct/virtio-net");
+        let (c, plan) = cell_and_plan(&def, "pvm/shadow/i686/amd64/linux-direct/virtio-net");
         arts.fugu
             .insert("i686".into(), Ok(PathBuf::from("/bin/true")));
         let spec = runner_spec("linux", &c, &plan, &arts, Some(9)).unwrap();
@@ -1835,11 +1973,11 @@ mod tests {
         );
         // A VMX host's cell requires the userspace level, which this runner does not check:
         // it fails rather than passing on kernel messages; an i386 cell has no image.
-        let (c, plan) = linux_cell(&def, "vmx/tdp/x86_64/amd64/linux-direct/virtio-disk");
+        let (c, plan) = cell_and_plan(&def, "vmx/tdp/x86_64/amd64/linux-direct/virtio-disk");
         assert!(runner_spec("linux", &c, &plan, &arts, None)
             .unwrap_err()
             .contains("userspace level"));
-        let (c, plan) = linux_cell(&def, "vmx/tdp/x86_64/i386/linux-direct/virtio-disk");
+        let (c, plan) = cell_and_plan(&def, "vmx/tdp/x86_64/i386/linux-direct/virtio-disk");
         assert!(runner_spec("linux", &c, &plan, &arts, None)
             .unwrap_err()
             .contains("no i386 image"));
@@ -1864,7 +2002,7 @@ mod tests {
         let no = AtomicBool::new(false);
         // Fake fugu: write a serial log, then exit with a status.
         let judge = |id: &str, log: &str, status: i32| {
-            let (c, plan) = linux_cell(&def, id);
+            let (c, plan) = cell_and_plan(&def, id);
             let mut spec = runner_spec("linux", &c, &plan, &arts, Some(20)).unwrap();
             spec.program = PathBuf::from("/bin/sh");
             spec.args = vec![

@@ -115,8 +115,76 @@ fn make(src: &Path, out: &Path, arch: &str) -> Command {
 pub struct Settings<'a> {
     pub cache: &'a Path,
     pub jobs: u32,
-    /// SOURCE_DATE_EPOCH, for KBUILD_BUILD_TIMESTAMP.
-    pub epoch: u64,
+}
+
+/// Seconds since the epoch of a UTC date and time as tar lists them ("2026-05-15",
+/// "09:58:29"); None when they are not that.
+fn parse_utc(date: &str, time: &str) -> Option<u64> {
+    let num = |s: &str| s.parse::<i64>().ok();
+    let d: Vec<i64> = date.split('-').map(num).collect::<Option<_>>()?;
+    let t: Vec<i64> = time.split(':').map(num).collect::<Option<_>>()?;
+    let ([y, m, day], [hh, mm, ss]) = (d.as_slice(), t.as_slice()) else {
+        return None;
+    };
+    if !(1..=12).contains(m) || !(1..=31).contains(day) || *hh > 23 || *mm > 59 || *ss > 60 {
+        return None;
+    }
+    // Days from civil (proleptic Gregorian), the inverse of images::rfc3339.
+    let y = if *m <= 2 { y - 1 } else { *y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if *m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+/// The kernel's build timestamp (KBUILD_BUILD_TIMESTAMP): the modification time of the source
+/// tarball in the linux-source .deb, which Debian sets from the package's changelog. It
+/// depends on the source version alone, like the cache key, so a kernel from the cache is
+/// the kernel a clean build makes; SOURCE_DATE_EPOCH (the time of the last commit) changes
+/// with every commit and would make a cached kernel differ from a fresh one.
+fn source_date(deb: &Path) -> Result<u64, Problem> {
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run dpkg-deb: {e}")))?;
+    let pipe = dpkg
+        .stdout
+        .take()
+        .ok_or_else(|| fail("dpkg-deb: no pipe"))?;
+    let list = Command::new("tar")
+        .args(["-tv", "--full-time"])
+        .env("TZ", "UTC")
+        .stdin(pipe)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("cannot run tar: {e}")))?;
+    let _ = dpkg.wait();
+    String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .find_map(|l| {
+            // "-rw-r--r-- root/root SIZE DATE TIME ./usr/src/linux-source-X.Y.tar.xz"
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [_, _, _, date, time, name]
+                    if name.starts_with("./usr/src/") && name.ends_with(".tar.xz") =>
+                {
+                    parse_utc(date, time)
+                }
+                _ => None,
+            }
+        })
+        .ok_or_else(|| {
+            fail(format!(
+                "{}: no usr/src/*.tar.xz with a readable date in its listing",
+                deb.display()
+            ))
+        })
 }
 
 /// Build (or take from the cache) the bzImage for one recipe.
@@ -128,9 +196,10 @@ pub fn build(
     fragments: &[PathBuf],
     settings: &Settings,
 ) -> Result<Built, Problem> {
-    let (cache, jobs, epoch) = (settings.cache, settings.jobs, settings.epoch);
+    let (cache, jobs) = (settings.cache, settings.jobs);
     let hash = config_hash(make_arch, fragments)?;
-    let key = format!("{make_arch}-{source_key}-{}", &hash[..16]);
+    let date = source_date(deb)?;
+    let key = format!("{make_arch}-{source_key}-{}-{date}", &hash[..16]);
     let kdir = cache.join("kernels").join(&key);
     let bz = kdir.join("bzImage");
     if bz.exists() {
@@ -184,7 +253,7 @@ pub fn build(
         "{name}: make -j{jobs} bzImage (a few minutes; progress every 15 s)"
     ));
     let stamp = {
-        let (ok, s) = capture(Command::new("date").args(["-u", "-d", &format!("@{epoch}")]))
+        let (ok, s) = capture(Command::new("date").args(["-u", "-d", &format!("@{date}")]))
             .map_err(|e| fail(e.msg))?;
         if ok {
             s.trim().to_string()
@@ -275,4 +344,50 @@ pub fn build(
         config_sha256: hash,
         build_secs: secs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_dates_parse_as_utc() {
+        assert_eq!(parse_utc("1970-01-01", "00:00:00"), Some(0));
+        assert_eq!(parse_utc("2026-05-15", "09:58:29"), Some(1_778_839_109));
+        for secs in [951_782_400, 1_767_225_599, 1_795_969_902] {
+            let r = crate::images::rfc3339(secs);
+            let (d, t) = r.trim_end_matches('Z').split_once('T').unwrap();
+            assert_eq!(parse_utc(d, t), Some(secs), "{r}");
+        }
+        for (d, t) in [
+            ("2026-13-01", "00:00:00"),
+            ("2026-05", "00:00:00"),
+            ("2026-05-15", "24:00:00"),
+            ("x", "y"),
+            ("1969-12-31", "23:59:59"),
+        ] {
+            assert_eq!(parse_utc(d, t), None, "{d} {t}");
+        }
+    }
+
+    #[test]
+    fn options_lost_by_olddefconfig_are_reported() {
+        let dir = std::env::temp_dir().join(format!("fugu-kconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let frag = dir.join("frag.config");
+        std::fs::write(&frag, "# c\nCONFIG_INET=y\n# CONFIG_IPV6 is not set\n").unwrap();
+        let frags = [frag];
+        assert!(check_config("CONFIG_INET=y\n# CONFIG_IPV6 is not set\n", &frags).is_ok());
+        // olddefconfig turned IPv6 back on, or dropped INET: both are named.
+        for (config, lost) in [
+            ("CONFIG_INET=y\nCONFIG_IPV6=y\n", "# CONFIG_IPV6 is not set"),
+            ("# CONFIG_INET is not set\n", "CONFIG_INET=y"),
+        ] {
+            match check_config(config, &frags) {
+                Err(Problem::Fail(m)) => assert!(m.contains(lost), "{m}"),
+                other => panic!("{config}: {other:?}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -6,7 +6,9 @@
 //! non-zero status, never a hang.
 //!
 //! Network boot (iPXE from Debian's `ipxe-qemu` as the virtio-net option ROM, dnsmasq serving
-//! DHCP and TFTP on a tap in a network namespace) is `net_boot_*`; see its note.
+//! DHCP and TFTP on a tap in a network namespace) is `net_boot_*`: iPXE gets a lease, fetches
+//! the repo's network boot program (nbp-i386, nbp-amd64) and runs it; with no DHCP server
+//! iPXE gives up and fugu ends with status 8.
 
 use fugu_e2e::{fugu_builds, run_fugu, tempdir};
 use std::path::{Path, PathBuf};
@@ -305,13 +307,6 @@ extern "C" {
     fn geteuid() -> u32;
 }
 
-/// The host's KVM is kvm_pvm: guest kernel-mode code is emulated, and its emulator fails on
-/// iPXE's first protected-mode interrupt return (QEMU on the same host stops at the same
-/// instruction), so a network boot cannot get past iPXE's start here.
-fn host_is_pvm() -> bool {
-    Path::new("/sys/module/kvm_pvm").exists()
-}
-
 /// A network namespace with a tap (host side 10.77.0.1/24) and, with `nbp`, dnsmasq serving
 /// DHCP and TFTP on it (boot file `nbp`). Torn down on drop.
 struct NetBootHost {
@@ -430,19 +425,13 @@ fn net_boot_with_ipxe_and_dnsmasq_on_both_builds() {
             let host = NetBootHost::start(&format!("{build}-{variant}"), Some(&nbp));
             let o = host.fugu(&bin, &["--boot-timeout", "200"]);
             drop(host);
-            // iPXE, the option ROM, ran from the NIC's expansion-ROM BAR either way.
+            // iPXE, the option ROM, ran from the NIC's expansion-ROM BAR, got a lease from
+            // dnsmasq and fetched the program over TFTP.
             assert!(o.serial.contains("iPXE"), "{build}/{variant}: {o:?}");
-            if host_is_pvm() {
-                // Known host limit (see host_is_pvm): a clear report and status 6, in
-                // bounded time; never reported as a pass.
-                assert_eq!(o.status, Some(6), "{build}/{variant}: {o:?}");
-                assert!(
-                    o.stderr.contains("emulation failure"),
-                    "{build}/{variant}: {o:?}"
-                );
-                eprintln!("NOTE: {build}/{variant}: network boot stops in iPXE on this kvm_pvm host (host emulator limit), as under QEMU");
-                break;
-            }
+            assert!(
+                o.serial.contains("net0: 10.77.0."),
+                "{build}/{variant}: {o:?}"
+            );
             assert_eq!(o.status, Some(status), "{build}/{variant}: {o:?}");
             for m in ["fugu-nbp: started by PXE", marker] {
                 assert!(o.serial.contains(m), "{build}/{variant}: no '{m}': {o:?}");
@@ -460,14 +449,11 @@ fn no_dhcp_answer_ends_non_zero_in_bounded_time() {
         let host = NetBootHost::start(&format!("nodhcp-{build}"), None);
         let o = host.fugu(&bin, &["--boot-timeout", "200"]);
         drop(host);
-        if host_is_pvm() {
-            // On kvm_pvm iPXE stops before it sends DHCP (see the test above): what this host
-            // can show is that the run still ends, non-zero, with a clear report.
-            assert_eq!(o.status, Some(6), "{build}: {o:?}");
-            assert!(o.stderr.contains("emulation failure"), "{build}: {o:?}");
-            continue;
-        }
         // iPXE gives up, the BIOS finds nothing else (bootorder HALT) and reboots: status 8.
         assert_eq!(o.status, Some(8), "{build}: {o:?}");
+        assert!(
+            o.serial.contains("No configuration methods succeeded"),
+            "{build}: {o:?}"
+        );
     }
 }

@@ -313,6 +313,27 @@ fn iret_target(
     Ok(IretTarget { eip, eflags, cs })
 }
 
+/// The IRET frame for stack pointer `sp`: at SS.base + `sp`, or else at `sp` alone (see
+/// [`iret_pm`]), with the completion that says which.
+fn find_iret_frame(
+    mem: &dyn GuestMemory,
+    sregs: &crate::hypervisor::Sregs,
+    sp: u64,
+    op32: bool,
+) -> Result<(IretTarget, Completion), String> {
+    match iret_target(mem, sregs, sregs.ss.base.wrapping_add(sp), op32) {
+        Ok(t) => Ok((t, Completion::Iret)),
+        Err(e) if sregs.ss.base != 0 => match iret_target(mem, sregs, sp, op32) {
+            Ok(t) => Ok((t, Completion::IretUnbasedFrame)),
+            Err(flat) => Err(format!(
+                "{e}; nor at ESP without the SS base {:#x}: {flat}",
+                sregs.ss.base
+            )),
+        },
+        Err(e) => Err(e),
+    }
+}
+
 /// IRET in protected mode (paging or not) returning to the same privilege level, with a
 /// 32-bit or 16-bit operand size (`op32`) and a 32-bit or 16-bit stack (SS.B).
 ///
@@ -344,19 +365,7 @@ fn iret_pm(
     };
     let sp = regs.rsp & sp_mask;
     let size: u64 = if op32 { 12 } else { 6 };
-    let (target, done) = match iret_target(mem, sregs, sregs.ss.base.wrapping_add(sp), op32) {
-        Ok(t) => (t, Completion::Iret),
-        Err(e) if sregs.ss.base != 0 => match iret_target(mem, sregs, sp, op32) {
-            Ok(t) => (t, Completion::IretUnbasedFrame),
-            Err(flat) => {
-                return Err(format!(
-                    "{e}; nor at ESP without the SS base {:#x}: {flat}",
-                    sregs.ss.base
-                ))
-            }
-        },
-        Err(e) => return Err(e),
-    };
+    let (target, done) = find_iret_frame(mem, sregs, sp, op32)?;
     // A 16-bit IRET restores only the low 16 bits of FLAGS.
     let eflags = if op32 {
         target.eflags
@@ -376,6 +385,81 @@ fn iret_pm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Guest RAM with a GDT at 0x1000 (null, flat 32-bit code at 0x08, a data segment based
+    /// at 0x10000 at 0x10), and protected-mode segment registers using them.
+    fn based_stack_machine() -> (
+        crate::memory::portable::MmapMemory,
+        crate::hypervisor::Sregs,
+    ) {
+        let mem = crate::memory::portable::MmapMemory::new(&[(0, 0x40000)]).unwrap();
+        let gdt: [u64; 3] = [0, 0x00cf_9b00_0000_ffff, 0x00cf_9301_0000_ffff];
+        for (i, e) in gdt.iter().enumerate() {
+            mem.write(0x1000 + 8 * i as u64, &e.to_le_bytes()).unwrap();
+        }
+        let mut sregs = crate::hypervisor::Sregs::default();
+        sregs.cr0 = 1;
+        sregs.gdt.base = 0x1000;
+        sregs.gdt.limit = 23;
+        sregs.cs = crate::arch::x86::gdt::segment(gdt[1], 0x08);
+        sregs.ss = crate::arch::x86::gdt::segment(gdt[2], 0x10);
+        (mem, sregs)
+    }
+
+    fn frame32(eip: u32, cs: u32, eflags: u32) -> Vec<u8> {
+        [eip, cs, eflags]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn iret_frames_are_read_at_the_ss_base_and_else_where_the_host_pushed_them() {
+        let (mem, sregs) = based_stack_machine();
+        assert_eq!(sregs.ss.base, 0x10000);
+        let sp = 0x2000;
+        // A frame software built: at SS.base + ESP, as the architecture says.
+        mem.write(0x12000, &frame32(0x5678, 0x08, 0x202)).unwrap();
+        let (t, done) = find_iret_frame(&mem, &sregs, sp, true).unwrap();
+        assert_eq!(
+            (t.eip, t.eflags, t.cs.selector, done),
+            (0x5678, 0x202, 0x08, Completion::Iret)
+        );
+        // A frame the host pushed without the SS base, with stale bytes where it belonged.
+        mem.write(0x12000, &frame32(0x0001_38ef, 0x0800, 0x0001_396e))
+            .unwrap();
+        mem.write(0x2000, &frame32(0x1234, 0x08, 0x246)).unwrap();
+        let (t, done) = find_iret_frame(&mem, &sregs, sp, true).unwrap();
+        assert_eq!(
+            (t.eip, t.eflags, done),
+            (0x1234, 0x246, Completion::IretUnbasedFrame)
+        );
+        // Neither is a valid return: both reasons, and nothing is guessed.
+        mem.write(0x2000, &frame32(0x1234, 0x10, 0x246)).unwrap();
+        let e = find_iret_frame(&mem, &sregs, sp, true).err().unwrap();
+        assert!(
+            e.contains("outside the GDT") && e.contains("not a present code segment"),
+            "{e}"
+        );
+        // With a flat SS only the architectural frame counts.
+        let mut flat = sregs;
+        flat.ss.base = 0;
+        mem.write(0x12000, &frame32(0x1234, 0x08, 0x246)).unwrap();
+        assert!(find_iret_frame(&mem, &flat, sp, true).is_err());
+        // A return to another privilege level is left alone.
+        mem.write(0x2000, &frame32(0x1234, 0x0b, 0x246)).unwrap();
+        let e = find_iret_frame(&mem, &flat, sp, true).err().unwrap();
+        assert!(e.contains("privilege level 3"), "{e}");
+        // EIP beyond a 16-bit segment's limit is not a valid return.
+        let mut small = sregs;
+        small.gdt.limit = 31;
+        mem.write(0x1018, &0x0000_9b00_0000_0fffu64.to_le_bytes())
+            .unwrap();
+        mem.write(0x12000, &frame32(0x1_0000, 0x18, 0x2)).unwrap();
+        mem.write(0x2000, &frame32(0x1_0000, 0x18, 0x2)).unwrap();
+        let e = find_iret_frame(&mem, &small, sp, true).err().unwrap();
+        assert!(e.contains("beyond the limit"), "{e}");
+    }
 
     #[test]
     fn decodes_the_completed_instructions_with_prefixes() {

@@ -113,13 +113,64 @@ fn pci_identity_and_capabilities() {
     while at != 0 {
         if c.u8(at) == 0x09 {
             types.push(c.u8(at + 3));
-            assert_eq!(c.u8(at + 4), MODERN_BAR as u8);
+            if c.u8(at + 3) != CAP_PCI_CFG {
+                assert_eq!(c.u8(at + 4), MODERN_BAR as u8);
+            }
         } else {
             assert_eq!(c.u8(at), 0x11);
         }
         at = c.u8(at + 1) as usize;
     }
-    assert_eq!(types, vec![CAP_COMMON, CAP_ISR, CAP_DEVICE, CAP_NOTIFY]);
+    assert_eq!(
+        types,
+        vec![CAP_COMMON, CAP_ISR, CAP_DEVICE, CAP_NOTIFY, CAP_PCI_CFG]
+    );
+}
+
+#[test]
+fn the_pci_cfg_capability_reaches_the_bars_through_configuration_space() {
+    let (_, mem) = memories(MEM).remove(0);
+    let mut t = setup(mem, QueueImpl::InHouse, "pcicfg");
+    let cap = t.pci.pci_cfg_cap;
+    let ack = S_ACKNOWLEDGE as u8;
+    assert_eq!(t.pci.config().u8(cap + 2), 20, "cap_len");
+    let select = |t: &mut T, bar: u8, off: u32, len: u32| {
+        t.pci.config_write(cap + PCI_CFG_BAR, &[bar]);
+        t.pci.config_write(cap + PCI_CFG_OFFSET, &off.to_le_bytes());
+        t.pci.config_write(cap + PCI_CFG_LENGTH, &len.to_le_bytes());
+    };
+    let window = |t: &mut T| {
+        let mut v = [0u8; 4];
+        t.pci.config_read(cap + PCI_CFG_DATA, &mut v);
+        u32::from_le_bytes(v)
+    };
+    // Read: the block device's capacity (32 sectors) from the device configuration.
+    select(&mut t, MODERN_BAR as u8, DEVICE_OFFSET as u32, 4);
+    assert_eq!(window(&mut t), 32);
+    // Write: device_status (common configuration 0x14, one byte) through the window.
+    select(&mut t, MODERN_BAR as u8, 0x14, 1);
+    t.pci
+        .config_write(cap + PCI_CFG_DATA, &[ack, 0xaa, 0xbb, 0xcc]);
+    assert_eq!(t.status(), ack, "only cap.length bytes are written");
+    assert_eq!(window(&mut t) & 0xff, S_ACKNOWLEDGE as u32);
+    // The legacy I/O BAR is reachable too (device status at 0x12).
+    select(&mut t, LEGACY_BAR as u8, 0x12, 1);
+    assert_eq!(window(&mut t) & 0xff, S_ACKNOWLEDGE as u32);
+    // Invalid selections are ignored: a bad length, a misaligned offset, a missing BAR.
+    for (bar, off, len) in [
+        (MODERN_BAR as u8, 0x14, 3),
+        (MODERN_BAR as u8, 0x15, 2),
+        (2, 0, 4),
+        (0xff, 0, 4),
+    ] {
+        select(&mut t, bar, off, len);
+        t.pci.config_write(cap + PCI_CFG_DATA, &[0, 0, 0, 0]);
+        let _ = window(&mut t);
+        assert_eq!(t.status(), ack, "{bar} {off:#x} {len}");
+    }
+    // The fixed fields of the capability are read-only.
+    t.pci.config_write(cap + 3, &[1]);
+    assert_eq!(t.pci.config().u8(cap + 3), CAP_PCI_CFG);
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod serve;
 
 use crate::build;
 use crate::guests;
+use crate::netcheck;
 use crate::targets::Target;
 use crate::util::{self, step, Error, Result};
 use report::{Goal, Outcome, Row};
@@ -236,7 +237,7 @@ fn workload(ctx: &Ctx, name: &'static str) -> Row {
     let result = match name {
         "boot-hello32" => boot_hello32(ctx),
         "boot-seabios-mbr" => seabios_mbr(ctx),
-        "boot-ipxe" => Err(Unavailable(ipxe_reason(ctx))),
+        "boot-ipxe" => boot_ipxe(ctx),
         "boot-linux" => boot_linux(ctx),
         "startup" => startup(ctx),
         "memory-overhead" => memory(ctx),
@@ -302,14 +303,6 @@ fn has_bios(ctx: &Ctx) -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     help.contains("--bios") && help.contains("--boot ")
-}
-
-fn ipxe_reason(ctx: &Ctx) -> String {
-    if has_bios(ctx) {
-        "`fugu run --bios --boot net` exists, but this bench does not drive it yet: it needs a tap device, a DHCP/TFTP server (dnsmasq) and a network boot program on the host side".into()
-    } else {
-        "fugu cannot boot firmware yet: `fugu run` has no --bios option".into()
-    }
 }
 
 // ---------------------------------------------------------------- running processes
@@ -617,6 +610,118 @@ fn seabios_mbr(ctx: &Ctx) -> Bench {
 }
 
 const MBR_MARKER: &str = "fugu-bench: mbr booted\n";
+
+/// The network boot: SeaBIOS runs iPXE (Debian's ipxe-qemu ROM for virtio-net), which gets a
+/// lease from dnsmasq on a tap in a private namespace, fetches the repo's nbp-i386 program over
+/// TFTP and runs it to its protected-mode marker. Wall time from process start to the marker.
+fn boot_ipxe(ctx: &Ctx) -> Bench {
+    if !has_bios(ctx) {
+        return Err(Unavailable(
+            "fugu cannot boot firmware yet: `fugu run` has no --bios option".into(),
+        ));
+    }
+    if !util::is_root() {
+        return Err(Unavailable(
+            "needs root: the network boot runs on a tap in a private network namespace".into(),
+        ));
+    }
+    let mut debs = guests::FIRMWARE_DEBS.to_vec();
+    debs.push("iproute2");
+    util::ensure_debs(&debs, "the network boot (SeaBIOS, iPXE, dnsmasq)")?;
+    let (program, bin) = guests::build_boot_programs()?
+        .into_iter()
+        .find(|(p, _)| p.name == "nbp-i386")
+        .ok_or_else(|| Failed("no nbp-i386 boot program in xtask/src/guests.rs".into()))?;
+    let served = ctx.work.join("tftp").join("nbp-i386.bin");
+    std::fs::create_dir_all(ctx.work.join("tftp"))?;
+    std::fs::copy(&bin, &served)?;
+    let net = netcheck::NetSetup {
+        ns: format!("fugu-bench-{}", std::process::id()),
+        tap: "fgbn0".into(),
+        mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, 0x10],
+        dhcp: Some(netcheck::DHCP_GUEST.into()),
+        tftp_boot: Some(served),
+    };
+    netcheck::setup(&net).map_err(Failed)?;
+    let result = netcheck::start_dnsmasq(&net, &ctx.work, &ctx.work.join("dnsmasq.log"))
+        .map_err(Failed)
+        .and_then(|mut dnsmasq| {
+            let r = ipxe_runs(ctx, &net, program.marker);
+            let _ = dnsmasq.kill();
+            let _ = dnsmasq.wait();
+            r
+        });
+    netcheck::teardown(&net);
+    result
+}
+
+fn ipxe_runs(ctx: &Ctx, net: &netcheck::NetSetup, marker: &str) -> Bench {
+    let serial = ctx.work.join("ipxe-serial.log");
+    let nic = format!("tap={},mac={}", net.tap, net.mac_text());
+    let (mut f, mut p) = (Vec::new(), Vec::new());
+    let mut peer_note = String::new();
+    for _ in 0..ctx.runs {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &net.ns])
+            .arg(&ctx.fugu)
+            .args(["run", "--bios", "--boot", "net", "--memory", MEM])
+            .args(["--net", &nic, "--boot-timeout", "300", "--serial"])
+            .arg(&serial);
+        match time_to_marker(&mut c, &serial, marker, IPXE_LIMIT, "fugu (iPXE)")? {
+            Some(t) => f.push(t),
+            None => {
+                return Err(Failed(format!(
+                    "fugu did not reach '{marker}' within {} s; its console ended: {}",
+                    IPXE_LIMIT.as_secs(),
+                    util::tail(&std::fs::read_to_string(&serial).unwrap_or_default(), 3)
+                )))
+            }
+        }
+        if !peer_note.is_empty() {
+            continue;
+        }
+        let mut q = qemu(ctx)?;
+        let mut wrapped = Command::new("ip");
+        wrapped
+            .args(["netns", "exec", &net.ns])
+            .arg(q.get_program())
+            .args(q.get_args())
+            .args(["-boot", "n", "-netdev"])
+            .arg(format!(
+                "tap,id=n0,ifname={},script=no,downscript=no",
+                net.tap
+            ))
+            .arg("-device")
+            .arg(format!(
+                "virtio-net-pci,netdev=n0,mac={},romfile={IPXE_ROM}",
+                net.mac_text()
+            ))
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()));
+        q = wrapped;
+        match time_to_marker(&mut q, &serial, marker, IPXE_LIMIT, "QEMU (iPXE)")? {
+            Some(t) => p.push(t),
+            None => {
+                let log = std::fs::read_to_string(&serial).unwrap_or_default();
+                let last = log.lines().rev().find(|l| !l.trim().is_empty());
+                peer_note = format!(
+                    "; QEMU never reached the marker here (its last console line: '{}'), so there is no ratio",
+                    last.unwrap_or("").trim()
+                );
+            }
+        }
+    }
+    Ok(Measured {
+        fugu: f,
+        peer: if peer_note.is_empty() { Some(p) } else { None },
+        note: format!(
+            "wall time: SeaBIOS → iPXE (virtio-net ROM) → DHCP + TFTP from dnsmasq on a tap → nbp-i386 → '{marker}' on COM1; both {MEM}{peer_note}"
+        ),
+    })
+}
+
+const IPXE_ROM: &str = "/usr/lib/ipxe/qemu/pxe-virtio.rom";
+const IPXE_LIMIT: Duration = Duration::from_secs(300);
 
 /// The last line of the Linux image's kernel level reachable on every host: root mounted from
 /// the virtio disk (userspace does not run on hosts whose KVM emulates guest kernel code).

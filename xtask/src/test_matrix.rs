@@ -449,15 +449,16 @@ fn linux_spec(
             "runner 'linux' has no {guest} image (cargo xtask images builds linux-amd64 only)"
         ));
     }
-    match plan.level.as_deref() {
-        Some("kernel") => {}
+    let userspace = match plan.level.as_deref() {
+        Some("kernel") => false,
+        Some("userspace") => true,
         Some(level) => {
             return Err(format!(
-                "the {level} level of the Linux checks is not implemented (only kernel)"
+                "ci/matrix.def gives an unknown Linux check level '{level}' (kernel, userspace)"
             ))
         }
         None => return Err("ci/matrix.def [levels] gives this Linux cell no level".into()),
-    }
+    };
     let dir = arts.images.join("linux-amd64");
     let kernel = dir.join("bzImage");
     let disk_src = dir.join("disk.ext4");
@@ -479,26 +480,43 @@ fn linux_spec(
     let img = arts.log_dir.join(format!("{stem}.disk.ext4"));
     let mut cmdline = LINUX_CMDLINE.to_string();
     let mut net = None;
-    let expect_markers = match cell.get("check") {
-        "virtio-disk" => vec![
-            "EXT4-fs (vda): mounted filesystem".to_string(),
-            "VFS: Mounted root (ext4 filesystem)".to_string(),
-        ],
-        "virtio-net" => {
-            cmdline.push_str(" ip=dhcp");
-            net = Some(NetSetup {
-                ns: format!("fugu-mx-{}-{stem}", std::process::id()),
-                tap: "fgmx0".into(),
-                mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, 0x02],
-                dhcp: Some(netcheck::DHCP_GUEST.into()),
-                tftp_boot: None,
-            });
-            vec![
-                "IP-Config: Complete".to_string(),
-                format!("ipaddr={},", netcheck::DHCP_GUEST),
-            ]
+    let dhcp_net = |mac_last: u8| NetSetup {
+        ns: format!("fugu-mx-{}-{stem}", std::process::id()),
+        tap: "fgmx0".into(),
+        mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, mac_last],
+        dhcp: Some(netcheck::DHCP_GUEST.into()),
+        tftp_boot: None,
+    };
+    let expect_markers = if userspace {
+        // The disk's /sbin/init is the image's check (images/check/init): it verifies the
+        // marker file and the network (lease + ping of the DHCP server) whatever the cell's
+        // check, prints its verdict and exits through 0xf4 with 0x10 (status 33) on a pass.
+        cmdline.push_str(" ip=dhcp");
+        net = Some(dhcp_net(0x04));
+        let mut m = vec!["Run /sbin/init".to_string()];
+        m.push(match cell.get("check") {
+            "virtio-disk" => "fugu-check: disk: marker ok".to_string(),
+            "virtio-net" => format!("fugu-check: network: lease {}/", netcheck::DHCP_GUEST),
+            other => return Err(format!("runner 'linux' has no '{other}' check")),
+        });
+        m.push("fugu-check: PASS".to_string());
+        m
+    } else {
+        match cell.get("check") {
+            "virtio-disk" => vec![
+                "EXT4-fs (vda): mounted filesystem".to_string(),
+                "VFS: Mounted root (ext4 filesystem)".to_string(),
+            ],
+            "virtio-net" => {
+                cmdline.push_str(" ip=dhcp");
+                net = Some(dhcp_net(0x02));
+                vec![
+                    "IP-Config: Complete".to_string(),
+                    format!("ipaddr={},", netcheck::DHCP_GUEST),
+                ]
+            }
+            other => return Err(format!("runner 'linux' has no '{other}' check")),
         }
-        other => return Err(format!("runner 'linux' has no '{other}' check")),
     };
     let mut args: Vec<OsString> = vec!["run".into(), "--kernel".into(), kernel.into()];
     args.push("--cmdline".into());
@@ -519,14 +537,16 @@ fn linux_spec(
         serial_log,
         vmm_log,
         timeout,
-        expect_status: 0,
+        // The check's debug-exit pass (0x10) at the userspace level; at the kernel level init
+        // dies, the kernel panics and reboots (panic=-1), which ends fugu with 0.
+        expect_status: if userspace { 33 } else { 0 },
         expect_markers,
         files: vec![(img, disk)],
         file_checks: vec![],
         net,
         // On kvm_pvm the i686 fugu gets SIGBUS from KVM_RUN as the guest enters user mode
         // (fugu reports it and exits 6); the kernel level was reached before that.
-        accept_after_init: Some((6, "signalled SIGBUS during KVM_RUN")),
+        accept_after_init: (!userspace).then_some((6, "signalled SIGBUS during KVM_RUN")),
     })
 }
 
@@ -1971,12 +1991,43 @@ mod tests {
             spec.expect_markers,
             ["IP-Config: Complete", "ipaddr=10.78.0.15,"]
         );
-        // A VMX host's cell requires the userspace level, which this runner does not check:
-        // it fails rather than passing on kernel messages; an i386 cell has no image.
-        let (c, plan) = cell_and_plan(&def, "vmx/tdp/x86_64/amd64/linux-direct/virtio-disk");
-        assert!(runner_spec("linux", &c, &plan, &arts, None)
-            .unwrap_err()
-            .contains("userspace level"));
+        // A VMX host's cells require the userspace level: the disk's init (the image's check)
+        // must report its verdict and exit through 0xf4, with the network up for both checks;
+        // kernel messages alone and a SIGBUS after init are not enough there.
+        for (id, mine) in [
+            (
+                "vmx/tdp/x86_64/amd64/linux-direct/virtio-disk",
+                "fugu-check: disk: marker ok".to_string(),
+            ),
+            (
+                "svm/shadow/i686/amd64/linux-direct/virtio-net",
+                format!("fugu-check: network: lease {}/", netcheck::DHCP_GUEST),
+            ),
+        ] {
+            let (c, plan) = cell_and_plan(&def, id);
+            assert_eq!(plan.level.as_deref(), Some("userspace"));
+            let spec = runner_spec("linux", &c, &plan, &arts, None).unwrap();
+            assert_eq!(spec.expect_status, 33, "{id}");
+            assert_eq!(
+                spec.expect_markers,
+                [
+                    "Run /sbin/init".to_string(),
+                    mine,
+                    "fugu-check: PASS".to_string()
+                ]
+            );
+            assert!(spec.accept_after_init.is_none());
+            assert_eq!(
+                spec.net.as_ref().unwrap().dhcp.as_deref(),
+                Some(netcheck::DHCP_GUEST)
+            );
+            let cmdline = spec
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>();
+            assert!(cmdline.iter().any(|a| a.contains("ip=dhcp")), "{cmdline:?}");
+        }
         let (c, plan) = cell_and_plan(&def, "vmx/tdp/x86_64/i386/linux-direct/virtio-disk");
         assert!(runner_spec("linux", &c, &plan, &arts, None)
             .unwrap_err()

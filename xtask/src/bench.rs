@@ -158,9 +158,16 @@ pub fn main(args: &[String]) -> Result {
             .map_err(|e| Error::fail(format!("--fugu {}: {e}", p.display())))?,
         None => build::build_fugu(Target::host(), true)?,
     };
-    let needs_qemu = ["boot-hello32", "startup", "memory-overhead"]
-        .iter()
-        .any(|n| selected(&o, n));
+    let needs_qemu = [
+        "boot-hello32",
+        "boot-seabios-mbr",
+        "boot-ipxe",
+        "boot-linux",
+        "startup",
+        "memory-overhead",
+    ]
+    .iter()
+    .any(|n| selected(&o, n));
     let qemu = if needs_qemu {
         util::ensure_debs(&["qemu-system-x86"], "the QEMU peer")
             .map_err(|e| e.msg)

@@ -1,6 +1,7 @@
 //! Debian packages for the images: fetched with `apt-get download` as the machine's apt is
-//! configured, checked against the SHA-256 pinned in the recipe, kept under
-//! target/images/cache/debs; and the pin refresh behind `--update-pins`.
+//! configured (another architecture's packages through a private apt state, see [`apt`]),
+//! checked against the SHA-256 pinned in the recipe, kept under target/images/cache/debs;
+//! and the pin refresh behind `--update-pins`.
 
 use super::recipe::Pin;
 use super::{sha256_file, Problem};
@@ -40,8 +41,42 @@ fn native_arch() -> &'static str {
     }
 }
 
-/// Whether apt on this machine knows packages of `arch` at all.
-fn arch_configured(arch: &str) -> bool {
+/// An apt command for packages of `arch`. The machine's own architectures use apt as it is
+/// configured. Another architecture (i386 packages on an amd64 machine) uses a private apt
+/// state under target/images/apt/ARCH: the machine's own sources, with the package lists of
+/// that architecture only, and no dpkg status. Nothing on the machine changes: adding the
+/// architecture to dpkg (`dpkg --add-architecture`) would make every later `apt-get update`
+/// depend on that index (DESIGN.md), while this state is used only to download .debs whose
+/// SHA-256 the recipes pin.
+fn apt(program: &str, arch: &str) -> Command {
+    let mut c = Command::new(program);
+    if let Some(dir) = private_state(arch) {
+        c.args(private_options(&dir, arch));
+    }
+    c
+}
+
+fn private_state(arch: &str) -> Option<PathBuf> {
+    (!dpkg_knows(arch)).then(|| crate::util::root().join("target/images/apt").join(arch))
+}
+
+fn private_options(dir: &Path, arch: &str) -> Vec<String> {
+    vec![
+        "-o".into(),
+        format!("APT::Architecture={arch}"),
+        "-o".into(),
+        format!("APT::Architectures::={arch}"),
+        "-o".into(),
+        format!("Dir::State::Lists={}", dir.join("lists").display()),
+        "-o".into(),
+        format!("Dir::Cache={}", dir.join("cache").display()),
+        "-o".into(),
+        "Dir::State::status=/dev/null".into(),
+    ]
+}
+
+/// Whether dpkg on this machine takes packages of `arch` natively or as a foreign one.
+fn dpkg_knows(arch: &str) -> bool {
     if arch == "all" || arch == native_arch() {
         return true;
     }
@@ -49,12 +84,49 @@ fn arch_configured(arch: &str) -> bool {
              Ok((true, out)) if out.split_whitespace().any(|a| a == arch))
 }
 
-fn unavailable_arch(p: &Pin) -> Problem {
+/// Whether apt can answer for packages of `arch`: the machine's own architectures always; for
+/// another one, the private state's package lists are fetched once per run (`apt-get update`
+/// against the machine's own sources; Err says why not).
+fn arch_available(arch: &str) -> Result<(), String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static UPDATED: Mutex<Option<HashMap<String, Result<(), String>>>> = Mutex::new(None);
+    let Some(dir) = private_state(arch) else {
+        return Ok(());
+    };
+    let mut done = UPDATED.lock().unwrap_or_else(|e| e.into_inner());
+    let map = done.get_or_insert_with(HashMap::new);
+    if let Some(r) = map.get(arch) {
+        return r.clone();
+    }
+    let r = (|| {
+        for d in ["lists/partial", "cache/archives/partial"] {
+            std::fs::create_dir_all(dir.join(d)).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        step(format!(
+            "apt-get update for the {arch} package lists (private apt state in {})",
+            dir.display()
+        ));
+        let (ok, out) = capture(apt("apt-get", arch).args(["update", "-q"])).map_err(|e| e.msg)?;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "apt-get update for the {arch} package lists failed (the machine's sources, \
+                 private state in {}):\n{}",
+                dir.display(),
+                crate::util::tail(&out, 4)
+            ))
+        }
+    })();
+    map.insert(arch.to_string(), r.clone());
+    r
+}
+
+fn unavailable_arch(p: &Pin, why: String) -> Problem {
     Problem::Unavailable(format!(
-        "{}:{} comes from the {} package index, which apt on this machine does not have \
-         ('dpkg --print-foreign-architectures' does not list {}; DESIGN.md explains why it must \
-         not be added on these machines)",
-        p.name, p.arch, p.arch, p.arch
+        "{}:{} comes from the {} package index, which apt cannot read here: {why}",
+        p.name, p.arch, p.arch
     ))
 }
 
@@ -65,7 +137,7 @@ pub fn show(name: &str, arch: &str, version: Option<&str>) -> Option<AptInfo> {
         None => apt_spec(name, arch),
     };
     let (ok, out) =
-        capture(Command::new("apt-cache").args(["show", "--no-all-versions", &spec])).ok()?;
+        capture(apt("apt-cache", arch).args(["show", "--no-all-versions", &spec])).ok()?;
     if !ok {
         return None;
     }
@@ -96,8 +168,7 @@ fn refresh_lists() -> bool {
 
 /// The candidate version apt would install now (apt-cache policy).
 pub fn candidate(name: &str, arch: &str) -> Option<String> {
-    let (ok, out) =
-        capture(Command::new("apt-cache").args(["policy", &apt_spec(name, arch)])).ok()?;
+    let (ok, out) = capture(apt("apt-cache", arch).args(["policy", &apt_spec(name, arch)])).ok()?;
     if !ok {
         return None;
     }
@@ -114,7 +185,7 @@ pub fn candidate(name: &str, arch: &str) -> Option<String> {
 /// kernel ABI package behind linux-image-cloud-amd64).
 fn tracked_target(track: &str, arch: &str, prefix: &str) -> Option<String> {
     let (ok, out) =
-        capture(Command::new("apt-cache").args(["depends", &apt_spec(track, arch)])).ok()?;
+        capture(apt("apt-cache", arch).args(["depends", &apt_spec(track, arch)])).ok()?;
     if !ok {
         return None;
     }
@@ -127,9 +198,7 @@ fn tracked_target(track: &str, arch: &str, prefix: &str) -> Option<String> {
 
 /// Fetch the pinned .deb (or reuse the cached copy) and verify its SHA-256.
 pub fn fetch(p: &Pin, cache: &Path) -> Result<PathBuf, Problem> {
-    if !arch_configured(&p.arch) {
-        return Err(unavailable_arch(p));
-    }
+    arch_available(&p.arch).map_err(|why| unavailable_arch(p, why))?;
     if p.sha256.is_empty() {
         return Err(Problem::Fail(format!(
             "{}={} has no sha256 pinned in its recipe; run `cargo xtask images --update-pins`",
@@ -173,7 +242,7 @@ pub fn fetch(p: &Pin, cache: &Path) -> Result<PathBuf, Problem> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Problem::Fail(e.to_string()))?;
     let (ok, out) = capture(
-        Command::new("apt-get")
+        apt("apt-get", &p.arch)
             .current_dir(&tmp)
             .args(["download", "-q"])
             .arg(format!("{}={}", apt_spec(&p.name, &p.arch), p.version)),
@@ -235,12 +304,12 @@ fn cached_sha256(file: &Path) -> Result<String, String> {
 
 /// The pin the mirror supports now for `p`, or why there is none.
 pub fn current(p: &Pin) -> Result<Pin, String> {
-    if !arch_configured(&p.arch) {
-        return Err(format!(
-            "{}:{}: the {} index is not available here; pin left as it is",
+    arch_available(&p.arch).map_err(|why| {
+        format!(
+            "{}:{}: the {} index is not available here ({why}); pin left as it is",
             p.name, p.arch, p.arch
-        ));
-    }
+        )
+    })?;
     let mut name = p.name.clone();
     if let Some(track) = &p.track {
         // linux-image-6.1.0-48-cloud-amd64 -> prefix "linux-image-"
@@ -269,6 +338,19 @@ pub fn current(p: &Pin) -> Result<Pin, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_architecture_gets_a_private_apt_state() {
+        let o = private_options(Path::new("/x/i386"), "i386");
+        assert!(o.contains(&"APT::Architecture=i386".to_string()));
+        assert!(o.contains(&"APT::Architectures::=i386".to_string()));
+        assert!(o.contains(&"Dir::State::Lists=/x/i386/lists".to_string()));
+        assert!(o.contains(&"Dir::State::status=/dev/null".to_string()));
+        // The machine's own architectures use apt as configured.
+        assert!(private_state("all").is_none());
+        assert!(private_state(native_arch()).is_none());
+        assert_eq!(apt("apt-cache", native_arch()).get_args().count(), 0);
+    }
 
     #[test]
     fn deb_names_escape_the_epoch() {

@@ -35,6 +35,13 @@ pub enum Completion {
     /// The same, with the frame found at ESP without the SS base: the host delivered the
     /// interrupt there (see [`iret_pm`]).
     IretUnbasedFrame,
+    /// RDRAND / RDSEED into a register: random bits from the host's getrandom(2), CF=1 (CF=0,
+    /// "no value ready", which software must retry, if the host has none).
+    Random {
+        seed: bool,
+        reg: u8,
+        bytes: u8,
+    },
 }
 
 impl Completion {
@@ -48,6 +55,8 @@ impl Completion {
             Completion::Stac => "stac",
             Completion::Iret => "iret",
             Completion::IretUnbasedFrame => "iret (host-pushed frame without the SS base)",
+            Completion::Random { seed: false, .. } => "rdrand",
+            Completion::Random { seed: true, .. } => "rdseed",
             Completion::FnstswAx => "fnstsw",
         }
     }
@@ -72,6 +81,12 @@ pub fn decode(bytes: &[u8], long_mode: bool) -> Option<Decoded> {
         }
     }
     let rest = bytes.get(i..)?;
+    let prefixes = &bytes[..i];
+    // REX counts only right before the opcode.
+    let rex = match prefixes.last() {
+        Some(&r @ 0x40..=0x4f) if long_mode => r,
+        _ => 0,
+    };
     let (op, n) = match rest {
         [0xcc, ..] => (Completion::Int3, 1),
         [0x9b, 0xdb, 0xe2, ..] => (Completion::Fnclex, 3), // FCLEX = FWAIT; FNCLEX
@@ -82,6 +97,19 @@ pub fn decode(bytes: &[u8], long_mode: bool) -> Option<Decoded> {
         [0x0f, 0x0b, ..] => (Completion::Ud2, 2),
         [0x0f, 0x01, 0xca, ..] => (Completion::Clac, 3),
         [0x0f, 0x01, 0xcb, ..] => (Completion::Stac, 3),
+        // RDRAND (0F C7 /6) and RDSEED (0F C7 /7) with a register operand.
+        [0x0f, 0xc7, modrm, ..] if modrm >> 6 == 3 && (modrm >> 3) & 7 >= 6 => {
+            let bytes = if rex & 8 != 0 {
+                8
+            } else if prefixes.contains(&0x66) {
+                2
+            } else {
+                4
+            };
+            let reg = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
+            let seed = (modrm >> 3) & 7 == 7;
+            (Completion::Random { seed, reg, bytes }, 3)
+        }
         // Protected-mode IRET, with or without an operand-size prefix (firmware such as
         // iPXE returns through 16-bit protected-mode segments); REX.W (IRETQ) is not.
         [0xcf, ..] if !long_mode && bytes[..i].iter().all(|&b| b == 0x66) && i <= 1 => {
@@ -220,6 +248,25 @@ pub fn complete(
                 iret_pm(vcpu, mem, &sregs, &mut regs, op32)
             }
             Completion::IretUnbasedFrame => Err("not an instruction".into()),
+            Completion::Random { reg, bytes, .. } => {
+                let mut v = [0u8; 8];
+                let n = bytes as usize;
+                // SAFETY: getrandom writes at most `n` bytes into `v`, which holds 8.
+                let got = unsafe { libc::getrandom(v.as_mut_ptr().cast(), n, libc::GRND_NONBLOCK) };
+                let value = u64::from_le_bytes(v);
+                const ARITH_FLAGS: u64 = 0x8d5; // CF PF AF ZF SF OF
+                regs.rflags &= !ARITH_FLAGS;
+                if got == n as isize {
+                    set_register(&mut regs, reg, value, bytes);
+                    regs.rflags |= 1; // CF: a value is ready
+                } else {
+                    set_register(&mut regs, reg, 0, bytes);
+                }
+                advance(&mut regs);
+                vcpu.set_regs(&regs)
+                    .map_err(|e| e.to_string())
+                    .map(|_| d.op)
+            }
             Completion::FnstswAx => {
                 let fpu = vcpu.get_fpu().map_err(|e| e.to_string())?;
                 regs.rax = (regs.rax & !0xffff) | fpu.fsw as u64;
@@ -242,6 +289,34 @@ pub fn complete(
         }
     })();
     r.map_err(|e| fail(bytes, format!("completing {}: {e}", d.op.name())))
+}
+
+/// Write `value` to general register `reg` (x86 encoding order) with an operand of `bytes`:
+/// 32-bit writes clear the upper half, 16-bit writes keep the upper bits.
+fn set_register(regs: &mut crate::hypervisor::Regs, reg: u8, value: u64, bytes: u8) {
+    let r = match reg {
+        0 => &mut regs.rax,
+        1 => &mut regs.rcx,
+        2 => &mut regs.rdx,
+        3 => &mut regs.rbx,
+        4 => &mut regs.rsp,
+        5 => &mut regs.rbp,
+        6 => &mut regs.rsi,
+        7 => &mut regs.rdi,
+        8 => &mut regs.r8,
+        9 => &mut regs.r9,
+        10 => &mut regs.r10,
+        11 => &mut regs.r11,
+        12 => &mut regs.r12,
+        13 => &mut regs.r13,
+        14 => &mut regs.r14,
+        _ => &mut regs.r15,
+    };
+    *r = match bytes {
+        2 => (*r & !0xffff) | (value & 0xffff),
+        4 => value & 0xffff_ffff,
+        _ => value,
+    };
 }
 
 /// The (IP, CS, FLAGS) of an IRET frame with 32-bit (12 bytes) or 16-bit (6 bytes) slots.
@@ -566,6 +641,66 @@ mod tests {
         );
         assert_eq!(decode(&[], true), None);
         assert_eq!(decode(&[0x66; 15], true), None);
+    }
+
+    #[test]
+    fn decodes_rdrand_and_rdseed_with_their_operand() {
+        let r = |b: &[u8], lm| decode(b, lm).map(|d| (d.op, d.len));
+        // rdrand edx (the i386 kernel's KASLR code).
+        assert_eq!(
+            r(&[0x0f, 0xc7, 0xf2, 0x0f], false),
+            Some((
+                Completion::Random {
+                    seed: false,
+                    reg: 2,
+                    bytes: 4
+                },
+                3
+            ))
+        );
+        // rdseed r9 (REX.WB) and rdrand ax (0x66).
+        assert_eq!(
+            r(&[0x49, 0x0f, 0xc7, 0xf9], true),
+            Some((
+                Completion::Random {
+                    seed: true,
+                    reg: 9,
+                    bytes: 8
+                },
+                4
+            ))
+        );
+        assert_eq!(
+            r(&[0x66, 0x0f, 0xc7, 0xf0], false),
+            Some((
+                Completion::Random {
+                    seed: false,
+                    reg: 0,
+                    bytes: 2
+                },
+                4
+            ))
+        );
+        // REX outside long mode is an instruction (inc/dec), not a prefix; memory operands and
+        // other 0F C7 forms (cmpxchg8b) are not completed.
+        assert_eq!(r(&[0x49, 0x0f, 0xc7, 0xf9], false), None);
+        assert_eq!(r(&[0x0f, 0xc7, 0x32], false), None);
+        assert_eq!(r(&[0x0f, 0xc7, 0x0e], false), None);
+    }
+
+    #[test]
+    fn random_values_land_in_the_register_with_its_width() {
+        let mut regs = crate::hypervisor::Regs {
+            rdx: 0xffff_ffff_ffff_ffff,
+            rax: 0x1111_2222_3333_4444,
+            ..Default::default()
+        };
+        set_register(&mut regs, 2, 0xdead_beef_cafe_f00d, 4);
+        assert_eq!(regs.rdx, 0xcafe_f00d);
+        set_register(&mut regs, 0, 0xabcd, 2);
+        assert_eq!(regs.rax, 0x1111_2222_3333_abcd);
+        set_register(&mut regs, 15, u64::MAX, 8);
+        assert_eq!(regs.r15, u64::MAX);
     }
 
     #[test]

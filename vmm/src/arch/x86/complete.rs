@@ -472,8 +472,10 @@ mod tests {
         for (i, e) in gdt.iter().enumerate() {
             mem.write(0x1000 + 8 * i as u64, &e.to_le_bytes()).unwrap();
         }
-        let mut sregs = crate::hypervisor::Sregs::default();
-        sregs.cr0 = 1;
+        let mut sregs = crate::hypervisor::Sregs {
+            cr0: 1,
+            ..Default::default()
+        };
         sregs.gdt.base = 0x1000;
         sregs.gdt.limit = 23;
         sregs.cs = crate::arch::x86::gdt::segment(gdt[1], 0x08);

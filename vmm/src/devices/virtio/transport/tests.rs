@@ -152,10 +152,10 @@ fn the_pci_cfg_capability_reaches_the_bars_through_configuration_space() {
     t.pci
         .config_write(cap + PCI_CFG_DATA, &[ack, 0xaa, 0xbb, 0xcc]);
     assert_eq!(t.status(), ack, "only cap.length bytes are written");
-    assert_eq!(window(&mut t) & 0xff, S_ACKNOWLEDGE as u32);
+    assert_eq!(window(&mut t) & 0xff, S_ACKNOWLEDGE);
     // The legacy I/O BAR is reachable too (device status at 0x12).
     select(&mut t, LEGACY_BAR as u8, 0x12, 1);
-    assert_eq!(window(&mut t) & 0xff, S_ACKNOWLEDGE as u32);
+    assert_eq!(window(&mut t) & 0xff, S_ACKNOWLEDGE);
     // Invalid selections are ignored: a bad length, a misaligned offset, a missing BAR.
     for (bar, off, len) in [
         (MODERN_BAR as u8, 0x14, 3),

@@ -212,7 +212,28 @@ pub fn build(
     }
     let src = unpack_source(deb, source_key, cache)?;
     let out = cache.join("kbuild").join(make_arch);
+    // The build tree of an ARCH is reused (a fragment change recompiles what it touches), but
+    // not across source versions or build dates: kbuild does not redo every output when only
+    // KBUILD_BUILD_TIMESTAMP changes (the built-in initramfs keeps the old mtimes), so a tree
+    // left by another source would leak into this kernel and make it differ from a clean build.
+    let tree_of = out.join(".fugu-source");
+    let this_tree = format!("{source_key} {date}\n");
+    let mut kept_steps = None;
+    if std::fs::read_to_string(&tree_of).ok().as_deref() != Some(this_tree.as_str()) {
+        if out.exists() {
+            step(format!(
+                "{name}: a fresh build tree for {source_key} (the old one is removed)"
+            ));
+        }
+        // The step count of the last build (for the progress percentage) is kept.
+        kept_steps = std::fs::read(out.join(".fugu-steps")).ok();
+        let _ = std::fs::remove_dir_all(&out);
+    }
     std::fs::create_dir_all(&out).map_err(fail)?;
+    if let Some(steps) = kept_steps {
+        let _ = std::fs::write(out.join(".fugu-steps"), steps);
+    }
+    std::fs::write(&tree_of, &this_tree).map_err(fail)?;
     step(format!(
         "{name}: configuring the kernel (ARCH={make_arch}, tinyconfig + {} fragments)",
         fragments.len()

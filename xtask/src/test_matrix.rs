@@ -194,9 +194,12 @@ pub struct Artifacts {
     pub fugu: HashMap<String, std::result::Result<PathBuf, String>>,
     pub guests: HashMap<String, std::result::Result<PathBuf, String>>,
     pub log_dir: PathBuf,
-    /// Where `cargo xtask images` puts the Linux images (target/images/out); the matrix never
-    /// builds them: a missing one FAILs its cells.
+    /// Where `cargo xtask images` puts the Linux images (target/images/out). The matrix builds
+    /// the ones its runnable cells need (`cargo xtask images --only linux-<guest>`) unless
+    /// `--no-build`; a missing one FAILs its cells.
     pub images: PathBuf,
+    /// Why an image the cells need could not be built (image name -> reason).
+    pub image_errors: HashMap<String, String>,
 }
 
 /// Build a runnable cell's boot; an Err is that cell's FAIL reason (e.g. a missing image).
@@ -454,7 +457,11 @@ fn linux_spec(
         }
         None => return Err("ci/matrix.def [levels] gives this Linux cell no level".into()),
     };
-    let dir = arts.images.join(format!("linux-{guest}"));
+    let name = format!("linux-{guest}");
+    if let Some(e) = arts.image_errors.get(&name) {
+        return Err(format!("missing image: {name} could not be built: {e}"));
+    }
+    let dir = arts.images.join(&name);
     let kernel = dir.join("bzImage");
     let disk_src = dir.join("disk.ext4");
     for p in [&kernel, &disk_src] {
@@ -1016,6 +1023,7 @@ fn run_cells(def: &Def, cells: &[Cell], probe: &Probe, o: &Options) -> Result<Ve
     // Build only what the runnable cells use.
     let mut builds: Vec<Target> = Vec::new();
     let mut want_guests = false;
+    let mut want_images: Vec<String> = Vec::new();
     for &i in &runnable {
         let b = cells[i].get("build");
         if let Some(t) = ALL.into_iter().find(|t| t.short() == b) {
@@ -1025,6 +1033,10 @@ fn run_cells(def: &Def, cells: &[Cell], probe: &Probe, o: &Options) -> Result<Ve
         }
         if let Decision::Run(r) = &decisions[i].1 {
             want_guests |= r.starts_with("tiny-") || r == "bios-disk" || r == "ipxe-net";
+            let image = format!("linux-{}", cells[i].get("guest"));
+            if r == "linux" && !want_images.contains(&image) {
+                want_images.push(image);
+            }
         }
     }
     builds.sort();
@@ -1048,6 +1060,28 @@ fn run_cells(def: &Def, cells: &[Cell], probe: &Probe, o: &Options) -> Result<Ve
             step(format!("{e}; its cells will FAIL"));
         }
         arts.fugu.insert(t.short().to_string(), r);
+    }
+    if o.build && !want_images.is_empty() {
+        // The Linux images (a minimal kernel compile the first time, ~5-9 min with make -j2;
+        // cached afterwards), through the images command so that the matrix boots exactly
+        // what `cargo xtask images` builds.
+        let mut args = Vec::new();
+        for name in &want_images {
+            args.push("--only".to_string());
+            args.push(name.clone());
+        }
+        step(format!(
+            "building {} (cargo xtask images)",
+            want_images.join(", ")
+        ));
+        if let Err(e) = crate::images::main(&args) {
+            step(format!(
+                "building the Linux images failed: {e}; their cells will FAIL"
+            ));
+            for name in &want_images {
+                arts.image_errors.insert(name.clone(), e.to_string());
+            }
+        }
     }
     if want_guests {
         let built = if o.build {

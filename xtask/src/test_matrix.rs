@@ -320,15 +320,7 @@ fn bios_disk_spec(
     let (p, mut disk) = boot_program("mbr", cell, arts)?;
     disk.resize(disk.len().max(1 << 20), 0);
     let img = arts.log_dir.join(format!("{}.disk.img", cell.file_stem()));
-    let mut args: Vec<OsString> = ["run", "--bios", "--boot", "disk", "--memory", "64M"]
-        .map(OsString::from)
-        .to_vec();
-    args.push("--boot-timeout".into());
-    args.push(timeout.as_secs().to_string().into());
-    args.push("--disk".into());
-    args.push(img.clone().into());
-    args.push("--serial".into());
-    args.push(serial_log.clone().into());
+    let args = firmware_args("disk", ("--disk", img.clone().into()), timeout, &serial_log);
     Ok(BootSpec {
         program: fugu,
         args,
@@ -345,6 +337,26 @@ fn bios_disk_spec(
         net: None,
         accept_after_init: None,
     })
+}
+
+/// `fugu run --bios --boot <boot>` with the device it boots from, SeaBIOS's own give-up time
+/// set to the cell's timeout, and the console into `serial_log`.
+fn firmware_args(
+    boot: &str,
+    device: (&str, OsString),
+    timeout: Duration,
+    serial_log: &Path,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["run", "--bios", "--boot", boot, "--memory", "64M"]
+        .map(OsString::from)
+        .to_vec();
+    args.push("--boot-timeout".into());
+    args.push(timeout.as_secs().to_string().into());
+    args.push(device.0.into());
+    args.push(device.1);
+    args.push("--serial".into());
+    args.push(serial_log.into());
+    args
 }
 
 /// The cell's boot program `<kind>-<guest>` (images/guests/mbr.S) and its bytes.
@@ -398,15 +410,8 @@ fn ipxe_net_spec(
         dhcp: Some(netcheck::DHCP_GUEST.into()),
         tftp_boot: Some(served.clone()),
     };
-    let mut args: Vec<OsString> = ["run", "--bios", "--boot", "net", "--memory", "64M"]
-        .map(OsString::from)
-        .to_vec();
-    args.push("--boot-timeout".into());
-    args.push(timeout.as_secs().to_string().into());
-    args.push("--net".into());
-    args.push(format!("tap={},mac={}", net.tap, net.mac_text()).into());
-    args.push("--serial".into());
-    args.push(serial_log.clone().into());
+    let nic = format!("tap={},mac={}", net.tap, net.mac_text());
+    let args = firmware_args("net", ("--net", nic.into()), timeout, &serial_log);
     Ok(BootSpec {
         program: fugu,
         args,

@@ -158,10 +158,18 @@ impl Msix {
 
     pub fn read_pba(&self, off: u64, data: &mut [u8]) {
         for (k, b) in data.iter_mut().enumerate() {
-            let byte = off as usize + k;
+            let first = off
+                .checked_add(k as u64)
+                .and_then(|byte| byte.checked_mul(8))
+                .and_then(|bit| usize::try_from(bit).ok());
             let mut v = 0u8;
             for bit in 0..8 {
-                if self.pending.get(byte * 8 + bit).copied().unwrap_or(false) {
+                let at = first.and_then(|f| f.checked_add(bit));
+                if at
+                    .and_then(|i| self.pending.get(i))
+                    .copied()
+                    .unwrap_or(false)
+                {
                     v |= 1 << bit;
                 }
             }
@@ -268,6 +276,19 @@ mod tests {
         m.notify(7); // no such vector: ignored
         m.notify(NO_VECTOR);
         assert_eq!(rec.fired().len(), 1);
+    }
+
+    #[test]
+    fn far_pba_and_table_offsets_read_as_zero() {
+        let (_cfg, m, _rec) = setup();
+        for off in [0x1000, u32::MAX as u64 - 3, u64::MAX - 3] {
+            let mut v = [0xaau8; 4];
+            m.read_pba(off, &mut v);
+            assert_eq!(v, [0; 4], "{off:#x}");
+            let mut v = [0xaau8; 4];
+            m.read_table(off, &mut v);
+            assert_eq!(v, [0; 4], "{off:#x}");
+        }
     }
 
     #[test]

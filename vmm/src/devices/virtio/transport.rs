@@ -272,15 +272,21 @@ impl VirtioPci {
 
     /// The BAR access the PCI_CFG capability selects: (BAR, offset, length). None when the
     /// driver set an invalid one (length not 1, 2 or 4, offset not aligned to it, a BAR
-    /// this device lacks); the spec lets the device ignore those.
+    /// this device lacks, beyond the BAR's end); the spec lets the device ignore those.
     fn pci_cfg_access(&self) -> Option<(usize, u64, usize)> {
         let c = self.pci_cfg_cap;
         let bar = self.cfg.u8(c + PCI_CFG_BAR) as usize;
         let at = self.cfg.u32(c + PCI_CFG_OFFSET);
         let len = self.cfg.u32(c + PCI_CFG_LENGTH) as usize;
-        let valid = matches!(len, 1 | 2 | 4)
-            && at as usize % len == 0
-            && matches!(bar, LEGACY_BAR | MSIX_BAR | MODERN_BAR);
+        let size = match bar {
+            LEGACY_BAR => LEGACY_BAR_SIZE,
+            MSIX_BAR => MSIX_BAR_SIZE,
+            MODERN_BAR => MODERN_BAR_SIZE,
+            _ => 0,
+        };
+        // Inside the BAR, as a memory or I/O access to it would be.
+        let valid =
+            matches!(len, 1 | 2 | 4) && at as usize % len == 0 && at as u64 + len as u64 <= size;
         valid.then_some((bar, at as u64, len))
     }
 

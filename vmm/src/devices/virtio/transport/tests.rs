@@ -162,6 +162,9 @@ fn the_pci_cfg_capability_reaches_the_bars_through_configuration_space() {
         (MODERN_BAR as u8, 0x15, 2),
         (2, 0, 4),
         (0xff, 0, 4),
+        (MODERN_BAR as u8, MODERN_BAR_SIZE as u32, 4),
+        (MSIX_BAR as u8, 0xffff_fffc, 4),
+        (LEGACY_BAR as u8, 0xfffe, 2),
     ] {
         select(&mut t, bar, off, len);
         t.pci.config_write(cap + PCI_CFG_DATA, &[0, 0, 0, 0]);

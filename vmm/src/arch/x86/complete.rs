@@ -370,7 +370,13 @@ fn iret_target(
         ));
     }
     let mut d = [0u8; 8];
-    if translate::read_linear(mem, sregs, sregs.gdt.base + (cs_sel & !7) as u64, &mut d) != 8 {
+    if translate::read_linear(
+        mem,
+        sregs,
+        sregs.gdt.base.wrapping_add((cs_sel & !7) as u64),
+        &mut d,
+    ) != 8
+    {
         return Err("GDT is not readable".into());
     }
     let cs = super::gdt::segment(u64::from_le_bytes(d), cs_sel);

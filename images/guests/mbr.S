@@ -11,12 +11,23 @@
  * The stage prints a marker over COM1, switches to 32-bit protected mode (flat segments, no
  * paging: the only 32-bit mode every host can run) and, with -DLONG (the amd64 variants), on
  * to 64-bit long mode with identity paging of the first 1 GiB, checks that EFER.LMA is set,
- * and exits through port 0xf4: 0x10 from protected mode (fugu exits 33), 0x20 from long
- * mode (fugu exits 65). Failures: 0x12 the disk read failed (fugu exits 37), 0x13 long mode
- * did not activate (39).
+ * and runs the repo's virtio check from there: the MBRs the virtio-blk check of virtio32.S
+ * on their boot disk (sector 1 read through virtio must equal the stage INT 13h loaded; a
+ * sector beyond the stage is written, flushed and read back unless the disk is read-only;
+ * a hostile descriptor loop must set NEEDS_RESET). Then it exits through port 0xf4: 0x10
+ * from protected mode (fugu exits 33), 0x20 from long mode (fugu exits 65). Failures: 0x12
+ * the disk read failed or data differed (fugu exits 37), 0x13 long mode did not activate or
+ * a request failed (39), 0x11/0x14/0x15 the virtio check's own (see virtio32.S).
  */
 #include "common.inc"
-        .set STAGE_SECTORS, 8
+        .set STAGE_SECTORS, 16
+#define BOOT_PROGRAM
+#define BP_WRITE_SECTOR 32
+#ifdef LONG
+#define VIRTIO_OK 0x20
+#else
+#define VIRTIO_OK 0x10
+#endif
         .set PML4, 0x10000              /* page tables for long mode: PML4, PDPT, PD */
         .set PDPT, 0x11000
         .set PD, 0x12000
@@ -142,9 +153,15 @@ pm32:   mov     $0x10, %ax
 #ifndef LONG
         mov     $msg_ok32, %esi
         call    puts32
+#ifdef NBP
         mov     $0x10, %al
         out     %al, $DEBUG_EXIT
         hlt
+#else
+        jmp     virtio_check
+#include "virtio32.S"
+        .code32
+#endif
 #else
         /* Identity-map the first 1 GiB with 2 MiB pages. */
         mov     $PML4, %edi
@@ -186,9 +203,13 @@ lm64:   mov     $0x10, %ax
         jnc     1f
         mov     $msg_ok64, %esi
         call    puts64
+#ifdef NBP
         mov     $0x20, %al
         out     %al, $DEBUG_EXIT
         hlt
+#else
+        jmp     virtio_check
+#endif
 1:      mov     $msg_nolm, %esi
         call    puts64
         mov     $0x13, %al
@@ -196,6 +217,10 @@ lm64:   mov     $0x10, %ax
         hlt
 
         COM1_PUTS puts64, %rax, %rdx
+#ifndef NBP
+#define BITS64
+#include "virtio32.S"
+#endif
         .code32
 #endif
 

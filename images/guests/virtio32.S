@@ -10,8 +10,27 @@
  *     the device, sets it up again and reads sector 1 once more.
  * Exit through port 0xf4: 0x10 success (fugu exits 33); 0x11 no device, 0x12 data
  * mismatch, 0x13 bad request status, 0x14 no NEEDS_RESET after the loop, 0x15 setup.
+ *
+ * With BOOT_PROGRAM defined, mbr.S includes this check in its protected-mode (or, with
+ * BITS64, long-mode) code: the entry is `virtio_check`, on the boot program's stack, data in
+ * .text (the loaded sectors are all there is); sector 1 must equal the stage the BIOS loaded
+ * at 0x7E00 with INT 13h, the write goes to sector BP_WRITE_SECTOR, beyond the stage, a
+ * read-only disk (VIRTIO_BLK_F_RO) skips the write steps and says so, and success exits
+ * with VIRTIO_OK.
  */
 #include "common.inc"
+#ifndef VIRTIO_OK
+#define VIRTIO_OK 0x10
+#endif
+#ifdef BOOT_PROGRAM
+#define SECTOR1_EXPECT $0x7e00
+#define SECTOR1_LEN 512
+#define WRITE_SECTOR BP_WRITE_SECTOR
+#else
+#define SECTOR1_EXPECT $str_test
+#define SECTOR1_LEN 16
+#define WRITE_SECTOR 2
+#endif
 #ifdef BITS64
 /* virtio64.S: the same program as an ELF64 guest entered in long mode (identity-mapped). */
 #define PUSH(x) push %r##x
@@ -19,6 +38,8 @@
 #else
 #define PUSH(x) push %e##x
 #define POP(x) pop %e##x
+#endif
+#if !defined(BITS64) && !defined(BOOT_PROGRAM)
         .set MB_MAGIC, 0x1BADB002
         .set MB_FLAGS, 0x00000003
         .section .multiboot, "a"
@@ -40,9 +61,14 @@
 #else
         .code32
 #endif
+#ifdef BOOT_PROGRAM
+virtio_check:
+        movl    $0, blkdev
+#else
         .globl _start
 _start:
         mov     $stack_top, %esp
+#endif
         mov     $msg_hello, %esi
         call    puts
 
@@ -67,7 +93,7 @@ _start:
         POP(ax)
         PUSH(ax)
         call    puthex32
-        mov     $msg_nl, %esi
+        mov     $msg_eol, %esi
         call    puts
         POP(ax)
         cmp     $0x10011af4, %eax
@@ -113,12 +139,25 @@ _start:
         test    %al, %al
         jnz     bad_status
         mov     $DATA, %esi
-        mov     $str_test, %edi
-        mov     $16, %ecx
+        mov     SECTOR1_EXPECT, %edi
+        mov     $SECTOR1_LEN, %ecx
         repe cmpsb
         jne     bad_data
         mov     $msg_read, %esi
         call    puts
+
+#ifdef BOOT_PROGRAM
+        /* VIRTIO_BLK_F_RO (`fugu run --image` attaches the disk read-only): nothing may be
+         * written. The test guest writes regardless, to see the device refuse it. */
+        mov     iobase, %edx
+        in      %dx, %eax               /* device features */
+        test    $0x20, %eax
+        jz      6f
+        mov     $msg_ro, %esi
+        call    puts
+        jmp     7f
+6:
+#endif
 
         /* Keep a copy, stamp it, write it to sector 2 and flush. */
         mov     $DATA, %esi
@@ -134,7 +173,7 @@ _start:
         mov     $128, %ecx
         rep movsl
         mov     $1, %eax                /* VIRTIO_BLK_T_OUT */
-        mov     $2, %ecx
+        mov     $WRITE_SECTOR, %ecx
         xor     %edi, %edi              /* data buffer device-readable */
         call    request
         test    %al, %al
@@ -152,7 +191,7 @@ _start:
         mov     $128, %ecx
         rep stosl
         mov     $0, %eax
-        mov     $2, %ecx
+        mov     $WRITE_SECTOR, %ecx
         mov     $2, %edi
         call    request
         test    %al, %al
@@ -164,6 +203,7 @@ _start:
         jne     bad_data
         mov     $msg_wrote, %esi
         call    puts
+7:
 
         /* A hostile chain: descriptor 0 points at itself. */
         movl    $HDR, RING
@@ -196,14 +236,14 @@ _start:
         test    %al, %al
         jnz     bad_status
         mov     $DATA, %esi
-        mov     $str_test, %edi
-        mov     $16, %ecx
+        mov     SECTOR1_EXPECT, %edi
+        mov     $SECTOR1_LEN, %ecx
         repe cmpsb
         jne     bad_data
 
         mov     $msg_ok, %esi
         call    puts
-        mov     $0x10, %al
+        mov     $VIRTIO_OK, %al
         out     %al, $DEBUG_EXIT
         hlt
 
@@ -325,22 +365,39 @@ msg_hello:  .asciz "fugu-guest: virtio32 scanning PCI bus 0\n"
 #endif
 msg_found:  .asciz "fugu-guest: pci 00:"
 msg_id:     .asciz ".0 id "
-msg_nl:     .asciz "\n"
+msg_eol:    .asciz "\n"
 msg_read:   .asciz "fugu-guest: read sector 1 ok\n"
+#ifdef BOOT_PROGRAM
+msg_wrote:  .asciz "fugu-guest: wrote a sector beyond the stage, flushed, read it back\n"
+#else
 msg_wrote:  .asciz "fugu-guest: wrote sector 2, flushed, read it back\n"
+#endif
+#ifdef BOOT_PROGRAM
+msg_ro:     .asciz "fugu-guest: read-only disk, write steps skipped\n"
+#endif
 msg_reset:  .asciz "fugu-guest: descriptor loop -> NEEDS_RESET, resetting\n"
 msg_ok:     .asciz "fugu-guest: virtio-blk ok\n"
 msg_fail:   .asciz "fugu-guest: FAIL\n"
 str_test:   .ascii "fugu-test-sector"
 str_wrote:  .ascii "fugu-guest-wrote"
 
+#ifdef BOOT_PROGRAM
+        /* Fixed addresses, not symbols: long-mode code in mbr.S's 32-bit object cannot
+         * relocate absolute memory operands. */
+        .set blkdev, SAVE + 0x1000
+        .set iobase, SAVE + 0x1004
+        .set avail_idx, SAVE + 0x1008
+#else
         .data
         .align 4
 blkdev:     .long 0
 iobase:     .long 0
 avail_idx:  .word 0
+#endif
 
+#ifndef BOOT_PROGRAM
         .bss
         .align 16
         .skip 4096
 stack_top:
+#endif

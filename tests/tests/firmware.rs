@@ -72,6 +72,8 @@ fn disk_boot(variant: &str, status: i32, marker: &str) {
             ],
             T,
         );
+        // The virtio check wrote its sector beyond the stage (sector 32) on the host file.
+        let disk = std::fs::read(&img).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(o.status, Some(status), "{build}/{variant}: {o:?}");
         for m in [
@@ -80,9 +82,19 @@ fn disk_boot(variant: &str, status: i32, marker: &str) {
             "fugu-mbr: stage read with INT 13h",
             "fugu-boot: in 32-bit protected mode",
             marker,
+            // The repo's virtio-blk check, run from that mode on the boot disk.
+            "fugu-guest: read sector 1 ok",
+            "fugu-guest: wrote a sector beyond the stage, flushed, read it back",
+            "fugu-guest: descriptor loop -> NEEDS_RESET, resetting",
+            "fugu-guest: virtio-blk ok",
         ] {
             assert!(o.serial.contains(m), "{build}/{variant}: no '{m}': {o:?}");
         }
+        assert_eq!(
+            &disk[32 * 512..32 * 512 + 16],
+            b"fugu-guest-wrote",
+            "{build}/{variant}"
+        );
     }
 }
 
@@ -192,6 +204,9 @@ fn bios_disk_images_boot_through_the_bios_and_pxe_images_are_refused() {
             "SeaBIOS (version",
             "fugu-mbr: loaded by the BIOS, boot drive 0x80",
             "fugu-boot: amd64 long mode ok",
+            // `--image` attaches the cached disk read-only: the check reads, skips writing.
+            "fugu-guest: read-only disk, write steps skipped",
+            "fugu-guest: virtio-blk ok",
         ] {
             assert!(o.serial.contains(m), "{build}: no '{m}': {o:?}");
         }

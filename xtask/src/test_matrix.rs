@@ -308,7 +308,8 @@ pub fn runner_spec(
 }
 
 /// The bios-disk runner: SeaBIOS boots the cell's MBR (images/guests/mbr.S) from a virtio
-/// disk; the MBR reads its stage with INT 13h and ends in protected or long mode.
+/// disk; the MBR reads its stage with INT 13h, enters protected or long mode and runs the
+/// virtio-blk check of virtio32.S on its boot disk from there.
 fn bios_disk_spec(
     cell: &Cell,
     fugu: PathBuf,
@@ -331,9 +332,13 @@ fn bios_disk_spec(
         expect_markers: vec![
             "fugu-mbr: stage read with INT 13h".into(),
             p.marker.to_string(),
+            "fugu-guest: read sector 1 ok".into(),
+            "fugu-guest: wrote a sector beyond the stage, flushed, read it back".into(),
+            "fugu-guest: virtio-blk ok".into(),
         ],
+        // mbr.S's virtio check writes sector 32 (beyond its stage) through virtio-blk.
+        file_checks: vec![(img.clone(), 32 * 512, b"fugu-guest-wrote".to_vec())],
         files: vec![(img, disk)],
-        file_checks: vec![],
         net: None,
         accept_after_init: None,
     })

@@ -14,7 +14,9 @@
  * and runs the repo's virtio check from there: the MBRs the virtio-blk check of virtio32.S
  * on their boot disk (sector 1 read through virtio must equal the stage INT 13h loaded; a
  * sector beyond the stage is written, flushed and read back unless the disk is read-only;
- * a hostile descriptor loop must set NEEDS_RESET). Then it exits through port 0xf4: 0x10
+ * a hostile descriptor loop must set NEEDS_RESET), the NBPs the virtio-net check of
+ * virtnet32.S on the NIC they were loaded through (a frame of type 0x88b5 out, the host's
+ * answer back). Then it exits through port 0xf4: 0x10
  * from protected mode (fugu exits 33), 0x20 from long mode (fugu exits 65). Failures: 0x12
  * the disk read failed or data differed (fugu exits 37), 0x13 long mode did not activate or
  * a request failed (39), 0x11/0x14/0x15 the virtio check's own (see virtio32.S).
@@ -154,14 +156,13 @@ pm32:   mov     $0x10, %ax
         mov     $msg_ok32, %esi
         call    puts32
 #ifdef NBP
-        mov     $0x10, %al
-        out     %al, $DEBUG_EXIT
-        hlt
+        jmp     virtnet_check
+#include "virtnet32.S"
 #else
         jmp     virtio_check
 #include "virtio32.S"
-        .code32
 #endif
+        .code32
 #else
         /* Identity-map the first 1 GiB with 2 MiB pages. */
         mov     $PML4, %edi
@@ -204,9 +205,7 @@ lm64:   mov     $0x10, %ax
         mov     $msg_ok64, %esi
         call    puts64
 #ifdef NBP
-        mov     $0x20, %al
-        out     %al, $DEBUG_EXIT
-        hlt
+        jmp     virtnet_check
 #else
         jmp     virtio_check
 #endif
@@ -217,8 +216,10 @@ lm64:   mov     $0x10, %ax
         hlt
 
         COM1_PUTS puts64, %rax, %rdx
-#ifndef NBP
 #define BITS64
+#ifdef NBP
+#include "virtnet32.S"
+#else
 #include "virtio32.S"
 #endif
         .code32

@@ -7,8 +7,16 @@
  * whose payload starts with "fugu-host-frame!". Frames of other types are recycled.
  * Exit through port 0xf4: 0x10 success (fugu exits 33); 0x11 no device, 0x15 setup,
  * 0x16 no answer.
+ *
+ * With BOOT_PROGRAM defined, mbr.S's network boot programs include this check in their
+ * protected-mode (or, with BITS64, long-mode) code: the entry is `virtnet_check`, on the
+ * boot program's stack, with its variables at fixed addresses; it resets the NIC iPXE used
+ * and drives it itself; success exits with VIRTIO_OK.
  */
 #include "common.inc"
+#ifndef VIRTIO_OK
+#define VIRTIO_OK 0x10
+#endif
 #ifdef BITS64
 /* virtnet64.S: the same program as an ELF64 guest entered in long mode (identity-mapped). */
 #define PUSH(x) push %r##x
@@ -16,6 +24,8 @@
 #else
 #define PUSH(x) push %e##x
 #define POP(x) pop %e##x
+#endif
+#if !defined(BITS64) && !defined(BOOT_PROGRAM)
         .set MB_MAGIC, 0x1BADB002
         .set MB_FLAGS, 0x00000003
         .section .multiboot, "a"
@@ -37,9 +47,17 @@
 #else
         .code32
 #endif
+#ifdef BOOT_PROGRAM
+virtnet_check:
+        movl    $0, tries
+        movw    $0, rx_avail
+        movw    $0, rx_seen
+        movw    $0, tx_avail
+#else
         .globl _start
 _start:
         mov     $stack_top, %esp
+#endif
         mov     $msg_hello, %esi
         call    puts
 
@@ -114,7 +132,7 @@ _start:
         mov     $':', %al
         call    putc
         jmp     3b
-4:      mov     $msg_nl, %esi
+4:      mov     $msg_eol, %esi
         call    puts
 
         /* Receive buffers: descriptor i -> RXBUF + i * 2048, device-writable. */
@@ -216,7 +234,7 @@ recycle:
 success:
         mov     $msg_ok, %esi
         call    puts
-        mov     $0x10, %al
+        mov     $VIRTIO_OK, %al
         out     %al, $DEBUG_EXIT
         hlt
 no_answer:
@@ -260,12 +278,22 @@ msg_hello:  .asciz "fugu-guest: virtnet64 (long mode) looking for virtio-net\n"
 msg_hello:  .asciz "fugu-guest: virtnet32 looking for virtio-net\n"
 #endif
 msg_mac:    .asciz "fugu-guest: virtio-net mac "
-msg_nl:     .asciz "\n"
+msg_eol:    .asciz "\n"
 msg_ok:     .asciz "fugu-guest: frame from the host received, virtio-net ok\n"
 msg_fail:   .asciz "fugu-guest: FAIL\n"
 str_guest:  .ascii "fugu-guest-frame"
 str_host:   .ascii "fugu-host-frame!"
 
+#ifdef BOOT_PROGRAM
+        /* Fixed addresses, not symbols: long-mode code in mbr.S's 32-bit object cannot
+         * relocate absolute memory operands. */
+        .set iobase, TXBUF + 0x10000
+        .set tries, TXBUF + 0x10004
+        .set mac, TXBUF + 0x10008
+        .set rx_avail, TXBUF + 0x10010
+        .set rx_seen, TXBUF + 0x10012
+        .set tx_avail, TXBUF + 0x10014
+#else
         .data
         .align 4
 iobase:     .long 0
@@ -279,3 +307,4 @@ tx_avail:   .word 0
         .align 16
         .skip 4096
 stack_top:
+#endif

@@ -114,3 +114,91 @@ pub fn unmet(reason: &str) {
     }
     eprintln!("SKIP: {reason}");
 }
+
+/// The host side of the tap: in network namespace `ns`, wait for the guest's frame (type
+/// 0x88b5, "fugu-guest-frame") on `ifname` for up to `wait`, answer it, and return the
+/// guest's MAC. Used with the virtnet guests and the network boot programs.
+pub fn frame_responder(ns: &str, ifname: &str, wait: Duration) -> Result<[u8; 6], String> {
+    use std::os::fd::AsRawFd;
+    const AF_PACKET: i32 = 17;
+    const SOCK_RAW: i32 = 3;
+    const SOL_SOCKET: i32 = 1;
+    const SO_RCVTIMEO: i32 = 20;
+    const CLONE_NEWNET: i32 = 0x4000_0000;
+    const ETHERTYPE: u16 = 0x88b5;
+    #[repr(C)]
+    struct SockaddrLl {
+        family: u16,
+        protocol: u16,
+        ifindex: i32,
+        hatype: u16,
+        pkttype: u8,
+        halen: u8,
+        addr: [u8; 8],
+    }
+    extern "C" {
+        fn setns(fd: i32, nstype: i32) -> i32;
+        fn socket(domain: i32, ty: i32, proto: i32) -> i32;
+        fn bind(fd: i32, addr: *const SockaddrLl, len: u32) -> i32;
+        fn setsockopt(fd: i32, level: i32, name: i32, val: *const i64, len: u32) -> i32;
+        fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
+        fn send(fd: i32, buf: *const u8, len: usize, flags: i32) -> isize;
+        fn if_nametoindex(name: *const std::ffi::c_char) -> u32;
+        fn close(fd: i32) -> i32;
+    }
+    let nsfile = std::fs::File::open(format!("/run/netns/{ns}")).map_err(|e| e.to_string())?;
+    let name = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: FFI calls with live, correctly sized arguments; this thread alone changes its
+    // network namespace, and the socket is closed before returning.
+    unsafe {
+        if setns(nsfile.as_raw_fd(), CLONE_NEWNET) != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        let fd = socket(AF_PACKET, SOCK_RAW, ETHERTYPE.to_be() as i32);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let sll = SockaddrLl {
+            family: AF_PACKET as u16,
+            protocol: ETHERTYPE.to_be(),
+            ifindex: if_nametoindex(name.as_ptr()) as i32,
+            hatype: 0,
+            pkttype: 0,
+            halen: 0,
+            addr: [0; 8],
+        };
+        let r = (|| {
+            if bind(fd, &sll, std::mem::size_of::<SockaddrLl>() as u32) != 0 {
+                return Err(format!("bind: {}", std::io::Error::last_os_error()));
+            }
+            let tv: [i64; 2] = [wait.as_secs() as i64, 0];
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv.as_ptr(), 16);
+            let mut b = [0u8; 2048];
+            loop {
+                let n = recv(fd, b.as_mut_ptr(), b.len(), 0);
+                if n < 0 {
+                    return Err(format!(
+                        "no frame from the guest: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                if n >= 30 && &b[14..30] == b"fugu-guest-frame" {
+                    break;
+                }
+            }
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&b[6..12]);
+            let mut reply = mac.to_vec();
+            reply.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+            reply.extend_from_slice(&ETHERTYPE.to_be_bytes());
+            reply.extend_from_slice(b"fugu-host-frame!");
+            reply.resize(60, 0);
+            if send(fd, reply.as_ptr(), reply.len(), 0) != reply.len() as isize {
+                return Err(format!("send: {}", std::io::Error::last_os_error()));
+            }
+            Ok(mac)
+        })();
+        close(fd);
+        r
+    }
+}

@@ -438,7 +438,12 @@ fn net_boot_with_ipxe_and_dnsmasq_on_both_builds() {
         ] {
             let nbp = boot_program(&format!("nbp-{variant}"));
             let host = NetBootHost::start(&format!("{build}-{variant}"), Some(&nbp));
+            // The program's virtio-net check sends a frame from the guest's NIC and waits
+            // for the answer from this responder on the tap (beside dnsmasq).
+            let ns = host.ns.clone();
+            let responder = std::thread::spawn(move || fugu_e2e::frame_responder(&ns, "fgfw0", T));
             let o = host.fugu(&bin, &["--boot-timeout", "200"]);
+            let seen = responder.join().unwrap();
             drop(host);
             // iPXE, the option ROM, ran from the NIC's expansion-ROM BAR, got a lease from
             // dnsmasq and fetched the program over TFTP.
@@ -448,9 +453,22 @@ fn net_boot_with_ipxe_and_dnsmasq_on_both_builds() {
                 "{build}/{variant}: {o:?}"
             );
             assert_eq!(o.status, Some(status), "{build}/{variant}: {o:?}");
-            for m in ["fugu-nbp: started by PXE", marker] {
+            for m in [
+                "fugu-nbp: started by PXE",
+                marker,
+                "fugu-guest: frame from the host received, virtio-net ok",
+            ] {
                 assert!(o.serial.contains(m), "{build}/{variant}: no '{m}': {o:?}");
             }
+            let mac = seen.unwrap_or_else(|e| panic!("{build}/{variant}: responder: {e}"));
+            let mac_text: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+            assert!(
+                o.serial.contains(&format!(
+                    "fugu-guest: virtio-net mac {}",
+                    mac_text.join(":")
+                )),
+                "{build}/{variant}: the frame came from {mac_text:?}: {o:?}"
+            );
         }
     }
 }

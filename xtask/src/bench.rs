@@ -648,6 +648,7 @@ fn boot_ipxe(ctx: &Ctx) -> Bench {
         mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, 0x10],
         dhcp: Some(netcheck::DHCP_GUEST.into()),
         tftp_boot: Some(served),
+        answer_frames: false,
     };
     netcheck::setup(&net).map_err(Failed)?;
     let result = netcheck::start_dnsmasq(&net, &ctx.work, &ctx.work.join("dnsmasq.log"))

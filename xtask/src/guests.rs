@@ -137,7 +137,14 @@ pub fn build_boot_programs() -> Result<Vec<(&'static BootProgram, PathBuf)>> {
     let src = util::root().join("images").join("guests");
     let out = out_dir();
     std::fs::create_dir_all(&out)?;
-    let deps = ["mbr.S", "common.inc", "virtio32.S", "console.inc"].map(|f| src.join(f));
+    let deps = [
+        "mbr.S",
+        "common.inc",
+        "virtio32.S",
+        "virtnet32.S",
+        "console.inc",
+    ]
+    .map(|f| src.join(f));
     let mut built = Vec::new();
     for p in BOOT_PROGRAMS {
         let bin = out.join(format!("{}.bin", p.name));

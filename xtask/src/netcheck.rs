@@ -26,6 +26,9 @@ pub struct NetSetup {
     /// With a file (and `dhcp`): dnsmasq also serves it over TFTP from its folder and names
     /// it as the DHCP boot file, for PXE.
     pub tftp_boot: Option<std::path::PathBuf>,
+    /// With `dhcp`: the frame responder runs on the tap too (the network boot programs'
+    /// virtio-net check). Without `dhcp` it always runs.
+    pub answer_frames: bool,
 }
 
 /// The Linux cells' network: the tap's host side is `DHCP_HOST`/24.
@@ -271,6 +274,7 @@ mod tests {
             mac: [0x52, 0x54, 0, 0xe2, 0, 0x0a],
             dhcp: Some(DHCP_GUEST.into()),
             tftp_boot: None,
+            answer_frames: false,
         };
         assert_eq!(n.mac_text(), "52:54:00:e2:00:0a");
         let a = dnsmasq_args(&n, std::path::Path::new("/d"));

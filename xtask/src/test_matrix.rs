@@ -294,6 +294,7 @@ pub fn runner_spec(
                 mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, 0x01],
                 dhcp: None,
                 tftp_boot: None,
+                answer_frames: true,
             };
             spec.args.push("--net".into());
             spec.args
@@ -393,7 +394,8 @@ fn boot_program(
 /// The ipxe-net runner: SeaBIOS runs iPXE (Debian's ipxe-qemu) as the virtio-net option ROM;
 /// iPXE gets a fixed DHCP lease from dnsmasq on a tap in a private namespace, fetches the
 /// cell's network boot program over TFTP from the same dnsmasq, and runs it; the program
-/// ends in protected or long mode.
+/// enters protected or long mode and runs virtnet32.S's check there: its frame must reach
+/// the responder on the tap (from the cell's MAC) and the answer come back.
 fn ipxe_net_spec(
     cell: &Cell,
     fugu: PathBuf,
@@ -414,6 +416,7 @@ fn ipxe_net_spec(
         mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, 0x03],
         dhcp: Some(netcheck::DHCP_GUEST.into()),
         tftp_boot: Some(served.clone()),
+        answer_frames: true,
     };
     let nic = format!("tap={},mac={}", net.tap, net.mac_text());
     let args = firmware_args("net", ("--net", nic.into()), timeout, &serial_log);
@@ -429,6 +432,7 @@ fn ipxe_net_spec(
             format!("{}.bin... ok", p.name),
             "fugu-nbp: started by PXE".into(),
             p.marker.to_string(),
+            "fugu-guest: frame from the host received, virtio-net ok".into(),
         ],
         files: vec![(served, nbp)],
         file_checks: vec![],
@@ -498,6 +502,7 @@ fn linux_spec(
         mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, mac_last],
         dhcp: Some(netcheck::DHCP_GUEST.into()),
         tftp_boot: None,
+        answer_frames: false,
     };
     let expect_markers = if userspace {
         // The disk's /sbin/init is the image's check (images/check/init): it verifies the
@@ -591,22 +596,33 @@ pub fn execute(spec: &BootSpec, interrupted: &AtomicBool) -> Outcome {
     if let Err(e) = netcheck::setup(net) {
         return Outcome::fail(format!("cannot set up the tap in a network namespace: {e}"));
     }
+    // dnsmasq on the host side (DHCP, and TFTP for network boots); the guest's log shows the
+    // lease it got.
+    let mut dnsmasq = None;
     if net.dhcp.is_some() {
-        // dnsmasq on the host side; the guest's log shows the lease it got.
         let dir = spec.vmm_log.parent().unwrap_or(Path::new("."));
         let log = spec.vmm_log.with_extension("dnsmasq.log");
-        let outcome = match netcheck::start_dnsmasq(net, dir, &log) {
-            Ok(mut dnsmasq) => {
-                let o = boot(spec, &["ip", "netns", "exec", &net.ns], interrupted);
-                let _ = dnsmasq.kill();
-                let _ = dnsmasq.wait();
-                o
+        match netcheck::start_dnsmasq(net, dir, &log) {
+            Ok(child) => dnsmasq = Some(child),
+            Err(e) => {
+                netcheck::teardown(net);
+                return Outcome::fail(format!("cannot start DHCP on the tap: {e}"));
             }
-            Err(e) => Outcome::fail(format!("cannot start DHCP on the tap: {e}")),
-        };
-        netcheck::teardown(net);
-        return outcome;
+        }
     }
+    let stop_dnsmasq = |d: Option<std::process::Child>| {
+        if let Some(mut d) = d {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    };
+    if net.dhcp.is_some() && !net.answer_frames {
+        let o = boot(spec, &["ip", "netns", "exec", &net.ns], interrupted);
+        stop_dnsmasq(dnsmasq);
+        netcheck::teardown(net);
+        return o;
+    }
+    // The frame responder: the guest's frame must come from its MAC and get an answer.
     let stop = AtomicBool::new(false);
     let (outcome, seen) = std::thread::scope(|s| {
         let host = s.spawn(|| netcheck::respond(net, &stop));
@@ -617,6 +633,7 @@ pub fn execute(spec: &BootSpec, interrupted: &AtomicBool) -> Outcome {
             .unwrap_or_else(|_| Err("the host-side responder panicked".into()));
         (o, seen)
     });
+    stop_dnsmasq(dnsmasq);
     netcheck::teardown(net);
     match (outcome, seen) {
         (Outcome::Pass, Ok(mac)) if mac == net.mac => Outcome::Pass,

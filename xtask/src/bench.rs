@@ -688,12 +688,12 @@ fn ipxe_runs(ctx: &Ctx, net: &netcheck::NetSetup, marker: &str) -> Bench {
         if !peer_note.is_empty() {
             continue;
         }
-        let mut q = qemu(ctx)?;
-        let mut wrapped = Command::new("ip");
-        wrapped
-            .args(["netns", "exec", &net.ns])
-            .arg(q.get_program())
-            .args(q.get_args())
+        // The QEMU peer command, run inside the namespace.
+        let peer = qemu(ctx)?;
+        let mut q = Command::new("ip");
+        q.args(["netns", "exec", &net.ns])
+            .arg(peer.get_program())
+            .args(peer.get_args())
             .args(["-boot", "n", "-netdev"])
             .arg(format!(
                 "tap,id=n0,ifname={},script=no,downscript=no",
@@ -706,7 +706,6 @@ fn ipxe_runs(ctx: &Ctx, net: &netcheck::NetSetup, marker: &str) -> Bench {
             .arg(format!("virtio-net-pci,netdev=n0,mac={}", net.mac_text()))
             .arg("-serial")
             .arg(format!("file:{}", serial.display()));
-        q = wrapped;
         match time_to_marker(&mut q, &serial, marker, IPXE_LIMIT, "QEMU (iPXE)")? {
             Some(t) => p.push(t),
             None => {

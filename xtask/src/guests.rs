@@ -88,6 +88,16 @@ pub struct BootProgram {
     pub success_status: i32,
 }
 
+/// The files in images/guests/ a boot program is assembled from: mbr.S and what it includes
+/// (the virtio checks of the tiny guests among them). Rebuilds and image provenance use it.
+pub const BOOT_PROGRAM_SOURCES: [&str; 5] = [
+    "mbr.S",
+    "common.inc",
+    "virtio32.S",
+    "virtnet32.S",
+    "console.inc",
+];
+
 pub const BOOT_PROGRAMS: &[BootProgram] = &[
     BootProgram {
         name: "mbr-i386",
@@ -137,14 +147,7 @@ pub fn build_boot_programs() -> Result<Vec<(&'static BootProgram, PathBuf)>> {
     let src = util::root().join("images").join("guests");
     let out = out_dir();
     std::fs::create_dir_all(&out)?;
-    let deps = [
-        "mbr.S",
-        "common.inc",
-        "virtio32.S",
-        "virtnet32.S",
-        "console.inc",
-    ]
-    .map(|f| src.join(f));
+    let deps = BOOT_PROGRAM_SOURCES.map(|f| src.join(f));
     let mut built = Vec::new();
     for p in BOOT_PROGRAMS {
         let bin = out.join(format!("{}.bin", p.name));

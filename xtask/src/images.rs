@@ -603,7 +603,7 @@ fn boot_program(
         )));
     }
     let dir = ctx.root.join("images/guests");
-    for f in ["mbr.S", "common.inc"] {
+    for f in guests::BOOT_PROGRAM_SOURCES {
         sources.push(source(ctx, &dir.join(f))?);
     }
     let data = std::fs::read(&bin)?;

@@ -4,9 +4,10 @@
 //! `cargo xtask test` builds everything first and passes the paths in the environment
 //! (FUGU_BIN_X86_64, FUGU_BIN_I686, FUGU_GUESTS_DIR).
 
+use fugu_common::proc::{signal_name, Proc, Waited};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The fugu builds under test: (name, binary).
 pub fn fugu_builds() -> Vec<(&'static str, PathBuf)> {
@@ -23,6 +24,16 @@ pub fn fugu_builds() -> Vec<(&'static str, PathBuf)> {
         .collect()
 }
 
+/// Whether this host's KVM emulates guest kernel code (kvm_pvm or no VMX/SVM).
+pub fn host_emulates_kernel_code() -> bool {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = flags
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    std::path::Path::new("/sys/module/kvm_pvm").exists() || !hw
+}
+
 /// A tiny guest from target/guests (built by the xtask).
 pub fn guest(name: &str) -> PathBuf {
     let dir = std::env::var_os("FUGU_GUESTS_DIR")
@@ -36,8 +47,10 @@ pub fn guest(name: &str) -> PathBuf {
 /// The outcome of one VM run.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Exit status, or None when it had to be killed at the timeout.
+    /// Exit status, or None when it had to be killed at the timeout or died of a signal.
     pub status: Option<i32>,
+    /// How it ended when there is no status: the signal that killed it, or the timeout.
+    pub ended: String,
     pub serial: String,
     pub stderr: String,
 }
@@ -56,37 +69,45 @@ pub fn run_fugu_env(
 ) -> Outcome {
     let dir = tempdir();
     let serial = dir.join("serial.log");
-    let mut child = Command::new(bin)
-        .args(args)
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
         .envs(env.iter().copied())
         .arg("--serial")
         .arg(&serial)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fugu");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s.code();
+        .stderr(Stdio::piped());
+    let mut child = Proc::spawn(&mut cmd, false).expect("spawn fugu");
+    // Read stderr while it runs: a chatty fugu must not block on a full pipe.
+    let reader = child.take_stderr().map(|mut e| {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut s = String::new();
+            let _ = e.read_to_string(&mut s);
+            s
+        })
+    });
+    let (status, ended) = match child
+        .wait(timeout, Duration::from_millis(20), None)
+        .expect("wait")
+    {
+        Waited::Exited(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            let ended = match s.signal() {
+                Some(sig) => format!("killed by signal {sig} ({})", signal_name(sig)),
+                None => String::new(),
+            };
+            (s.code(), ended)
         }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        Waited::TimedOut => (None, format!("still running after {timeout:?}: killed")),
+        Waited::Interrupted => (None, "interrupted".to_string()),
     };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
+    let stderr = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     let serial = std::fs::read_to_string(&serial).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     Outcome {
         status,
+        ended,
         serial,
         stderr,
     }
@@ -119,86 +140,5 @@ pub fn unmet(reason: &str) {
 /// 0x88b5, "fugu-guest-frame") on `ifname` for up to `wait`, answer it, and return the
 /// guest's MAC. Used with the virtnet guests and the network boot programs.
 pub fn frame_responder(ns: &str, ifname: &str, wait: Duration) -> Result<[u8; 6], String> {
-    use std::os::fd::AsRawFd;
-    const AF_PACKET: i32 = 17;
-    const SOCK_RAW: i32 = 3;
-    const SOL_SOCKET: i32 = 1;
-    const SO_RCVTIMEO: i32 = 20;
-    const CLONE_NEWNET: i32 = 0x4000_0000;
-    const ETHERTYPE: u16 = 0x88b5;
-    #[repr(C)]
-    struct SockaddrLl {
-        family: u16,
-        protocol: u16,
-        ifindex: i32,
-        hatype: u16,
-        pkttype: u8,
-        halen: u8,
-        addr: [u8; 8],
-    }
-    extern "C" {
-        fn setns(fd: i32, nstype: i32) -> i32;
-        fn socket(domain: i32, ty: i32, proto: i32) -> i32;
-        fn bind(fd: i32, addr: *const SockaddrLl, len: u32) -> i32;
-        fn setsockopt(fd: i32, level: i32, name: i32, val: *const i64, len: u32) -> i32;
-        fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
-        fn send(fd: i32, buf: *const u8, len: usize, flags: i32) -> isize;
-        fn if_nametoindex(name: *const std::ffi::c_char) -> u32;
-        fn close(fd: i32) -> i32;
-    }
-    let nsfile = std::fs::File::open(format!("/run/netns/{ns}")).map_err(|e| e.to_string())?;
-    let name = std::ffi::CString::new(ifname).unwrap();
-    // SAFETY: FFI calls with live, correctly sized arguments; this thread alone changes its
-    // network namespace, and the socket is closed before returning.
-    unsafe {
-        if setns(nsfile.as_raw_fd(), CLONE_NEWNET) != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
-        let fd = socket(AF_PACKET, SOCK_RAW, ETHERTYPE.to_be() as i32);
-        if fd < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
-        }
-        let sll = SockaddrLl {
-            family: AF_PACKET as u16,
-            protocol: ETHERTYPE.to_be(),
-            ifindex: if_nametoindex(name.as_ptr()) as i32,
-            hatype: 0,
-            pkttype: 0,
-            halen: 0,
-            addr: [0; 8],
-        };
-        let r = (|| {
-            if bind(fd, &sll, std::mem::size_of::<SockaddrLl>() as u32) != 0 {
-                return Err(format!("bind: {}", std::io::Error::last_os_error()));
-            }
-            let tv: [i64; 2] = [wait.as_secs() as i64, 0];
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv.as_ptr(), 16);
-            let mut b = [0u8; 2048];
-            loop {
-                let n = recv(fd, b.as_mut_ptr(), b.len(), 0);
-                if n < 0 {
-                    return Err(format!(
-                        "no frame from the guest: {}",
-                        std::io::Error::last_os_error()
-                    ));
-                }
-                if n >= 30 && &b[14..30] == b"fugu-guest-frame" {
-                    break;
-                }
-            }
-            let mut mac = [0u8; 6];
-            mac.copy_from_slice(&b[6..12]);
-            let mut reply = mac.to_vec();
-            reply.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-            reply.extend_from_slice(&ETHERTYPE.to_be_bytes());
-            reply.extend_from_slice(b"fugu-host-frame!");
-            reply.resize(60, 0);
-            if send(fd, reply.as_ptr(), reply.len(), 0) != reply.len() as isize {
-                return Err(format!("send: {}", std::io::Error::last_os_error()));
-            }
-            Ok(mac)
-        })();
-        close(fd);
-        r
-    }
+    fugu_common::frame::respond(ns, ifname, wait, None)
 }

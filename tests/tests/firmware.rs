@@ -17,6 +17,10 @@ use std::time::Duration;
 /// SeaBIOS takes ~20 s to reach the boot device on these hosts (its real-mode and 32-bit
 /// code is emulated by the host's KVM); allow for a loaded machine.
 const T: Duration = Duration::from_secs(240);
+/// A network boot runs SeaBIOS, then iPXE's init, DHCP and TFTP, all emulated here: ~80 s on
+/// an idle host, over 200 s seen on a loaded 2-core CI machine.
+const NET_BOOT_TIMEOUT: &str = "480";
+const T_NET: Duration = Duration::from_secs(540);
 const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 
 /// The firmware tests need SeaBIOS; a missing prerequisite fails the test rather than
@@ -282,8 +286,9 @@ fn firmware_file_problems_are_clear_errors() {
             assert!(!o.stderr.contains("panicked"), "{build}: {o:?}");
         }
         // --boot needs the device it names; --bios and --kernel exclude each other.
+        // (Command-line mistakes: status 2, issue 17 defect 16.)
         let o = run_fugu(&bin, &["run", "--bios", "--boot", "net"], T);
-        assert_eq!(o.status, Some(4), "{build}: {o:?}");
+        assert_eq!(o.status, Some(2), "{build}: {o:?}");
         assert!(o.stderr.contains("--boot net needs"), "{build}: {o:?}");
         let o = run_fugu(
             &bin,
@@ -316,10 +321,6 @@ fn ip(args: &[&str]) -> bool {
         .stdout(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-extern "C" {
-    fn geteuid() -> u32;
 }
 
 /// A network namespace with a tap (host side 10.77.0.1/24) and, with `nbp`, dnsmasq serving
@@ -394,7 +395,7 @@ impl NetBootHost {
             "64M",
         ]);
         args.extend_from_slice(extra);
-        run_fugu(&PathBuf::from("ip"), &args, T)
+        run_fugu(&PathBuf::from("ip"), &args, T_NET)
     }
 }
 
@@ -411,7 +412,7 @@ impl Drop for NetBootHost {
 
 fn can_net_boot() -> bool {
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { geteuid() } == 0;
+    let root = unsafe { libc::geteuid() } == 0;
     let tools = ip(&["netns", "list"])
         && std::process::Command::new("dnsmasq")
             .arg("--version")
@@ -437,14 +438,31 @@ fn net_boot_with_ipxe_and_dnsmasq_on_both_builds() {
             ("amd64", 65, "fugu-boot: amd64 long mode ok"),
         ] {
             let nbp = boot_program(&format!("nbp-{variant}"));
-            let host = NetBootHost::start(&format!("{build}-{variant}"), Some(&nbp));
-            // The program's virtio-net check sends a frame from the guest's NIC and waits
-            // for the answer from this responder on the tap (beside dnsmasq).
-            let ns = host.ns.clone();
-            let responder = std::thread::spawn(move || fugu_e2e::frame_responder(&ns, "fgfw0", T));
-            let o = host.fugu(&bin, &["--boot-timeout", "200"]);
-            let seen = responder.join().unwrap();
-            drop(host);
+            let boot = || {
+                let host = NetBootHost::start(&format!("{build}-{variant}"), Some(&nbp));
+                // The program's virtio-net check sends a frame from the guest's NIC and waits
+                // for the answer from this responder on the tap (beside dnsmasq).
+                let ns = host.ns.clone();
+                let responder =
+                    std::thread::spawn(move || fugu_e2e::frame_responder(&ns, "fgfw0", T_NET));
+                let o = host.fugu(&bin, &["--boot-timeout", NET_BOOT_TIMEOUT]);
+                (o, responder.join().unwrap())
+            };
+            let (mut o, mut seen) = boot();
+            // On a host whose KVM emulates guest kernel code (about 2 M instructions/s for
+            // iPXE, less under load), iPXE's mode switches now and then meet an interrupt the
+            // host's emulator delivers with a frame fugu cannot complete (an IRET it does not
+            // find), its DHCP gives up before the exchange is through ("No configuration
+            // methods succeeded"), or it stalls in "Configuring" until --boot-timeout: the
+            // host's, seen under load. One more boot tells it from a fugu regression, which
+            // fails every time; it is said here.
+            let host_flake = o.status != Some(status);
+            if host_flake && fugu_e2e::host_emulates_kernel_code() {
+                eprintln!(
+                    "{build}/{variant}: the emulating host's iPXE flake; booting again: {o:?}"
+                );
+                (o, seen) = boot();
+            }
             // iPXE, the option ROM, ran from the NIC's expansion-ROM BAR, got a lease from
             // dnsmasq and fetched the program over TFTP.
             assert!(o.serial.contains("iPXE"), "{build}/{variant}: {o:?}");
@@ -480,7 +498,7 @@ fn no_dhcp_answer_ends_non_zero_in_bounded_time() {
     }
     for (build, bin) in fugu_builds() {
         let host = NetBootHost::start(&format!("nodhcp-{build}"), None);
-        let o = host.fugu(&bin, &["--boot-timeout", "200"]);
+        let o = host.fugu(&bin, &["--boot-timeout", NET_BOOT_TIMEOUT]);
         drop(host);
         // iPXE gives up, the BIOS finds nothing else (bootorder HALT) and reboots: status 8.
         assert_eq!(o.status, Some(8), "{build}: {o:?}");

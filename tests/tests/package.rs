@@ -171,10 +171,21 @@ fn tarballs_unpack_and_run() {
             assert_eq!(r[1], "0/0", "{list}");
             assert!(r[5].starts_with(&format!("{name}/")), "{list}");
             assert!(
-                ["drwxr-xr-x", "-rwxr-xr-x", "-rw-r--r--"].contains(&r[0]),
+                ["drwxr-xr-x", "-rwxr-xr-x", "-rw-r--r--", "lrwxr-xr-x"].contains(&r[0]),
                 "{list}"
             );
         }
+        // fugud is fugu under another name: the one symlink, relative.
+        let links: Vec<String> = rows
+            .iter()
+            .filter(|r| r[0].starts_with('l'))
+            .map(|r| r[5..].join(" "))
+            .collect();
+        assert_eq!(
+            links,
+            [format!("{name}/sbin/fugud -> ../bin/fugu")],
+            "{list}"
+        );
 
         let tmp = scratch(&format!("tar-{triple}"));
         ok(Command::new("tar")
@@ -192,6 +203,8 @@ fn tarballs_unpack_and_run() {
             "share/fish/vendor_completions.d/fugu.fish",
             "README.md",
             "LICENSE",
+            "sbin/fugud",
+            "share/man/man8/fugud.8",
         ] {
             assert!(top.join(f).is_file(), "{name}: {f} is missing");
         }
@@ -355,6 +368,10 @@ fn amd64_deb_installs_runs_from_path_and_removes_cleanly() {
         "/usr/share/zsh/vendor-completions/_fugu",
         "/usr/share/fish/vendor_completions.d/fugu.fish",
         "/usr/share/doc/fugu/copyright",
+        "/usr/sbin/fugud",
+        "/usr/share/man/man8/fugud.8.gz",
+        "/lib/systemd/system/fugud.service",
+        "/etc/fugu/fugu.toml",
     ] {
         assert!(files.contains(&PathBuf::from(f)), "{f} not in\n{listing}");
     }
@@ -383,6 +400,7 @@ fn amd64_deb_installs_runs_from_path_and_removes_cleanly() {
     assert_eq!(which.trim(), "/usr/bin/fugu");
     let out = ok(Command::new("sh").args(["-c", "fugu --version"]));
     assert_eq!(out.trim(), format!("fugu {v}"));
+    installed_daemon_starts_with_its_autostart_vms();
 
     let o = dpkg(&["--remove", "fugu"], None);
     std::mem::forget(guard);
@@ -391,15 +409,123 @@ fn amd64_deb_installs_runs_from_path_and_removes_cleanly() {
         "dpkg -r failed:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    for f in &files {
+    let conffile = Path::new("/etc/fugu/fugu.toml");
+    for f in files.iter().filter(|f| *f != conffile) {
         assert!(!f.exists(), "{} is left after dpkg -r", f.display());
     }
     assert!(!Path::new("/usr/share/doc/fugu").exists());
-    // No conffiles, so nothing stays behind in dpkg's database either.
+    // The configuration stays until the package is purged.
+    assert!(conffile.exists(), "dpkg -r removed the conffile");
+    let o = dpkg(&["--purge", "fugu"], None);
+    assert!(
+        o.status.success(),
+        "dpkg --purge failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !conffile.exists(),
+        "dpkg --purge left {}",
+        conffile.display()
+    );
     let o = run(Command::new("dpkg-query").args(["-W", "-f=${Status}", "fugu"]));
     let status = String::from_utf8_lossy(&o.stdout);
     assert!(
         !o.status.success() || status.ends_with("not-installed"),
         "after dpkg -r: {status}"
     );
+}
+
+/// The installed package's daemon, as its systemd unit runs it: the unit verifies, postinst
+/// created group fugu, /etc/fugu/fugu.toml is a conffile, and fugud (from the unit's
+/// ExecStart, with a test configuration and socket) tells $NOTIFY_SOCKET it is ready once its
+/// autostart VM runs; SIGTERM stops the VM through its power button.
+fn installed_daemon_starts_with_its_autostart_vms() {
+    let unit = Path::new("/lib/systemd/system/fugud.service");
+    match Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(unit)
+        .output()
+    {
+        Ok(o) => assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "systemd-analyze verify {}: {}",
+            unit.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(_) => fugu_e2e::unmet("systemd-analyze is missing: install Debian package systemd"),
+    }
+    assert!(
+        ok(Command::new("getent").args(["group", "fugu"])).starts_with("fugu:"),
+        "postinst did not create group fugu"
+    );
+    let conffiles = ok(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "fugu"]));
+    assert!(conffiles.contains("/etc/fugu/fugu.toml"), "{conffiles}");
+    let text = std::fs::read_to_string(unit).unwrap();
+    assert!(text.contains("Type=notify"), "{text}");
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let mut words = exec.split_whitespace();
+    let program = words.next().unwrap();
+    assert_eq!(program, "/usr/sbin/fugud");
+    let args: Vec<&str> = words.collect();
+    assert_eq!(args, ["--config", "/etc/fugu"]);
+
+    let dir = scratch("fugud");
+    let guest = fugu_e2e::guest("acpi32");
+    std::fs::write(
+        dir.join("fugu.toml"),
+        format!(
+            "[vm.boot]\nkernel = \"{}\"\ncmdline = \"button\"\nmemory = 16\nautostart = true\n",
+            guest.display()
+        ),
+    )
+    .unwrap();
+    let notify = dir.join("notify");
+    let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    rx.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let socket = dir.join("fugu.sock");
+    let mut daemon = Command::new(program)
+        .arg("--config")
+        .arg(dir.join("fugu.toml"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(std::fs::File::create(dir.join("fugud.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = rx.recv(&mut buf).unwrap_or(0);
+    let log = || std::fs::read_to_string(dir.join("fugud.log")).unwrap_or_default();
+    assert_eq!(&buf[..n], b"READY=1", "{}", log());
+    let meta = std::fs::metadata(&socket).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let gid = ok(Command::new("getent").args(["group", "fugu"]));
+    assert_eq!(
+        gid.split(':').nth(2).unwrap().trim(),
+        meta.gid().to_string()
+    );
+    let status = ok(Command::new("/usr/bin/fugu")
+        .arg("status")
+        .env("FUGU_SOCKET", &socket));
+    let row = status.lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        row.starts_with("boot ") && row.contains(" running "),
+        "{status}"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let s = daemon.wait().unwrap();
+    assert!(s.success(), "{s}: {}", log());
+    assert!(
+        log().contains("boot: ended") && log().contains("the guest powered off"),
+        "{}",
+        log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

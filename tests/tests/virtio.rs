@@ -4,7 +4,7 @@
 //! 0xf4; virtnet32 sends a frame that the host side of a tap (in a network namespace)
 //! receives and answers.
 
-use fugu_e2e::{fugu_builds, guest, run_fugu, tempdir};
+use fugu_e2e::{fugu_builds, guest, run_fugu, tempdir, Outcome};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(120);
@@ -31,17 +31,7 @@ fn guest_reads_and_writes_a_virtio_disk_on_both_builds() {
         let build = format!("{build}/{name}");
         let dir = tempdir();
         let img = image(&dir);
-        let o = run_fugu(
-            &bin,
-            &[
-                "run",
-                "--kernel",
-                g.to_str().unwrap(),
-                "--disk",
-                img.to_str().unwrap(),
-            ],
-            T,
-        );
+        let o = boot_with_disk(&bin, &g, &img);
         assert_eq!(o.status, Some(33), "{build}: {o:?}");
         for m in [
             "fugu-guest: pci 00:00.0 id 00081b36",
@@ -60,6 +50,68 @@ fn guest_reads_and_writes_a_virtio_disk_on_both_builds() {
             &[3u8; 512][..],
             "{build}: sector 3 untouched"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The same guest on a qcow2 overlay (`fugu disk create -b`) of the raw image: it reads the
+/// base through the overlay, its write lands in the overlay, the base is untouched, and the
+/// overlay passes `qemu-img check` and converts to the expected bytes (where qemu-img is).
+#[test]
+fn guest_uses_a_qcow2_overlay_on_both_builds() {
+    for (build, bin) in fugu_builds() {
+        let g = guest("virtio64");
+        let dir = tempdir();
+        let img = image(&dir);
+        let base = std::fs::read(&img).unwrap();
+        let ov = dir.join("ov.qcow2");
+        let o = std::process::Command::new(&bin)
+            .args(["disk", "create", ov.to_str().unwrap(), "-b", "disk.img"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{build}: {o:?}");
+        let o = boot_with_disk(&bin, &g, &ov);
+        assert_eq!(o.status, Some(33), "{build}: {o:?}");
+        for m in ["fugu-guest: read sector 1 ok", "fugu-guest: virtio-blk ok"] {
+            assert!(o.serial.contains(m), "{build}: no '{m}': {o:?}");
+        }
+        assert_eq!(std::fs::read(&img).unwrap(), base, "{build}: base changed");
+        let info = std::process::Command::new(&bin)
+            .args(["disk", "info", ov.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&info.stdout);
+        assert!(info.status.success(), "{build}: {info:?}");
+        assert!(
+            text.contains("backing file: disk.img (format raw)"),
+            "{build}: {text}"
+        );
+        let qi = std::process::Command::new("qemu-img")
+            .arg("--version")
+            .output();
+        if qi.is_ok_and(|o| o.status.success()) {
+            let check = std::process::Command::new("qemu-img")
+                .args(["check", ov.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(check.status.success(), "{build}: {check:?}");
+            let raw = dir.join("ov.raw");
+            let conv = std::process::Command::new("qemu-img")
+                .args(["convert", "-O", "raw", ov.to_str().unwrap()])
+                .arg(&raw)
+                .output()
+                .unwrap();
+            assert!(conv.status.success(), "{build}: {conv:?}");
+            let d = std::fs::read(&raw).unwrap();
+            assert_eq!(&d[1024..1040], b"fugu-guest-wrote", "{build}");
+            assert_eq!(&d[1536..2048], &[3u8; 512][..], "{build}");
+        } else {
+            assert!(
+                std::env::var_os("FUGU_REQUIRE_ALL").is_none(),
+                "qemu-img is not installed (qemu-utils)"
+            );
+            eprintln!("SKIP qemu-img checks: qemu-img is not installed (qemu-utils)");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
@@ -92,20 +144,15 @@ fn read_only_disks_and_locked_images() {
             .unwrap();
         // SAFETY: flock on a descriptor this test owns.
         assert_eq!(
-            unsafe { flock(std::os::fd::AsRawFd::as_raw_fd(&f), 2 | 4) },
+            unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            },
             0
         );
-        let o = run_fugu(
-            &bin,
-            &[
-                "run",
-                "--kernel",
-                g.to_str().unwrap(),
-                "--disk",
-                img.to_str().unwrap(),
-            ],
-            T,
-        );
+        let o = boot_with_disk(&bin, &g, &img);
         assert_eq!(o.status, Some(4), "{build}: {o:?}");
         assert!(
             o.stderr.contains("is in use by another process"),
@@ -114,10 +161,6 @@ fn read_only_disks_and_locked_images() {
         drop(f);
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-extern "C" {
-    fn flock(fd: i32, op: i32) -> i32;
 }
 
 fn ip(args: &[&str]) -> bool {
@@ -130,7 +173,7 @@ fn ip(args: &[&str]) -> bool {
 #[test]
 fn guest_exchanges_frames_over_a_tap_on_both_builds() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { geteuid() } != 0 || !ip(&["netns", "list"]) {
+    if unsafe { libc::geteuid() } != 0 || !ip(&["netns", "list"]) {
         fugu_e2e::unmet("needs root and iproute2 (ip netns)");
         return;
     }
@@ -182,7 +225,7 @@ fn guest_exchanges_frames_over_a_tap_on_both_builds() {
 #[test]
 fn fugu_creates_a_missing_tap_and_removes_it() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { geteuid() } != 0 || !ip(&["netns", "list"]) {
+    if unsafe { libc::geteuid() } != 0 || !ip(&["netns", "list"]) {
         fugu_e2e::unmet("needs root and iproute2 (ip netns)");
         return;
     }
@@ -217,6 +260,21 @@ fn fugu_creates_a_missing_tap_and_removes_it() {
     }
 }
 
-extern "C" {
-    fn geteuid() -> u32;
+/// Boot guest kernel `g` with `disk` as its virtio-blk disk.
+fn boot_with_disk(
+    bin: &std::path::PathBuf,
+    g: &std::path::Path,
+    disk: &std::path::Path,
+) -> Outcome {
+    run_fugu(
+        bin,
+        &[
+            "run",
+            "--kernel",
+            g.to_str().unwrap(),
+            "--disk",
+            disk.to_str().unwrap(),
+        ],
+        T,
+    )
 }

@@ -1,19 +1,18 @@
-//! Helpers for `cargo xtask bench` (docs/bench.md): the hidden `fugu bench-exits` and
-//! `fugu bench-blk` commands, and the `FUGU_TRACE=startup` timestamp at the first KVM_RUN.
+//! Helpers for `cargo xtask bench` (docs/bench.md): `bench-exits` and `bench-blk`, run by
+//! the separate `fugu-bench` binary (src/bin/fugu-bench.rs), never by the shipped `fugu`.
 //!
-//! The commands print one line of `key=value` pairs on stdout for the xtask to parse. They
-//! are a parser of their own (like the documentation commands), so neither `--help`, the
-//! man page nor the completions mention them.
+//! The commands print one line of `key=value` pairs on stdout for the xtask to parse.
 
 use crate::arch::x86::{cpuid, regs};
-use crate::hypervisor::{self, Backend, VcpuExit};
-use crate::memory::{self, layout};
+use crate::backend::Backend;
+use crate::hypervisor::VcpuExit;
+use crate::memory::layout;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Debug, Parser)]
-#[command(name = "fugu", disable_help_subcommand = true)]
+#[command(name = "fugu-bench", disable_help_subcommand = true)]
 pub struct BenchCli {
     #[command(subcommand)]
     pub command: BenchCommand,
@@ -43,27 +42,23 @@ pub enum BenchCommand {
         #[arg(long, value_enum)]
         backend: Option<crate::cli::BackendArg>,
     },
+    /// Random 4 KiB reads or writes through the disk format layer (raw or qcow2, as detected):
+    /// what differs between formats below the virtio queue.
+    BenchDisk {
+        #[arg(long, value_name = "FILE")]
+        image: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Writes instead of reads (the image is opened writable).
+        #[arg(long)]
+        write: bool,
+        /// First copy this raw file's bytes into the image (not timed).
+        #[arg(long, value_name = "RAW")]
+        fill_from: Option<PathBuf>,
+    },
 }
 
-impl BenchCli {
-    /// Whether the command line asks for one of the hidden bench commands.
-    pub fn requested(args: &[std::ffi::OsString]) -> bool {
-        matches!(
-            args.get(1).and_then(|a| a.to_str()),
-            Some("bench-exits" | "bench-blk")
-        )
-    }
-}
-
-fn backend(arg: Option<crate::cli::BackendArg>) -> Backend {
-    match arg {
-        Some(crate::cli::BackendArg::RustVmm) => Backend::RustVmm,
-        Some(crate::cli::BackendArg::Portable) => Backend::Portable,
-        None => Backend::host_default(),
-    }
-}
-
-/// Run a hidden bench command; returns the line to print.
+/// Run a bench command; returns the line to print.
 pub fn main(cmd: BenchCommand) -> Result<String, String> {
     match cmd {
         BenchCommand::BenchExits {
@@ -74,7 +69,7 @@ pub fn main(cmd: BenchCommand) -> Result<String, String> {
         } => {
             let image = std::fs::read(&kernel)
                 .map_err(|e| format!("cannot read kernel {}: {e}", kernel.display()))?;
-            let r = bare_loop(&image, memory, backend(b), irqchip)?;
+            let r = bare_loop(&image, memory, crate::cli::backend(b), irqchip)?;
             Ok(format!(
                 "exits={} loop_ns={} debug_exit={:#x}",
                 r.port_writes, r.loop_ns, r.debug_exit
@@ -85,12 +80,27 @@ pub fn main(cmd: BenchCommand) -> Result<String, String> {
             requests,
             backend: b,
         } => {
-            let which = crate::devices::virtio::queue::QueueImpl::for_backend(backend(b));
-            let r = crate::devices::virtio::blk::bench_4k(&image, requests, which)?;
+            let backend = crate::cli::backend(b);
+            let mem = backend.memory(&[(0, 8 << 20)]).map_err(|e| e.to_string())?;
+            let r = crate::devices::virtio::blk::bench_4k(&image, requests, mem, backend.queues())?;
             Ok(format!(
                 "requests={} device_per_sec={:.1} pread_per_sec={:.1}",
                 r.requests, r.device_per_sec, r.pread_per_sec
             ))
+        }
+        BenchCommand::BenchDisk {
+            image,
+            requests,
+            write,
+            fill_from,
+        } => {
+            let per_sec = crate::devices::virtio::blk::bench_format_4k(
+                &image,
+                requests,
+                write,
+                fill_from.as_deref(),
+            )?;
+            Ok(format!("requests={requests} per_sec={per_sec:.1}"))
         }
     }
 }
@@ -116,26 +126,37 @@ pub fn bare_loop(
 ) -> Result<BareLoop, String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
     // Declared before the VM, so that it is dropped after it on every path.
-    let mem = memory::allocate(backend, &layout::ram_ranges(mem_size)).map_err(|e| s(&e))?;
-    let kvm = hypervisor::open(backend).map_err(|e| s(&e))?;
+    let mem = backend
+        .memory(&layout::ram_ranges(mem_size))
+        .map_err(|e| s(&e))?;
+    let kvm = backend.hypervisor().map_err(|e| s(&e))?;
     let vm = kvm.create_vm().map_err(|e| s(&e))?;
-    for (slot, r) in mem.regions().iter().enumerate() {
+    for (slot, r) in (0u32..).zip(mem.regions()) {
         // SAFETY: `mem` outlives the VM and its vCPU (locals drop in reverse order).
-        unsafe { vm.set_user_memory_region(slot as u32, r.gpa, r.size, r.host_addr, false) }
+        unsafe { vm.set_user_memory_region(slot, r.gpa, r.size, r.host_addr, false) }
             .map_err(|e| s(&e))?;
     }
     if irqchip {
-        vm.set_identity_map_address(0xfffb_c000)
+        vm.set_identity_map_address(crate::machine::IDENTITY_MAP_ADDR)
             .map_err(|e| s(&e))?;
-        vm.set_tss_address(0xfffb_d000).map_err(|e| s(&e))?;
+        vm.set_tss_address(crate::machine::TSS_ADDR)
+            .map_err(|e| s(&e))?;
         vm.create_irq_chip().map_err(|e| s(&e))?;
         vm.create_pit2().map_err(|e| s(&e))?;
     }
-    let plan = crate::boot::load_kernel(&*mem, image, "", &[], mem_size).map_err(|e| s(&e))?;
+    let plan = crate::boot::load_kernel(&*mem, image, "", "", &[], mem_size).map_err(|e| s(&e))?;
     let mut vcpu = vm.create_vcpu(0).map_err(|e| s(&e))?;
     let supported = kvm.supported_cpuid().map_err(|e| s(&e))?;
-    vcpu.set_cpuid2(&cpuid::for_vcpu(&supported, 0, 1, cpuid::Vendor::Host))
-        .map_err(|e| s(&e))?;
+    let tsc_deadline =
+        irqchip && kvm.check_extension(crate::hypervisor::kvm_abi::KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+    vcpu.set_cpuid2(&cpuid::for_vcpu(
+        &supported,
+        0,
+        1,
+        cpuid::Vendor::Host,
+        tsc_deadline,
+    ))
+    .map_err(|e| s(&e))?;
     regs::setup_boot_cpu(&*vcpu, &*mem, plan.entry, &plan.mode).map_err(|e| s(&e))?;
     let mut port_writes = 0u64;
     let start = Instant::now();
@@ -153,7 +174,7 @@ pub fn bare_loop(
             other => return Err(format!("unexpected exit {other:?}")),
         }
     };
-    let loop_ns = start.elapsed().as_nanos() as u64;
+    let loop_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     Ok(BareLoop {
         port_writes,
         loop_ns,
@@ -161,39 +182,13 @@ pub fn bare_loop(
     })
 }
 
-/// With `FUGU_TRACE=startup` (a comma-separated list may hold other switches), vCPU 0 prints
-/// the wall-clock time just before its first KVM_RUN: `fugu: trace: first KVM_RUN at
-/// <seconds>.<microseconds>` (seconds since the Unix epoch, like QEMU's `-msg timestamp=on`
-/// trace lines), so that `cargo xtask bench` can time VMM start to first KVM_RUN.
-pub fn trace_first_run(vcpu_id: u32) {
-    if vcpu_id != 0 {
-        return;
-    }
-    let on = std::env::var("FUGU_TRACE").is_ok_and(|v| v.split(',').any(|t| t == "startup"));
-    if !on {
-        return;
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!(
-        "fugu: trace: first KVM_RUN at {}.{:06}",
-        now.as_secs(),
-        now.subsec_micros()
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hidden_commands_parse() {
-        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
-        assert!(BenchCli::requested(&args(&["fugu", "bench-exits"])));
-        assert!(BenchCli::requested(&args(&["fugu", "bench-blk"])));
-        assert!(!BenchCli::requested(&args(&["fugu", "run"])));
-        let c = BenchCli::try_parse_from(["fugu", "bench-exits", "--kernel", "k"]).unwrap();
+    fn bench_commands_parse_and_fugu_has_none() {
+        let c = BenchCli::try_parse_from(["fugu-bench", "bench-exits", "--kernel", "k"]).unwrap();
         assert!(matches!(
             c.command,
             BenchCommand::BenchExits { memory, .. } if memory == 128 << 20

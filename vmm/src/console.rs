@@ -1,9 +1,9 @@
 //! The host side of the serial console: raw terminal mode (restored on every exit path) and
 //! a thread that forwards stdin to the guest's UART.
 
-use crate::devices::bus::lock;
 use crate::devices::legacy::serial::Serial;
-use crate::vm::ExitSignal;
+use crate::outcome::Stop;
+use crate::sync::lock;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
@@ -54,13 +54,17 @@ impl Drop for RawTerminal {
 }
 
 /// Forward stdin to the UART until EOF or the VM ends.
-pub fn spawn_input(serial: Arc<Mutex<Serial>>, exit: ExitSignal) {
+pub fn spawn_input(serial: Arc<Mutex<Serial>>, stop: Stop) {
     let _ = std::thread::Builder::new()
         .name("console-in".into())
         .spawn(move || {
+            if let Err(e) = crate::seccomp::enter(crate::seccomp::Kind::Console) {
+                eprintln!("fugu: {e}; the console takes no input");
+                return;
+            }
             let mut buf = [0u8; 64];
             let mut stdin = std::io::stdin();
-            while !exit.requested() {
+            while !stop.requested() {
                 match stdin.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => lock(&serial).enqueue_input(&buf[..n]),

@@ -10,20 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// Linux command-line switches for an emulating host, found by booting Debian's 6.1 kernels
-/// here. `clearcpuid` takes feature numbers (word * 32 + bit), which every 6.1 kernel accepts
-/// (names need CONFIG_X86_FEATURE_NAMES): 308 SMAP (CLAC/STAC), 141 CX16 (LOCK CMPXCHG16B),
-/// 158 RDRAND, 151 POPCNT, 306 RDSEED, 534 RDPID, 311 CLFLUSHOPT, 312 CLWB, 590 SERIALIZE,
-/// 297 ERMS and 580 FSRM (string operations the emulator handles byte by byte at best).
-pub const LINUX_SWITCHES: &[&str] = &[
-    "noxsave",
-    "nofsgsbase",
-    "nopcid",
-    "noinvpcid",
-    "nopku",
-    "clearcpuid=308,141,158,151,306,534,311,312,590,297,580",
-    "reboot=k",
-];
+/// Linux command-line switches for an emulating host (one list with the xtask's bench).
+pub use fugu_common::host::LINUX_SWITCHES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -121,12 +109,10 @@ pub struct Stats {
 
 impl Stats {
     pub fn record(&self, name: &'static str) {
-        *crate::devices::bus::lock(&self.counts)
-            .entry(name)
-            .or_default() += 1;
+        *crate::sync::lock(&self.counts).entry(name).or_default() += 1;
     }
     pub fn summary(&self) -> Option<String> {
-        let c = crate::devices::bus::lock(&self.counts);
+        let c = crate::sync::lock(&self.counts);
         if c.is_empty() {
             return None;
         }

@@ -1,7 +1,9 @@
 //! `cargo xtask ci generate|check`: pipelines for real CI services, written from the matrix
 //! definition (ci/matrix.def) so that cells this host cannot run fan out to hosts that can:
 //! a GitHub Actions workflow with a job per host class (runner labels intel-ept, intel-shadow,
-//! amd-npt, amd-shadow, emulated) and a Buildkite pipeline, each followed by a merge step.
+//! amd-npt, amd-shadow, svm-tcg-npt, svm-tcg-shadow, emulated) and a Buildkite pipeline, each
+//! followed by a merge step. The svm-tcg classes need no virtualization hardware: any x86_64
+//! Linux runner with root boots their L1 under QEMU TCG.
 //! `check` verifies the committed files are current and that actionlint accepts the workflow.
 
 use crate::matrix_def::{self, Def};
@@ -50,7 +52,7 @@ fn github_workflow(def: &Def) -> String {
          # runner label; a runner registered with that label runs that class's cells.\n",
     );
     for (n, c) in class_counts(def) {
-        let _ = writeln!(s, "#   {n:<13} {c} cells");
+        let _ = writeln!(s, "#   {n:<14} {c} cells");
     }
     s.push_str(
         "name: fugu test matrix\n\
@@ -86,7 +88,7 @@ fn github_workflow(def: &Def) -> String {
          \x20     - name: Host probe\n\
          \x20       run: cargo xtask test-matrix --probe\n\
          \x20     - name: Cells of host class ${{ matrix.class }}\n\
-         \x20       run: cargo xtask test-matrix --filter class=${{ matrix.class }} --junit target/test-matrix/junit-${{ matrix.class }}.xml\n\
+         \x20       run: cargo xtask test-matrix --filter class=${{ matrix.class }} --results target/test-matrix/results-${{ matrix.class }}.json --junit target/test-matrix/junit-${{ matrix.class }}.xml\n\
          \x20     - name: Keep results and serial logs\n\
          \x20       if: always()\n\
          \x20       uses: actions/upload-artifact@v4\n\
@@ -104,7 +106,7 @@ fn github_workflow(def: &Def) -> String {
          \x20         pattern: matrix-*\n\
          \x20         path: results\n\
          \x20     - name: One table for every cell, and the cells no host ran\n\
-         \x20       run: cargo xtask test-matrix merge results/*/junit-*.xml\n",
+         \x20       run: cargo xtask test-matrix merge results/*/results-*.json\n",
     );
     s
 }
@@ -132,7 +134,7 @@ fn buildkite(def: &Def) -> String {
              \x20   key: matrix-{n}\n\
              \x20   command:\n\
              \x20     - cargo xtask test-matrix --probe\n\
-             \x20     - cargo xtask test-matrix --filter class={n} --junit target/test-matrix/junit-{n}.xml\n\
+             \x20     - cargo xtask test-matrix --filter class={n} --results target/test-matrix/results-{n}.json --junit target/test-matrix/junit-{n}.xml\n\
              \x20   agents:\n\
              \x20     fugu-class: {n}\n\
              \x20   artifact_paths:\n\
@@ -146,8 +148,8 @@ fn buildkite(def: &Def) -> String {
          \x20 - label: \"merge\"\n\
          \x20   key: merge\n\
          \x20   command:\n\
-         \x20     - buildkite-agent artifact download \"target/test-matrix/junit-*.xml\" .\n\
-         \x20     - cargo xtask test-matrix merge target/test-matrix/junit-*.xml\n",
+         \x20     - buildkite-agent artifact download \"target/test-matrix/results-*.json\" .\n\
+         \x20     - cargo xtask test-matrix merge target/test-matrix/results-*.json\n",
     );
     s
 }

@@ -218,35 +218,7 @@ pub fn md5sums(root: &Path) -> Result<String> {
     Ok(text)
 }
 
-/// An RFC 2822 date (as debian/changelog wants it) for a Unix time, in UTC.
-pub fn rfc2822(epoch: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = epoch / 86400;
-    let secs = epoch % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
+pub use fugu_common::date::rfc2822;
 
 /// Build `stage` (a tree with DEBIAN/) into `deb` with dpkg-deb: root-owned, entries
 /// sorted, mtimes clamped to SOURCE_DATE_EPOCH, xz on one thread (so the bytes do not depend
@@ -417,13 +389,6 @@ Version References:
         let e = depends_from_objdump("  NEEDED               libfoo.so.3\n").unwrap_err();
         assert!(e.msg.contains("libfoo.so.3"), "{e}");
         assert!(depends_from_objdump("Dynamic Section:\n").is_err());
-    }
-
-    #[test]
-    fn changelog_dates_are_rfc2822_utc() {
-        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc2822(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
-        assert_eq!(rfc2822(1_798_547_696), "Tue, 29 Dec 2026 12:34:56 +0000");
     }
 
     #[test]

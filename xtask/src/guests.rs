@@ -40,6 +40,14 @@ pub const GUESTS: &[Guest] = &[
         success_status: 65,
     },
     Guest {
+        // Reads the ACPI tables as an OS does, then powers off through PM1a_CNT (status 0).
+        name: "acpi32",
+        source: "acpi32.S",
+        arch: "i386",
+        marker: "fugu-guest: acpi ok, powering off through PM1a_CNT",
+        success_status: 0,
+    },
+    Guest {
         // Needs `--disk IMG` whose sector 1 starts with "fugu-test-sector".
         name: "virtio32",
         source: "virtio32.S",

@@ -109,12 +109,6 @@ pub fn target(
     Ok((m, p))
 }
 
-extern "C" {
-    fn flock(fd: i32, operation: i32) -> i32;
-}
-const LOCK_EX: i32 = 2;
-const LOCK_NB: i32 = 4;
-
 /// An exclusive lock held while the file stays open.
 pub fn lock(path: &Path) -> Result<File, String> {
     let f = File::options()
@@ -124,7 +118,7 @@ pub fn lock(path: &Path) -> Result<File, String> {
         .open(path)
         .map_err(|e| format!("cannot open lock {}: {e}", path.display()))?;
     // SAFETY: flock on a descriptor this function owns; no memory is shared.
-    if unsafe { flock(f.as_raw_fd(), LOCK_EX | LOCK_NB) } != 0 {
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(format!(
             "another --kvm-reload run holds {}; wait for it to finish",
             path.display()

@@ -7,23 +7,25 @@ mod bench;
 mod build;
 mod ci;
 mod deb;
+mod flags;
 mod guests;
 mod images;
-mod junit;
 mod kvm_reload;
 mod matrix_def;
 mod netcheck;
 mod package;
 mod probe;
+mod svm_tcg;
 mod targets;
 mod test;
 mod test_matrix;
+mod tidy;
 mod toolchain;
 mod util;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
+pub const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
@@ -37,7 +39,7 @@ commands:
   test                                fmt, clippy and every test, for both targets
   bench [--filter NAME] [--runs N]    fugu vs QEMU and other peers, as ratios (docs/bench.md)
   test-matrix [--list|--probe] [...]  boot the VM matrix (ci/matrix.def); SKIP what this host can't
-  test-matrix merge JUNIT...          join several hosts' results into one table
+  test-matrix merge RESULTS...        join several hosts' results (JSON, or JUnit) into one table
   ci generate | check                 write / verify the CI pipelines generated from ci/matrix.def
   help                                this text
 

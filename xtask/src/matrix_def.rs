@@ -66,7 +66,9 @@ pub struct Def {
     pub levels: Vec<(Pattern, String)>,
     pub runners: Vec<(Pattern, String)>,
     pub pending: Vec<(String, String)>,
-    pub timeouts: Vec<(String, u64)>,
+    /// `RUNNER [PATTERN] = seconds` (or `*`): the first line whose runner and pattern match a
+    /// cell gives its timeout.
+    pub timeouts: Vec<(String, Option<Pattern>, u64)>,
     pub classes: Vec<(String, Pattern)>,
 }
 
@@ -170,7 +172,14 @@ pub fn parse(text: &str) -> Result<Def, String> {
                 .push((parse_pattern(left, &def.axes, n)?, right.to_string())),
             "pending" => def.pending.push((left.to_string(), right.to_string())),
             "timeouts" => def.timeouts.push((
-                left.to_string(),
+                left.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                match left.trim().split_once(char::is_whitespace) {
+                    Some((_, pattern)) => Some(parse_pattern(pattern, &def.axes, n)?),
+                    None => None,
+                },
                 right
                     .parse()
                     .map_err(|_| format!("line {n}: '{right}' is not a number of seconds"))?,
@@ -272,8 +281,8 @@ impl Def {
         let timeout = |name: &str| {
             self.timeouts
                 .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, s)| *s)
+                .find(|(n, p, _)| n == name && p.as_ref().is_none_or(|p| p.matches(cell)))
+                .map(|(_, _, s)| *s)
         };
         let timeout_s = runner
             .as_deref()
@@ -408,6 +417,7 @@ boot=tiny-direct check=boot = tiny
 other = needs issue #5 = really
 [timeouts]
 * = 30
+tiny host=pvm = 7
 tiny = 5
 [classes]
 emulated = host=pvm paging=shadow
@@ -450,9 +460,12 @@ emulated = host=pvm paging=shadow
         assert_eq!(p.needs, vec!["kvm"]);
         assert_eq!(
             (p.runner.as_deref(), p.pending, p.timeout_s),
-            (Some("tiny"), None, 5)
+            (Some("tiny"), None, 7),
+            "the first timeout line whose runner and pattern match"
         );
         assert_eq!(p.class.as_deref(), Some("emulated"));
+        let p = d.plan(&cell("vmx/tdp/x86_64/amd64/tiny-direct/boot"));
+        assert_eq!(p.timeout_s, 5);
     }
 
     #[test]
@@ -503,6 +516,10 @@ emulated = host=pvm paging=shadow
                 "intel-shadow",
                 "amd-npt",
                 "amd-shadow",
+                "svm-tcg-npt",
+                "svm-tcg-shadow",
+                "svm-tcg-i386-npt",
+                "svm-tcg-i386-shadow",
                 "emulated"
             ]
         );

@@ -70,21 +70,16 @@ impl Layout {
 }
 
 pub fn main(args: &[String]) -> Result {
-    let explicit = args
-        .iter()
-        .any(|a| a == "--target" || a.starts_with("--target="));
-    let (mut targets, rest) = targets::from_args(args).map_err(Error::usage)?;
-    if !explicit {
-        targets = ALL.to_vec();
+    let p = crate::flags::parse(&crate::flags::PACKAGE, args)?;
+    if p.has("--help") {
+        return Err(Error::usage(crate::USAGE));
     }
-    let (mut check, mut lint) = (false, true);
-    for a in &rest {
-        match a.as_str() {
-            "--check-reproducible" => check = true,
-            "--no-lintian" => lint = false,
-            other => return Err(Error::usage(format!("package: unknown option '{other}'"))),
-        }
-    }
+    // Without --target: every target (a release ships both).
+    let targets = match p.all("--target") {
+        v if v.is_empty() => ALL.to_vec(),
+        v => targets::from_values(&v).map_err(Error::usage)?,
+    };
+    let (check, lint) = (p.has("--check-reproducible"), !p.has("--no-lintian"));
     let started = Instant::now();
     let first = Layout::standard();
     let epoch = source_date_epoch(&first.src)?;
@@ -370,10 +365,12 @@ fn tarball(
     let stage = l.work.join(t.short()).join("tar");
     let top = stage.join(&name);
     install(bin, &top.join("bin/fugu"), 0o755)?;
+    symlink("../bin/fugu", &top.join("sbin/fugud"))?;
     for page in &docs.man {
         install(
             page,
-            &top.join("share/man/man1").join(file_name(page)),
+            &top.join(format!("share/man/man{}", man_section(page)))
+                .join(file_name(page)),
             0o644,
         )?;
     }
@@ -455,11 +452,37 @@ fn debian_package(
     f.insert("DATE".into(), deb::rfc2822(epoch));
 
     install(bin, &stage.join("usr/bin/fugu"), 0o755)?;
+    // fugud is fugu under another name.
+    symlink("../bin/fugu", &stage.join("usr/sbin/fugud"))?;
     for page in &docs.man {
-        let to = stage.join("usr/share/man/man1").join(file_name(page));
+        let to = stage
+            .join(format!("usr/share/man/man{}", man_section(page)))
+            .join(file_name(page));
         install(page, &to, 0o644)?;
         gzip(&to)?;
     }
+    let debian = l.src.join("packaging/debian");
+    // bookworm's lintian wants units below /lib (merged /usr makes it the same place).
+    install(
+        &debian.join("fugud.service"),
+        &stage.join("lib/systemd/system/fugud.service"),
+        0o644,
+    )?;
+    install(
+        &debian.join("fugu.toml"),
+        &stage.join("etc/fugu/fugu.toml"),
+        0o644,
+    )?;
+    write(
+        &stage.join("DEBIAN/conffiles"),
+        b"/etc/fugu/fugu.toml\n",
+        0o644,
+    )?;
+    install(
+        &debian.join("postinst"),
+        &stage.join("DEBIAN/postinst"),
+        0o755,
+    )?;
     install(
         &docs.bash,
         &stage.join("usr/share/bash-completion/completions/fugu"),
@@ -621,6 +644,20 @@ fn install(from: &Path, to: &Path, mode: u32) -> Result {
     write(to, &data, mode)
 }
 
+/// A relative symbolic link `to` -> `target`.
+fn symlink(target: &str, to: &Path) -> Result {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::os::unix::fs::symlink(target, to)
+        .map_err(|e| Error::fail(format!("cannot link {} -> {target}: {e}", to.display())))
+}
+
+/// The section of a man page, from its name ("fugud.8" -> "8").
+fn man_section(page: &Path) -> &str {
+    page.extension().and_then(|e| e.to_str()).unwrap_or("1")
+}
+
 fn write(to: &Path, data: &[u8], mode: u32) -> Result {
     use std::os::unix::fs::PermissionsExt;
     if let Some(parent) = to.parent() {
@@ -647,10 +684,16 @@ pub fn normalize(root: &Path, epoch: u64) -> Result {
             0o644
         };
         if meta.file_type().is_symlink() {
-            return Err(Error::fail(format!(
-                "{}: symlinks are not packed",
-                path.display()
-            )));
+            // Its mode means nothing; tar (--mtime) and dpkg-deb (SOURCE_DATE_EPOCH) set
+            // its time. Only relative links inside the tree are packed.
+            let target = std::fs::read_link(&path)?;
+            if target.is_absolute() {
+                return Err(Error::fail(format!(
+                    "{}: an absolute symlink is not packed",
+                    path.display()
+                )));
+            }
+            continue;
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
         std::fs::File::open(&path)?.set_modified(time)?;

@@ -12,12 +12,41 @@ use std::process::{Command, Stdio};
 
 /// Every capability name a cell may need (ci/matrix.def [needs]).
 pub const CAPABILITIES: &[&str] = &[
-    "kvm", "vmx", "svm", "pvm", "tdp", "shadow", "paging32", "tap", "netns", "dnsmasq", "seabios",
+    "kvm",
+    "vmx",
+    "svm",
+    "svm-tcg",
+    "svm-tcg-i386",
+    "pvm",
+    "tdp",
+    "shadow",
+    "paging32",
+    "native-kernel",
+    "tap",
+    "netns",
+    "dnsmasq",
+    "seabios",
     "ipxe",
 ];
 
 /// Capabilities about the host's virtualization: their reasons come before a pending runner's.
-pub const VIRT_CAPABILITIES: &[&str] = &["kvm", "vmx", "svm", "pvm", "tdp", "shadow", "paging32"];
+pub const VIRT_CAPABILITIES: &[&str] = &[
+    "kvm",
+    "vmx",
+    "svm",
+    "svm-tcg",
+    "svm-tcg-i386",
+    "pvm",
+    "tdp",
+    "shadow",
+    "paging32",
+    "native-kernel",
+];
+
+/// Why the i386 L1 has no network cells: its tools are i386 busybox.
+const I386_L1_NET: &str = "this i386 L1 (32-bit kernel) runs only i386 programs: its tools are \
+     i386 busybox (no `ip netns`), and the host's amd64 iproute2 and dnsmasq on its 9p root \
+     cannot run here";
 
 const SEABIOS: &[&str] = &[
     "/usr/share/seabios/bios-256k.bin",
@@ -37,6 +66,12 @@ pub struct Probe {
     pub svm: bool,
     /// The CPU says it runs under a hypervisor.
     pub hypervisor: bool,
+    /// The CPU is QEMU's software emulation (TCG): inside the svm-tcg L1, its SVM is QEMU's,
+    /// not AMD's, so its cells are of the svm-tcg class and never of svm.
+    pub tcg: bool,
+    /// The running kernel is 32-bit (/proc/sys/kernel/arch is i386..i686): inside the
+    /// svm-tcg-i386 L1, where only i386 programs run.
+    pub kernel32: bool,
     /// Loaded KVM modules (kvm, kvm_intel, kvm_amd, kvm_pvm).
     pub modules: Vec<String>,
     /// ("kvm_intel.ept", "Y"), ("kvm_amd.npt", "1"), ("kvm_intel.nested", "Y"), ...
@@ -66,6 +101,8 @@ impl Default for Probe {
             vmx: false,
             svm: false,
             hypervisor: false,
+            tcg: false,
+            kernel32: false,
             modules: vec![],
             params: vec![],
             dev_kvm: not(),
@@ -87,6 +124,9 @@ fn is_on(v: &str) -> bool {
     matches!(v.trim(), "Y" | "y" | "1")
 }
 
+/// fugu's host-adaptation switches for Linux guests (one list with fugu's own).
+pub use fugu_common::host::LINUX_SWITCHES as FUGU_LINUX_SWITCHES;
+
 impl Probe {
     /// Probe this machine (runs `unshare`/`ip` for the netns and tap checks when root).
     pub fn host() -> Probe {
@@ -98,6 +138,12 @@ impl Probe {
             .map(|_| ())
             .map_err(|e| format!("/dev/kvm: {e}"));
         p.root = util::is_root();
+        if p.kernel32 {
+            p.netns = Err(I386_L1_NET.into());
+            p.tap = Err(I386_L1_NET.into());
+            p.qemu = None;
+            return p;
+        }
         p.netns = probe_netns(p.root);
         p.tap = match (&p.netns, Path::new("/dev/net/tun").exists()) {
             (_, false) => Err("/dev/net/tun is missing".into()),
@@ -112,7 +158,11 @@ impl Probe {
     /// The parts of the probe that are plain files under `root` (a fake tree in tests).
     pub fn from_files(root: &Path) -> Probe {
         let at = |p: &str| root.join(p.trim_start_matches('/'));
-        let mut p = Probe::default();
+        let mut p = Probe {
+            kernel32: std::fs::read_to_string(at("/proc/sys/kernel/arch"))
+                .is_ok_and(|a| kernel_is_32bit(a.trim())),
+            ..Probe::default()
+        };
         let cpuinfo = std::fs::read_to_string(at("/proc/cpuinfo")).unwrap_or_default();
         for line in cpuinfo.lines() {
             let Some((k, v)) = line.split_once(':') else {
@@ -121,7 +171,10 @@ impl Probe {
             let (k, v) = (k.trim(), v.trim());
             match k {
                 "vendor_id" if p.cpu_vendor.is_empty() => p.cpu_vendor = v.to_string(),
-                "model name" if p.cpu_model.is_empty() => p.cpu_model = v.to_string(),
+                "model name" if p.cpu_model.is_empty() => {
+                    p.cpu_model = v.to_string();
+                    p.tcg = v.starts_with("QEMU TCG CPU");
+                }
                 "flags" => {
                     for f in v.split_whitespace() {
                         match f {
@@ -171,6 +224,13 @@ impl Probe {
             p.images.sort();
         }
         p
+    }
+
+    /// Whether guest kernel code runs in KVM's emulator (kvm_pvm, or no VMX/SVM): the hosts
+    /// where fugu adds [`FUGU_LINUX_SWITCHES`] to a Linux command line (as fugu's
+    /// host_compat decides it).
+    pub fn emulates_guest_kernel(&self) -> bool {
+        self.has_module("kvm_pvm") || !(self.vmx || self.svm)
     }
 
     pub fn has_module(&self, m: &str) -> bool {
@@ -230,7 +290,33 @@ impl Probe {
         match need {
             "kvm" => self.dev_kvm.as_ref().err().map(|e| format!("needs {e}")),
             "vmx" => hw(self.vmx, "VMX", "kvm_intel", self.svm, "SVM"),
+            "svm" if self.tcg && self.svm => Some(
+                "needs AMD SVM hardware; this CPU is QEMU TCG's emulation of it (host class \
+                 svm-tcg)"
+                    .into(),
+            ),
             "svm" => hw(self.svm, "SVM", "kvm_amd", self.vmx, "VMX"),
+            "svm-tcg" if self.tcg && self.svm && self.kernel32 => Some(
+                "needs the amd64 svm-tcg L1; this is the i386 one (host class svm-tcg-i386)".into(),
+            ),
+            "svm-tcg" if self.tcg && self.svm => (!self.has_module("kvm_amd"))
+                .then(|| "needs kvm_amd loaded in the svm-tcg L1 (modprobe kvm_amd)".to_string()),
+            "svm-tcg-i386" if self.tcg && self.svm && self.kernel32 => (!self
+                .has_module("kvm_amd"))
+            .then(|| "needs kvm_amd loaded in the svm-tcg-i386 L1 (modprobe kvm_amd)".to_string()),
+            "svm-tcg-i386" if self.tcg && self.svm => Some(
+                "needs the i386 L1 (Debian's 32-bit kernel); this is the amd64 svm-tcg L1".into(),
+            ),
+            "svm-tcg-i386" => Some(
+                "needs QEMU TCG's SVM under Debian's 32-bit kernel: such cells run inside the \
+                 i386 L1 that test-matrix boots under QEMU (this process is not in one)"
+                    .into(),
+            ),
+            "svm-tcg" => Some(
+                "needs QEMU TCG's SVM: such cells run inside the L1 that test-matrix boots under \
+                 QEMU (this process is not in one)"
+                    .into(),
+            ),
             "pvm" => (!self.has_module("kvm_pvm")).then(|| {
                 format!(
                     "needs kvm_pvm (emulated guest kernel mode); host has {}",
@@ -276,6 +362,23 @@ impl Probe {
                     Some(format!("needs 32-bit guest paging; {}", self.module_desc()))
                 }
             }
+            "native-kernel" => {
+                if self.has_module("kvm_intel") || self.has_module("kvm_amd") {
+                    None
+                } else if self.has_module("kvm_pvm") {
+                    Some(
+                        "needs a KVM that runs guest kernel code itself; kvm_pvm emulates it \
+                         (~2 M instructions/s), where a stock Debian kernel does not reach init \
+                         in 10 minutes"
+                            .into(),
+                    )
+                } else {
+                    Some(format!(
+                        "needs a KVM that runs guest kernel code itself; {}",
+                        self.module_desc()
+                    ))
+                }
+            }
             "tap" => self
                 .tap
                 .as_ref()
@@ -286,6 +389,9 @@ impl Probe {
                 .as_ref()
                 .err()
                 .map(|e| format!("needs a network namespace: {e}")),
+            "dnsmasq" if self.kernel32 && self.dnsmasq.is_none() => {
+                Some(format!("needs dnsmasq: {I386_L1_NET}"))
+            }
             "dnsmasq" => self
                 .dnsmasq
                 .is_none()
@@ -376,7 +482,28 @@ impl Probe {
         line("ipxe", opt(&self.ipxe, "apt-get install ipxe-qemu"));
         line(
             "qemu",
-            opt(&self.qemu, "optional peer: apt-get install qemu-system-x86"),
+            opt(
+                &self.qemu,
+                "peer and svm-tcg L1: apt-get install qemu-system-x86",
+            ),
+        );
+        line(
+            "svm-tcg",
+            if self.tcg && self.svm && self.kernel32 {
+                "this is the svm-tcg-i386 L1 (QEMU TCG's SVM, Debian's 32-bit kernel): its \
+                 cells run here"
+                    .to_string()
+            } else if self.tcg && self.svm {
+                "this is an svm-tcg L1 (QEMU TCG's SVM): its cells run here".to_string()
+            } else {
+                match crate::svm_tcg::unavailable(self) {
+                    None => "available: test-matrix boots a Linux L1 with kvm_amd under QEMU TCG \
+                             for the svm-tcg cells (amd64 kernel) and the svm-tcg-i386 cells \
+                             (Debian's 32-bit kernel)"
+                        .to_string(),
+                    Some(why) => format!("unavailable: {why}"),
+                }
+            },
         );
         for (t, p, present) in &self.fugu {
             line(
@@ -424,10 +551,15 @@ impl Probe {
     }
 }
 
+/// Whether a kernel architecture (`uname -m`, /proc/sys/kernel/arch) is 32-bit x86.
+pub fn kernel_is_32bit(arch: &str) -> bool {
+    matches!(arch, "i386" | "i486" | "i586" | "i686")
+}
+
 /// Where `cargo xtask build` puts the debug fugu binary for `t`.
 pub fn fugu_path(t: Target) -> PathBuf {
     let target = util::root().join("target");
-    if t == Target::host() {
+    if t == Target::build_host() {
         target.join("debug").join("fugu")
     } else {
         target
@@ -583,5 +715,63 @@ mod tests {
                 assert!(CAPABILITIES.contains(&n.as_str()), "unknown need {n}");
             }
         }
+    }
+
+    #[test]
+    fn hosts_without_vmx_or_svm_or_with_kvm_pvm_emulate_guest_kernels() {
+        let mut p = Probe {
+            vmx: true,
+            ..Probe::default()
+        };
+        assert!(!p.emulates_guest_kernel());
+        p.modules.push("kvm_pvm".into());
+        assert!(p.emulates_guest_kernel());
+        assert!(Probe::default().emulates_guest_kernel());
+    }
+
+    #[test]
+    fn the_i386_l1_is_told_apart_from_the_amd64_one() {
+        let d = fake_root(
+            "i386l1",
+            "svm",
+            &[("kvm", &[]), ("kvm_amd", &[("npt", "Y")])],
+        );
+        std::fs::write(
+            d.join("proc/cpuinfo"),
+            "vendor_id\t: AuthenticAMD\nmodel name\t: QEMU TCG CPU version 2.5+\nflags\t\t: fpu svm npt\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.join("proc/sys/kernel")).unwrap();
+        std::fs::write(d.join("proc/sys/kernel/arch"), "i686\n").unwrap();
+        let p = Probe::from_files(&d);
+        assert!(p.tcg && p.svm && p.kernel32);
+        assert_eq!(p.missing("svm-tcg-i386"), None);
+        assert!(p
+            .missing("svm-tcg")
+            .unwrap()
+            .contains("this is the i386 one"));
+        assert!(p.missing("svm").unwrap().contains("QEMU TCG"));
+        assert!(p.missing("dnsmasq").unwrap().contains("i386 busybox"));
+        assert_eq!(p.missing("tdp"), None);
+
+        std::fs::write(d.join("proc/sys/kernel/arch"), "x86_64\n").unwrap();
+        let amd64 = Probe::from_files(&d);
+        assert!(!amd64.kernel32);
+        assert_eq!(amd64.missing("svm-tcg"), None);
+        assert!(amd64
+            .missing("svm-tcg-i386")
+            .unwrap()
+            .contains("this is the amd64 svm-tcg L1"));
+        assert!(Probe::default()
+            .missing("svm-tcg-i386")
+            .unwrap()
+            .contains("not in one"));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn kernel_arches_of_32_bit_x86() {
+        assert!(kernel_is_32bit("i686") && kernel_is_32bit("i386"));
+        assert!(!kernel_is_32bit("x86_64") && !kernel_is_32bit(""));
     }
 }

@@ -29,6 +29,17 @@ impl Target {
             Target::I686 => "i386",
         }
     }
+    /// The host whose build layout target/ follows: where the fugu builds are (this xtask's
+    /// own target, or FUGU_BUILD_HOST, which the svm-tcg-i386 L1 sets to the outer host's: its
+    /// i686 xtask reads the builds that the x86_64 xtask made).
+    pub fn build_host() -> Target {
+        Self::build_host_from(std::env::var("FUGU_BUILD_HOST").ok().as_deref())
+    }
+    pub fn build_host_from(var: Option<&str>) -> Target {
+        ALL.into_iter()
+            .find(|t| Some(t.short()) == var)
+            .unwrap_or_else(Target::host)
+    }
     /// The target this xtask runs on.
     pub fn host() -> Target {
         if cfg!(target_arch = "x86") {
@@ -51,35 +62,24 @@ pub fn parse(name: &str) -> Result<Vec<Target>, String> {
     })
 }
 
-/// Parse `--target T` options (repeatable, comma-separated allowed); default is the host.
-pub fn from_args(args: &[String]) -> Result<(Vec<Target>, Vec<String>), String> {
+/// The targets named by `--target` values (each may be comma-separated), deduplicated and
+/// sorted; the host when none is given.
+pub fn from_values(values: &[String]) -> Result<Vec<Target>, String> {
     let mut targets = Vec::new();
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let value = if a == "--target" {
-            Some(it.next().ok_or("--target needs a value")?.clone())
-        } else {
-            a.strip_prefix("--target=").map(str::to_string)
-        };
-        match value {
-            Some(v) => {
-                for part in v.split(',') {
-                    for t in parse(part)? {
-                        if !targets.contains(&t) {
-                            targets.push(t);
-                        }
-                    }
+    for v in values {
+        for part in v.split(',') {
+            for t in parse(part)? {
+                if !targets.contains(&t) {
+                    targets.push(t);
                 }
             }
-            None => rest.push(a.clone()),
         }
     }
     if targets.is_empty() {
         targets.push(Target::host());
     }
     targets.sort();
-    Ok((targets, rest))
+    Ok(targets)
 }
 
 #[cfg(test)]
@@ -105,11 +105,13 @@ mod tests {
 
     #[test]
     fn repeated_and_comma_separated_targets_dedupe() {
-        let (t, rest) =
-            from_args(&s(&["--target", "i386", "--release", "--target=amd64,x86"])).unwrap();
+        let t = from_values(&s(&["i386", "amd64,x86"])).unwrap();
         assert_eq!(t, vec![Target::X86_64, Target::I686]);
-        assert_eq!(rest, s(&["--release"]));
-        assert!(from_args(&s(&["--target"])).is_err());
-        assert_eq!(from_args(&[]).unwrap().0, vec![Target::host()]);
+        assert!(from_values(&s(&["arm"])).is_err());
+        assert_eq!(from_values(&[]).unwrap(), vec![Target::host()]);
+        assert_eq!(Target::build_host_from(Some("i686")), Target::I686);
+        assert_eq!(Target::build_host_from(Some("x86_64")), Target::X86_64);
+        assert_eq!(Target::build_host_from(Some("arm")), Target::host());
+        assert_eq!(Target::build_host_from(None), Target::host());
     }
 }

@@ -20,11 +20,17 @@ const TEST_DEBS: &[&str] = &[
     "dnsmasq-base",
     "iproute2",
     "dpkg-dev",
+    // iasl: the ACPI tables must disassemble without errors or warnings (vmm/src/acpi).
+    "acpica-tools",
+    // qemu-img / qemu-io: the reference for fugu's qcow2 (docs/disks.md).
+    "qemu-utils",
+    // systemd-analyze: fugud's unit in the .deb must verify (tests/tests/package.rs).
+    "systemd",
 ];
 
 pub fn main(args: &[String]) -> Result {
-    if let Some(a) = args.first() {
-        return Err(Error::usage(format!("test: unknown option '{a}'")));
+    if crate::flags::parse(&crate::flags::TEST, args)?.has("--help") {
+        return Err(Error::usage(crate::USAGE));
     }
     util::ensure_debs(TEST_DEBS, "the tests")?;
     if !util::is_root() {
@@ -53,8 +59,15 @@ pub fn main(args: &[String]) -> Result {
         if t == Target::host() {
             c.args(["--workspace", "--all-targets"]);
         } else {
-            // xtask and the end-to-end tests are host tools; the VMM is built for every target.
-            c.args(["--package", "fugu", "--all-targets"]);
+            // xtask and the end-to-end tests are host tools; the VMM and what it shares with
+            // them (fugu-common) are built for every target.
+            c.args([
+                "--package",
+                "fugu",
+                "--package",
+                "fugu-common",
+                "--all-targets",
+            ]);
         }
         c.args(["--", "-D", "warnings"]);
         util::run(&mut c)?;
@@ -77,7 +90,7 @@ pub fn main(args: &[String]) -> Result {
         if t == Target::host() {
             c.arg("--workspace");
         } else {
-            c.args(["--package", "fugu"]);
+            c.args(["--package", "fugu", "--package", "fugu-common"]);
         }
         c.env("FUGU_GUESTS_DIR", guests::out_dir());
         if util::is_root() {

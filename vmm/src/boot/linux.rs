@@ -76,6 +76,22 @@ pub fn parse(image: &[u8]) -> Result<BzImage, LoadError> {
             image.len()
         )));
     }
+    // syssize (protocol 2.04+) is the protected-mode kernel's length in 16-byte units. A
+    // file shorter than that was cut short (a partial copy or download): booting it would
+    // run into zeroes or garbage and look like a guest crash, or spin forever.
+    let syssize = le32(image, 0x1f4) as u64;
+    if syssize == 0 {
+        return Err(bad(
+            "the setup header declares no protected-mode kernel (syssize is 0)",
+        ));
+    }
+    let payload = (image.len() - setup_size) as u64;
+    if payload < syssize * 16 {
+        return Err(bad(format!(
+            "the file is truncated: its header declares a {}-byte kernel after the {setup_size}-byte setup, but only {payload} bytes follow; copy or download the kernel again",
+            syssize * 16
+        )));
+    }
     let header_end = (0x202 + image[0x201] as usize)
         .clamp(0x264, 0x290)
         .min(image.len());
@@ -133,10 +149,12 @@ pub fn load(
     allow_64bit_entry: bool,
 ) -> Result<BootPlan, LoadError> {
     let bz = parse(image)?;
-    if cmdline.len() >= bz.cmdline_size as usize {
+    // cmdline_size is the longest command line without its terminating NUL (boot protocol);
+    // a kernel may declare 0 (no command line at all), so no arithmetic on it here.
+    if cmdline.len() as u64 > u64::from(bz.cmdline_size) {
         return Err(LoadError::CmdlineTooLong(
             cmdline.len(),
-            bz.cmdline_size as usize - 1,
+            bz.cmdline_size as usize,
         ));
     }
     #[cfg(target_arch = "x86_64")]
@@ -221,6 +239,7 @@ pub(crate) mod tests {
         b[0x22c..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
         b[0x236..0x238].copy_from_slice(&xloadflags.to_le_bytes());
         b[0x238..0x23c].copy_from_slice(&2048u32.to_le_bytes());
+        b[0x1f4..0x1f8].copy_from_slice(&(payload.len() as u32 / 16).to_le_bytes());
         b.extend_from_slice(payload);
         b
     }
@@ -285,6 +304,38 @@ pub(crate) mod tests {
             load(&mem, &good, "", Some(&big), 4 << 20, true),
             Err(LoadError::DoesNotFit { .. })
         ));
+    }
+
+    /// Issue 17 defect 1: a header with cmdline_size 0 panicked (subtract overflow).
+    #[test]
+    fn a_zero_cmdline_size_allows_only_an_empty_command_line() {
+        let mut img = bzimage(&[0x90; 100], 0);
+        img[0x238..0x23c].copy_from_slice(&0u32.to_le_bytes());
+        let mem = MmapMemory::new(&[(0, 4 << 20)]).unwrap();
+        assert!(load(&mem, &img, "", None, 4 << 20, true).is_ok());
+        let e = load(&mem, &img, "x", None, 4 << 20, true).unwrap_err();
+        assert!(matches!(e, LoadError::CmdlineTooLong(1, 0)), "{e}");
+        // The limit excludes the NUL: exactly cmdline_size characters fit.
+        img[0x238..0x23c].copy_from_slice(&4u32.to_le_bytes());
+        assert!(load(&mem, &img, "abcd", None, 4 << 20, true).is_ok());
+        assert!(load(&mem, &img, "abcde", None, 4 << 20, true).is_err());
+    }
+
+    /// Issue 17 defect 5: a truncated bzImage was booted (and blamed on the guest), and one
+    /// whose header declares no kernel at all spun forever.
+    #[test]
+    fn truncated_or_empty_kernels_are_refused() {
+        let img = bzimage(&[0x90; 4096], 0);
+        assert!(parse(&img).is_ok());
+        for cut in [1, 15, 4000] {
+            let e = parse(&img[..img.len() - cut]).unwrap_err().to_string();
+            assert!(e.contains("truncated"), "{cut}: {e}");
+        }
+        let mut none = bzimage(&[0x90; 1], 0);
+        assert!(parse(&none).unwrap_err().to_string().contains("syssize"));
+        // A 1-byte payload under a header that claims a real kernel: truncated.
+        none[0x1f4..0x1f8].copy_from_slice(&0x1000u32.to_le_bytes());
+        assert!(parse(&none).unwrap_err().to_string().contains("truncated"));
     }
 
     /// linux-loader and the in-house loader place the same bytes at the same addresses.

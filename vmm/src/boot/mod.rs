@@ -104,10 +104,23 @@ pub fn detect(image: &[u8]) -> KernelKind {
     }
 }
 
-/// Pick the loader for `image` by its contents.
+/// A Multiboot command line: the kernel's name, then the arguments (either may be empty).
+pub fn multiboot_cmdline(name: &str, args: &str) -> String {
+    match (name.is_empty(), args.is_empty()) {
+        (_, true) => name.to_string(),
+        (true, false) => args.to_string(),
+        (false, false) => format!("{name} {args}"),
+    }
+}
+
+/// Pick the loader for `image` by its contents. `name` is the kernel's path as the user gave
+/// it: a Multiboot kernel gets it as the first word of its command line (argv[0]), as QEMU's
+/// `-kernel` and GRUB legacy pass it (GRUB 2 passes only the arguments); test kernels written
+/// for QEMU parse their arguments after it.
 pub fn load_kernel(
     mem: &dyn GuestMemory,
     image: &[u8],
+    name: &str,
     cmdline: &str,
     modules: &[(Vec<u8>, String)],
     mem_size: u64,
@@ -122,7 +135,8 @@ pub fn load_kernel(
         return linux::load(mem, image, cmdline, initrd, mem_size, true);
     }
     if let Some(hdr) = multiboot::find_header(image)? {
-        return multiboot::load(mem, image, &hdr, cmdline, modules, mem_size);
+        let line = multiboot_cmdline(name, cmdline);
+        return multiboot::load(mem, image, &hdr, &line, modules, mem_size);
     }
     if image.starts_with(b"\x7fELF") {
         if modules.len() > 1 {
@@ -134,6 +148,59 @@ pub fn load_kernel(
         return elf::load_direct(mem, image, cmdline, initrd, mem_size);
     }
     Err(LoadError::Unknown)
+}
+
+/// Read a kernel, initrd or module file of at most `limit` bytes (what guest RAM can hold).
+/// The size of a regular file is checked before anything is read, so that a huge file is
+/// refused at once instead of filling host memory first; devices (`--kernel /dev/zero`),
+/// directories and sockets are refused; a pipe is read, but never past the limit.
+pub fn read_input(what: &str, path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let cannot = |e: std::io::Error| format!("cannot read {what} {}: {e}", path.display());
+    let too_big = |len: String| {
+        format!(
+            "{what} {} is {len} bytes, more than guest RAM ({} MiB{}) can hold; give the guest \
+             more --memory, or check that this is the right file",
+            path.display(),
+            limit >> 20,
+            if what == "kernel" {
+                ""
+            } else {
+                " less what is loaded before it"
+            }
+        )
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    let ty = meta.file_type();
+    if ty.is_file() {
+        if meta.len() > limit {
+            return Err(too_big(meta.len().to_string()));
+        }
+    } else if !ty.is_fifo() {
+        let kind = if ty.is_dir() {
+            "a directory"
+        } else if ty.is_char_device() {
+            "a character device"
+        } else if ty.is_block_device() {
+            "a block device"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "{what} {} is {kind}: give the path of a {what} file",
+            path.display()
+        ));
+    }
+    let mut data = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(cannot)?;
+    if data.len() as u64 > limit {
+        return Err(too_big(format!("more than {limit}")));
+    }
+    Ok(data)
 }
 
 /// Write a NUL-terminated command line at [`addr::CMDLINE`].
@@ -148,4 +215,60 @@ pub fn write_cmdline(mem: &dyn GuestMemory, cmdline: &str) -> Result<u64, LoadEr
     b.push(0);
     place(mem, "command line", addr::CMDLINE, &b)?;
     Ok(addr::CMDLINE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17 defect 6: kernels and initrds were read whole, without a limit: a device
+    /// such as /dev/zero ate host memory, a huge initrd was read before the fit check.
+    #[test]
+    fn multiboot_command_lines_start_with_the_kernels_name() {
+        assert_eq!(multiboot_cmdline("/k/t.elf", "a b"), "/k/t.elf a b");
+        assert_eq!(multiboot_cmdline("/k/t.elf", ""), "/k/t.elf");
+        assert_eq!(multiboot_cmdline("", "a b"), "a b");
+        assert_eq!(multiboot_cmdline("", ""), "");
+    }
+
+    #[test]
+    fn inputs_are_size_checked_before_they_are_read() {
+        let dir = std::env::temp_dir().join(format!("fugu-read-input-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let small = dir.join("small");
+        std::fs::write(&small, [7u8; 100]).unwrap();
+        assert_eq!(read_input("kernel", &small, 100).unwrap(), [7u8; 100]);
+        let e = read_input("kernel", &small, 99).unwrap_err();
+        assert!(e.contains("100 bytes") && e.contains("--memory"), "{e}");
+        // A sparse 1 TiB file: refused by its size, not read.
+        let huge = dir.join("huge");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        let e = read_input("initrd", &huge, 256 << 20).unwrap_err();
+        assert!(e.contains("1099511627776 bytes"), "{e}");
+        for (p, kind) in [("/dev/zero", "character device"), ("/", "directory")] {
+            let e = read_input("kernel", std::path::Path::new(p), 1 << 30).unwrap_err();
+            assert!(e.contains(kind), "{p}: {e}");
+        }
+        // A pipe has no size to check first: it is read up to the limit, not further.
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = std::fs::File::create(&fifo).and_then(|mut f| f.write_all(&[1u8; 5000]));
+            })
+        };
+        let e = read_input("initrd", &fifo, 1000).unwrap_err();
+        assert!(e.contains("more than 1000 bytes"), "{e}");
+        writer.join().unwrap();
+        let e = read_input("kernel", &dir.join("missing"), 1).unwrap_err();
+        assert!(e.contains("cannot read kernel"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

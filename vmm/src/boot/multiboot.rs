@@ -293,6 +293,39 @@ mod tests {
     }
 
     #[test]
+    fn ram_above_the_pci_hole_is_in_the_memory_map() {
+        let mem = MmapMemory::new(&[(0, 4 << 20)]).unwrap();
+        let img = aout(&[0xf4]);
+        let h = find_header(&img).unwrap().unwrap();
+        let size = 5u64 << 30;
+        load(&mem, &img, &h, "", &[], size).unwrap();
+        let info = addr::MULTIBOOT_INFO;
+        assert_eq!(
+            u64::from(mem.read_u32(info + 8).unwrap()),
+            (0xC000_0000 - (1 << 20)) / 1024,
+            "mem_upper: the RAM from 1 MiB to the PCI hole"
+        );
+        let len = u64::from(mem.read_u32(info + 44).unwrap());
+        let at = u64::from(mem.read_u32(info + 48).unwrap());
+        let mut ram = Vec::new();
+        let mut off = 0;
+        while off < len {
+            let size_field = u64::from(mem.read_u32(at + off).unwrap());
+            let mut e = [0u8; 20];
+            mem.read(at + off + 4, &mut e).unwrap();
+            let base = u64::from_le_bytes(e[0..8].try_into().unwrap());
+            let length = u64::from_le_bytes(e[8..16].try_into().unwrap());
+            if u32::from_le_bytes(e[16..20].try_into().unwrap()) == 1 {
+                ram.push((base, length));
+            }
+            off += size_field + 4;
+        }
+        assert!(ram.contains(&(1 << 32, size - 0xC000_0000)), "{ram:x?}");
+        let total: u64 = ram.iter().map(|r| r.1).sum();
+        assert!(total <= size && total > size - (2 << 20), "{ram:x?}");
+    }
+
+    #[test]
     fn bad_checksums_and_truncations_are_not_headers_or_errors() {
         let mut img = aout(&[0xf4]);
         img[8] ^= 1;

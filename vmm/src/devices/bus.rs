@@ -1,5 +1,6 @@
 //! Address-range buses for port I/O and MMIO. Devices see offsets within their own range.
 
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 
 /// A device on a bus. `offset` is relative to the base the device was registered at.
@@ -12,6 +13,13 @@ struct Entry {
     base: u64,
     len: u64,
     dev: Arc<Mutex<dyn BusDevice>>,
+}
+
+/// The devices a vCPU dispatches its exits to.
+#[derive(Default)]
+pub struct Buses {
+    pub pio: Bus,
+    pub mmio: Bus,
 }
 
 /// A set of non-overlapping ranges, each served by a device.
@@ -78,12 +86,6 @@ impl Bus {
             None => false,
         }
     }
-}
-
-/// Lock a device even if a previous holder panicked: device state is plain data, and one
-/// vCPU thread's failure must not take the others down with a poisoned lock.
-pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -14,6 +14,10 @@ const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
 
 /// `_IOC(dir, type, nr, size)` as x86 Linux encodes it (same for i386 and x86_64).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a const fn cannot use try_from; every size is a KVM struct, asserted below 16 KiB"
+)]
 pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
     (dir << 30) | ((size as u32) << 16) | (ty << 8) | nr
 }
@@ -369,6 +373,7 @@ pub const KVM_CAP_PIT2: u32 = 33;
 pub const KVM_CAP_IOEVENTFD: u32 = 36;
 pub const KVM_CAP_IRQFD: u32 = 32;
 pub const KVM_CAP_MAX_VCPUS: u32 = 66;
+pub const KVM_CAP_TSC_DEADLINE_TIMER: u32 = 72;
 
 pub const KVM_MAX_CPUID_ENTRIES: usize = 256;
 pub const KVM_PIT_SPEAKER_DUMMY: u32 = 1;
@@ -460,6 +465,52 @@ mod differential {
     fn structs_match_kvm_bindings() {
         use kvm_bindings as kb;
         same_layout!(kvm_regs, kb::kvm_regs, [rax, rsp, r15, rip, rflags]);
+        // Ours is flat where kvm-bindings nests one struct per event kind: compare where each
+        // kind starts (the rust-vmm backend transmutes between the two).
+        assert_eq!(
+            size_of::<kvm_vcpu_events>(),
+            size_of::<kb::kvm_vcpu_events>()
+        );
+        for (ours, theirs) in [
+            (
+                offset_of!(kvm_vcpu_events, exception_injected),
+                offset_of!(kb::kvm_vcpu_events, exception),
+            ),
+            (
+                offset_of!(kvm_vcpu_events, interrupt_injected),
+                offset_of!(kb::kvm_vcpu_events, interrupt),
+            ),
+            (
+                offset_of!(kvm_vcpu_events, nmi_injected),
+                offset_of!(kb::kvm_vcpu_events, nmi),
+            ),
+            (
+                offset_of!(kvm_vcpu_events, sipi_vector),
+                offset_of!(kb::kvm_vcpu_events, sipi_vector),
+            ),
+            (
+                offset_of!(kvm_vcpu_events, flags),
+                offset_of!(kb::kvm_vcpu_events, flags),
+            ),
+            (
+                offset_of!(kvm_vcpu_events, smi),
+                offset_of!(kb::kvm_vcpu_events, smi),
+            ),
+            (
+                offset_of!(kvm_vcpu_events, triple_fault_pending),
+                offset_of!(kb::kvm_vcpu_events, triple_fault),
+            ),
+            (
+                offset_of!(kvm_vcpu_events, reserved),
+                offset_of!(kb::kvm_vcpu_events, reserved),
+            ),
+            (
+                offset_of!(kvm_vcpu_events, exception_payload),
+                offset_of!(kb::kvm_vcpu_events, exception_payload),
+            ),
+        ] {
+            assert_eq!(ours, theirs, "kvm_vcpu_events");
+        }
         same_layout!(
             kvm_segment,
             kb::kvm_segment,
@@ -523,6 +574,10 @@ mod differential {
         );
         assert_eq!(offset_of!(kb::kvm_run, cr8), offset_of!(kvm_run_head, cr8));
         assert_eq!(
+            offset_of!(kb::kvm_run, immediate_exit),
+            offset_of!(kvm_run_head, immediate_exit)
+        );
+        assert_eq!(
             offset_of!(kb::kvm_run, __bindgen_anon_1),
             KVM_RUN_EXIT_UNION
         );
@@ -534,6 +589,7 @@ mod differential {
         assert_eq!(kb::KVM_CAP_IRQFD, KVM_CAP_IRQFD);
         assert_eq!(kb::KVM_CAP_IOEVENTFD, KVM_CAP_IOEVENTFD);
         assert_eq!(kb::KVM_CAP_MAX_VCPUS, KVM_CAP_MAX_VCPUS);
+        assert_eq!(kb::KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_TSC_DEADLINE_TIMER);
         assert_eq!(kb::KVM_MAX_CPUID_ENTRIES, KVM_MAX_CPUID_ENTRIES);
     }
 
@@ -564,28 +620,28 @@ mod differential {
         ioctl_ior_nr!(GET_LAPIC, IO, 0x8e, kb::kvm_lapic_state);
         ioctl_ior_nr!(GET_EVENTS, IO, 0x9f, kb::kvm_vcpu_events);
         ioctl_iow_nr!(SET_EVENTS, IO, 0xa0, kb::kvm_vcpu_events);
-        assert_eq!(GET_EVENTS() as u32, KVM_GET_VCPU_EVENTS);
-        assert_eq!(SET_EVENTS() as u32, KVM_SET_VCPU_EVENTS);
-        assert_eq!(RUN() as u32, KVM_RUN);
-        assert_eq!(CREATE_VM() as u32, KVM_CREATE_VM);
-        assert_eq!(CREATE_VCPU() as u32, KVM_CREATE_VCPU);
-        assert_eq!(GET_REGS() as u32, KVM_GET_REGS);
-        assert_eq!(SET_REGS() as u32, KVM_SET_REGS);
-        assert_eq!(GET_SREGS() as u32, KVM_GET_SREGS);
-        assert_eq!(SET_SREGS() as u32, KVM_SET_SREGS);
-        assert_eq!(SET_MEM() as u32, KVM_SET_USER_MEMORY_REGION);
-        assert_eq!(SUPPORTED_CPUID() as u32, KVM_GET_SUPPORTED_CPUID);
-        assert_eq!(SET_CPUID2() as u32, KVM_SET_CPUID2);
-        assert_eq!(SET_MSRS() as u32, KVM_SET_MSRS);
-        assert_eq!(GET_MSRS() as u32, KVM_GET_MSRS);
-        assert_eq!(GET_FPU() as u32, KVM_GET_FPU);
-        assert_eq!(SET_FPU() as u32, KVM_SET_FPU);
-        assert_eq!(CREATE_PIT2() as u32, KVM_CREATE_PIT2);
-        assert_eq!(IRQ_LINE() as u32, KVM_IRQ_LINE);
-        assert_eq!(IRQFD() as u32, KVM_IRQFD);
-        assert_eq!(IOEVENTFD() as u32, KVM_IOEVENTFD);
-        assert_eq!(SIGNAL_MSI() as u32, KVM_SIGNAL_MSI);
-        assert_eq!(GSI_ROUTING() as u32, KVM_SET_GSI_ROUTING);
-        assert_eq!(GET_LAPIC() as u32, KVM_GET_LAPIC);
+        assert_eq!(GET_EVENTS(), u64::from(KVM_GET_VCPU_EVENTS));
+        assert_eq!(SET_EVENTS(), u64::from(KVM_SET_VCPU_EVENTS));
+        assert_eq!(RUN(), u64::from(KVM_RUN));
+        assert_eq!(CREATE_VM(), u64::from(KVM_CREATE_VM));
+        assert_eq!(CREATE_VCPU(), u64::from(KVM_CREATE_VCPU));
+        assert_eq!(GET_REGS(), u64::from(KVM_GET_REGS));
+        assert_eq!(SET_REGS(), u64::from(KVM_SET_REGS));
+        assert_eq!(GET_SREGS(), u64::from(KVM_GET_SREGS));
+        assert_eq!(SET_SREGS(), u64::from(KVM_SET_SREGS));
+        assert_eq!(SET_MEM(), u64::from(KVM_SET_USER_MEMORY_REGION));
+        assert_eq!(SUPPORTED_CPUID(), u64::from(KVM_GET_SUPPORTED_CPUID));
+        assert_eq!(SET_CPUID2(), u64::from(KVM_SET_CPUID2));
+        assert_eq!(SET_MSRS(), u64::from(KVM_SET_MSRS));
+        assert_eq!(GET_MSRS(), u64::from(KVM_GET_MSRS));
+        assert_eq!(GET_FPU(), u64::from(KVM_GET_FPU));
+        assert_eq!(SET_FPU(), u64::from(KVM_SET_FPU));
+        assert_eq!(CREATE_PIT2(), u64::from(KVM_CREATE_PIT2));
+        assert_eq!(IRQ_LINE(), u64::from(KVM_IRQ_LINE));
+        assert_eq!(IRQFD(), u64::from(KVM_IRQFD));
+        assert_eq!(IOEVENTFD(), u64::from(KVM_IOEVENTFD));
+        assert_eq!(SIGNAL_MSI(), u64::from(KVM_SIGNAL_MSI));
+        assert_eq!(GSI_ROUTING(), u64::from(KVM_SET_GSI_ROUTING));
+        assert_eq!(GET_LAPIC(), u64::from(KVM_GET_LAPIC));
     }
 }

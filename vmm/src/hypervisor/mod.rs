@@ -1,8 +1,10 @@
 //! The hypervisor interface the rest of fugu is written against.
 //!
-//! Two backends implement it: [`rustvmm`] (kvm-ioctls, x86_64 hosts only) and [`portable`]
-//! (the in-house layer over raw KVM ioctls, every host including i686). Types are the ABI
-//! structs of [`kvm_abi`], so both backends speak the same language.
+//! Two backends implement it: [`rustvmm`] (kvm-ioctls, x86_64 hosts only; the oracle) and
+//! [`portable`] (the in-house layer over raw KVM ioctls, every host including i686). Types are
+//! the ABI structs of [`kvm_abi`], so both backends speak the same language. Which one runs is
+//! chosen in [`crate::backend`], with the memory and queue implementations that go with it.
+//! The traits hold what fugu calls, nothing more.
 
 pub mod kvm_abi;
 pub mod portable;
@@ -58,33 +60,6 @@ impl std::error::Error for Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Which implementation of this interface to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// kvm-ioctls / kvm-bindings (x86_64 hosts).
-    RustVmm,
-    /// The in-house layer (all hosts).
-    Portable,
-}
-
-impl Backend {
-    /// rust-vmm where it builds, the in-house layer elsewhere.
-    pub fn host_default() -> Self {
-        if cfg!(target_arch = "x86_64") {
-            Backend::RustVmm
-        } else {
-            Backend::Portable
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::RustVmm => "rust-vmm",
-            Backend::Portable => "portable",
-        }
-    }
-}
-
 /// Why a vCPU returned to userspace. Data slices point into the vCPU's shared run page.
 #[derive(Debug)]
 pub enum VcpuExit<'a> {
@@ -114,7 +89,6 @@ pub enum VcpuExit<'a> {
 
 /// A KVM system handle (`/dev/kvm`).
 pub trait Hypervisor: Send + Sync {
-    fn backend(&self) -> Backend;
     fn api_version(&self) -> i32;
     fn check_extension(&self, cap: u32) -> i32;
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>>;
@@ -142,7 +116,6 @@ pub trait Vm: Send + Sync {
     fn set_irq_line(&self, irq: u32, level: bool) -> Result<()>;
     fn register_irqfd(&self, fd: RawFd, gsi: u32, resample_fd: Option<RawFd>) -> Result<()>;
     fn register_ioeventfd(&self, fd: RawFd, addr: u64, len: u32, pio: bool) -> Result<()>;
-    fn signal_msi(&self, address: u64, data: u32) -> Result<()>;
     /// Replace the whole GSI routing table (KVM_SET_GSI_ROUTING): the caller includes the
     /// irqchip routes it wants to keep.
     fn set_gsi_routing(&self, entries: &[kvm_abi::kvm_irq_routing_entry]) -> Result<()> {
@@ -161,28 +134,13 @@ pub trait Vcpu: Send {
     fn get_fpu(&self) -> Result<Fpu>;
     fn set_fpu(&self, fpu: &Fpu) -> Result<()>;
     fn set_cpuid2(&self, entries: &[CpuidEntry]) -> Result<()>;
-    fn set_msrs(&self, msrs: &[MsrEntry]) -> Result<usize>;
-    fn get_msrs(&self, msrs: &mut [MsrEntry]) -> Result<usize>;
-    fn get_lapic(&self) -> Result<kvm_abi::kvm_lapic_state>;
-    fn set_lapic(&self, lapic: &kvm_abi::kvm_lapic_state) -> Result<()>;
     fn get_vcpu_events(&self) -> Result<kvm_abi::kvm_vcpu_events>;
     fn set_vcpu_events(&self, events: &kvm_abi::kvm_vcpu_events) -> Result<()>;
-    /// Ask a KVM_RUN in progress (on another thread, after a signal) or the next one to return.
-    fn set_immediate_exit(&mut self, on: bool);
+    /// The `immediate_exit` byte of this vCPU's `kvm_run` page: while it is non-zero KVM_RUN
+    /// returns EINTR at once. Valid as long as the vCPU lives; the kick signal's handler sets
+    /// it (signals::arm_kick), so a kick that lands just before KVM_RUN is not lost.
+    fn immediate_exit(&mut self) -> *mut u8;
     fn run(&mut self) -> Result<VcpuExit<'_>>;
-}
-
-/// Open `/dev/kvm` with the chosen backend.
-pub fn open(backend: Backend) -> std::result::Result<Box<dyn Hypervisor>, OpenError> {
-    match backend {
-        Backend::Portable => Ok(Box::new(portable::Kvm::open()?)),
-        #[cfg(target_arch = "x86_64")]
-        Backend::RustVmm => Ok(Box::new(rustvmm::Kvm::open()?)),
-        #[cfg(not(target_arch = "x86_64"))]
-        Backend::RustVmm => Err(OpenError::Unsupported(
-            "the rust-vmm backend is built for x86_64 hosts only; use --backend portable",
-        )),
-    }
 }
 
 /// Opening /dev/kvm failed; the message says what the user can do about it.
@@ -210,7 +168,9 @@ impl From<std::io::Error> for OpenError {
     }
 }
 
-/// Exit reasons decoded from a raw `kvm_run` page; shared by both backends so they agree.
+/// Exit reasons decoded from a raw `kvm_run` page: the in-house backend's decoder. The
+/// rust-vmm backend decodes through kvm-ioctls instead (its oracle); hypervisor/tests.rs runs
+/// one guest script on both and demands the same exits.
 ///
 /// # Safety
 /// `run` must point to a live, mapped `kvm_run` page of at least `run_size` bytes.
@@ -222,8 +182,10 @@ pub(crate) unsafe fn decode_exit<'a>(run: *mut u8, run_size: usize) -> VcpuExit<
         KVM_EXIT_IO => {
             let io = std::ptr::read_volatile(union as *const kvm_run_io);
             let len = io.size as usize * io.count as usize;
-            let off = io.data_offset as usize;
-            // A corrupted offset must not make us read outside the page.
+            // A corrupted offset must not make us read outside the page (nor wrap on i686).
+            let Ok(off) = usize::try_from(io.data_offset) else {
+                return VcpuExit::Other(KVM_EXIT_IO);
+            };
             if off.checked_add(len).is_none_or(|end| end > run_size) || len == 0 {
                 return VcpuExit::Other(KVM_EXIT_IO);
             }

@@ -5,7 +5,7 @@
 //! drive KVM through the kernel's compat path.
 
 use super::kvm_abi::*;
-use super::{decode_exit, CpuidEntry, Error, Fpu, MsrEntry, Regs, Result, Sregs, VcpuExit};
+use super::{decode_exit, CpuidEntry, Error, Fpu, Regs, Result, Sregs, VcpuExit};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -100,9 +100,6 @@ impl Kvm {
 }
 
 impl super::Hypervisor for Kvm {
-    fn backend(&self) -> super::Backend {
-        super::Backend::Portable
-    }
     fn api_version(&self) -> i32 {
         ioctl_raw(self.fd.as_raw_fd(), KVM_GET_API_VERSION, 0)
     }
@@ -177,13 +174,9 @@ impl super::Vm for Vm {
         Ok(())
     }
     fn set_tss_address(&self, addr: u64) -> Result<()> {
-        ioctl_ok(
-            self.raw(),
-            KVM_SET_TSS_ADDR,
-            addr as usize,
-            "KVM_SET_TSS_ADDR",
-        )
-        .map(|_| ())
+        let addr = usize::try_from(addr)
+            .map_err(|_| Error::from_errno("KVM_SET_TSS_ADDR", libc::EINVAL))?;
+        ioctl_ok(self.raw(), KVM_SET_TSS_ADDR, addr, "KVM_SET_TSS_ADDR").map(|_| ())
     }
     fn set_identity_map_address(&self, addr: u64) -> Result<()> {
         ioctl_ok(
@@ -255,21 +248,6 @@ impl super::Vm for Vm {
         )
         .map(|_| ())
     }
-    fn signal_msi(&self, address: u64, data: u32) -> Result<()> {
-        let msi = kvm_msi {
-            address_lo: address as u32,
-            address_hi: (address >> 32) as u32,
-            data,
-            ..Default::default()
-        };
-        ioctl_ok(
-            self.raw(),
-            KVM_SIGNAL_MSI,
-            &msi as *const _ as usize,
-            "KVM_SIGNAL_MSI",
-        )
-        .map(|_| ())
-    }
     fn set_gsi_routing(&self, entries: &[kvm_irq_routing_entry]) -> Result<()> {
         // struct kvm_irq_routing: nr, flags, then the entries (8-byte aligned).
         let mut buf = FamBuf::<kvm_irq_routing_entry>::from_slice(entries);
@@ -318,7 +296,8 @@ pub struct Vcpu {
 }
 
 // SAFETY: the kvm_run mapping belongs to this vCPU alone and is only touched through &mut self
-// (run) or a single byte store (immediate_exit), which KVM documents as safe from a signal.
+// (run) or a single byte store to immediate_exit (from the kick signal handler on the vCPU
+// thread itself), which KVM documents as safe from a signal.
 unsafe impl Send for Vcpu {}
 
 impl Drop for Vcpu {
@@ -365,31 +344,19 @@ impl super::Vcpu for Vcpu {
         let mut buf = FamBuf::from_slice(entries);
         ioctl_ok(self.raw(), KVM_SET_CPUID2, buf.ptr(), "KVM_SET_CPUID2").map(|_| ())
     }
-    fn set_msrs(&self, msrs: &[MsrEntry]) -> Result<usize> {
-        let mut buf = FamBuf::from_slice(msrs);
-        ioctl_ok(self.raw(), KVM_SET_MSRS, buf.ptr(), "KVM_SET_MSRS").map(|n| n as usize)
-    }
-    fn get_msrs(&self, msrs: &mut [MsrEntry]) -> Result<usize> {
-        let mut buf = FamBuf::from_slice(msrs);
-        let n = ioctl_ok(self.raw(), KVM_GET_MSRS, buf.ptr(), "KVM_GET_MSRS")? as usize;
-        msrs.copy_from_slice(buf.entries_mut());
-        Ok(n)
-    }
-    fn get_lapic(&self) -> Result<kvm_lapic_state> {
-        self.get(KVM_GET_LAPIC, "KVM_GET_LAPIC")
-    }
-    fn set_lapic(&self, lapic: &kvm_lapic_state) -> Result<()> {
-        self.set(KVM_SET_LAPIC, lapic, "KVM_SET_LAPIC")
-    }
     fn get_vcpu_events(&self) -> Result<kvm_vcpu_events> {
         self.get(KVM_GET_VCPU_EVENTS, "KVM_GET_VCPU_EVENTS")
     }
     fn set_vcpu_events(&self, events: &kvm_vcpu_events) -> Result<()> {
         self.set(KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS")
     }
-    fn set_immediate_exit(&mut self, on: bool) {
-        // SAFETY: immediate_exit is a single byte in the live kvm_run page at offset 1.
-        unsafe { std::ptr::write_volatile(self.run.add(1), on as u8) };
+    fn immediate_exit(&mut self) -> *mut u8 {
+        // SAFETY: immediate_exit is the byte at offset 1 of the kvm_run page (size-asserted in
+        // kvm_abi), inside the live mapping.
+        unsafe {
+            self.run
+                .add(std::mem::offset_of!(kvm_run_head, immediate_exit))
+        }
     }
     fn run(&mut self) -> Result<VcpuExit<'_>> {
         if ioctl_raw(self.raw(), KVM_RUN, 0) < 0 {

@@ -3,8 +3,8 @@
 //! The ABI structs in [`super::kvm_abi`] have the same layout as kvm-bindings' (asserted in
 //! kvm_abi's differential tests), so values pass between them by plain bit copies.
 
-use super::kvm_abi::{kvm_lapic_state, kvm_vcpu_events, KVM_EXIT_INTERNAL_ERROR};
-use super::{CpuidEntry, Error, Fpu, MsrEntry, Regs, Result, Sregs, VcpuExit};
+use super::kvm_abi::{kvm_vcpu_events, KVM_EXIT_INTERNAL_ERROR};
+use super::{CpuidEntry, Error, Fpu, Regs, Result, Sregs, VcpuExit};
 use kvm_bindings as kb;
 use kvm_ioctls::{IoEventAddress, NoDatamatch};
 use std::mem::{transmute, ManuallyDrop};
@@ -38,9 +38,6 @@ impl Kvm {
 }
 
 impl super::Hypervisor for Kvm {
-    fn backend(&self) -> super::Backend {
-        super::Backend::RustVmm
-    }
     fn api_version(&self) -> i32 {
         self.kvm.get_api_version()
     }
@@ -89,8 +86,10 @@ impl super::Vm for Vm {
             .map_err(|e| err("KVM_SET_USER_MEMORY_REGION", e))
     }
     fn set_tss_address(&self, addr: u64) -> Result<()> {
+        let addr = usize::try_from(addr)
+            .map_err(|_| Error::from_errno("KVM_SET_TSS_ADDR", libc::EINVAL))?;
         self.vm
-            .set_tss_address(addr as usize)
+            .set_tss_address(addr)
             .map_err(|e| err("KVM_SET_TSS_ADDR", e))
     }
     fn set_identity_map_address(&self, addr: u64) -> Result<()> {
@@ -138,18 +137,6 @@ impl super::Vm for Vm {
         self.vm
             .register_ioevent(&efd, &a, NoDatamatch)
             .map_err(|e| err("KVM_IOEVENTFD", e))
-    }
-    fn signal_msi(&self, address: u64, data: u32) -> Result<()> {
-        let msi = kb::kvm_msi {
-            address_lo: address as u32,
-            address_hi: (address >> 32) as u32,
-            data,
-            ..Default::default()
-        };
-        self.vm
-            .signal_msi(msi)
-            .map(|_| ())
-            .map_err(|e| err("KVM_SIGNAL_MSI", e))
     }
     fn set_gsi_routing(&self, entries: &[super::kvm_abi::kvm_irq_routing_entry]) -> Result<()> {
         let v: Vec<kb::kvm_irq_routing_entry> = entries
@@ -223,44 +210,6 @@ impl super::Vcpu for Vcpu {
             .map_err(|_| Error::from_errno("KVM_SET_CPUID2", libc::E2BIG))?;
         self.fd.set_cpuid2(&c).map_err(|e| err("KVM_SET_CPUID2", e))
     }
-    fn set_msrs(&self, msrs: &[MsrEntry]) -> Result<usize> {
-        // SAFETY: identical layouts.
-        let v: Vec<kb::kvm_msr_entry> = msrs
-            .iter()
-            .map(|e| unsafe { transmute::<MsrEntry, kb::kvm_msr_entry>(*e) })
-            .collect();
-        let m = kb::Msrs::from_entries(&v)
-            .map_err(|_| Error::from_errno("KVM_SET_MSRS", libc::E2BIG))?;
-        self.fd.set_msrs(&m).map_err(|e| err("KVM_SET_MSRS", e))
-    }
-    fn get_msrs(&self, msrs: &mut [MsrEntry]) -> Result<usize> {
-        // SAFETY: identical layouts.
-        let v: Vec<kb::kvm_msr_entry> = msrs
-            .iter()
-            .map(|e| unsafe { transmute::<MsrEntry, kb::kvm_msr_entry>(*e) })
-            .collect();
-        let mut m = kb::Msrs::from_entries(&v)
-            .map_err(|_| Error::from_errno("KVM_GET_MSRS", libc::E2BIG))?;
-        let n = self
-            .fd
-            .get_msrs(&mut m)
-            .map_err(|e| err("KVM_GET_MSRS", e))?;
-        for (dst, src) in msrs.iter_mut().zip(m.as_slice()) {
-            // SAFETY: identical layouts.
-            *dst = unsafe { transmute::<kb::kvm_msr_entry, MsrEntry>(*src) };
-        }
-        Ok(n)
-    }
-    fn get_lapic(&self) -> Result<kvm_lapic_state> {
-        let l = self.fd.get_lapic().map_err(|e| err("KVM_GET_LAPIC", e))?;
-        // SAFETY: identical layouts (1024 bytes of registers).
-        Ok(unsafe { transmute::<kb::kvm_lapic_state, kvm_lapic_state>(l) })
-    }
-    fn set_lapic(&self, lapic: &kvm_lapic_state) -> Result<()> {
-        // SAFETY: identical layouts.
-        let l = unsafe { transmute::<kvm_lapic_state, kb::kvm_lapic_state>(*lapic) };
-        self.fd.set_lapic(&l).map_err(|e| err("KVM_SET_LAPIC", e))
-    }
     fn get_vcpu_events(&self) -> Result<kvm_vcpu_events> {
         let e = self
             .fd
@@ -276,8 +225,8 @@ impl super::Vcpu for Vcpu {
             .set_vcpu_events(&e)
             .map_err(|e| err("KVM_SET_VCPU_EVENTS", e))
     }
-    fn set_immediate_exit(&mut self, on: bool) {
-        self.fd.set_kvm_immediate_exit(on as u8);
+    fn immediate_exit(&mut self) -> *mut u8 {
+        &mut self.fd.get_kvm_run().immediate_exit
     }
     fn run(&mut self) -> Result<VcpuExit<'_>> {
         let run_ptr = self.fd.get_kvm_run() as *mut kb::kvm_run;

@@ -6,6 +6,73 @@ use super::ImageError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// In a cached image's directory: what its files looked like when their SHA-256 was last
+/// checked, so that `fugu run --image` can trust them without hashing them again.
+const VERIFIED: &str = ".verified";
+
+/// A file as `stat` sees it. Any write changes its ctime (which, unlike mtime, cannot be set
+/// back), and a replaced file has another inode: an unchanged stamp is an unchanged file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    file: String,
+    size: u64,
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// The stamps of a cached image's files; None when one cannot be read.
+fn stamps(c: &Cached) -> Option<Vec<Stamp>> {
+    use std::os::unix::fs::MetadataExt;
+    c.entry
+        .image
+        .files
+        .iter()
+        .map(|f| {
+            let name = index::file_name(&f.path);
+            let m = std::fs::metadata(c.dir.join(name)).ok()?;
+            Some(Stamp {
+                file: name.to_string(),
+                size: m.len(),
+                dev: m.dev(),
+                ino: m.ino(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+            })
+        })
+        .collect()
+}
+
+/// Record that `c`'s files, as they are now, have their index checksums. Best effort: in a
+/// cache this user cannot write, the next run verifies again.
+fn write_stamps(c: &Cached, s: &[Stamp]) {
+    if let Ok(json) = serde_json::to_vec(s) {
+        let tmp = c.dir.join(format!("{VERIFIED}.tmp"));
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, c.dir.join(VERIFIED));
+        }
+    }
+}
+
+/// The exclusive lock on pulling one image (`<cache>/.partial/<name>.lock`), held for the
+/// whole pull, so that two pulls of one image never write the same `.part` files. The lock
+/// file is removed before the lock is released (see [`Cache::lock`]).
+pub struct PullLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Drop for PullLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        // `.partial` goes too when this was all it held (no other pull, nothing to resume).
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// What `image.json` in a cached image's directory holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,9 +193,85 @@ impl Cache {
             .collect())
     }
 
+    /// The pull lock of image `name`. When another process holds it, `wait` is called once
+    /// and the lock is waited for; without `wait` that is [`ImageError::Busy`].
+    pub fn lock(&self, name: &str, wait: Option<&dyn Fn(&Path)>) -> Result<PullLock, ImageError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        Self::check_name(name)?;
+        let dir = self.root.join(".partial");
+        let path = dir.join(format!("{name}.lock"));
+        let io = |e: std::io::Error| ImageError::io(path.display(), e);
+        let mut waited = false;
+        loop {
+            std::fs::create_dir_all(&dir).map_err(|e| ImageError::io(dir.display(), e))?;
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+            {
+                Ok(f) => f,
+                // Another pull removed the empty `.partial` in between: make it again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(e)),
+            };
+            // SAFETY: flock on a descriptor we own; no memory is passed.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                    return Err(io(e));
+                }
+                let Some(wait) = wait else {
+                    return Err(ImageError::Busy {
+                        name: name.into(),
+                        lock: path.display().to_string(),
+                    });
+                };
+                if !waited {
+                    wait(&path);
+                    waited = true;
+                }
+                // SAFETY: as above; this blocks until the holder is done.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(io(e));
+                }
+            }
+            // The holder removes the lock file before it unlocks; a lock on a file that is
+            // no longer at `path` excludes nobody: take the one that is there now.
+            let same = match (file.metadata(), std::fs::metadata(&path)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if same {
+                return Ok(PullLock { _file: file, path });
+            }
+        }
+    }
+
+    /// A cached image for `fugu run --image`: trusted as it is when its files are unchanged
+    /// since their checksums were last verified, else verified again (and a changed file
+    /// is an error that says to pull again).
+    pub fn load_verified(&self, name: &str) -> Result<Cached, ImageError> {
+        let c = self.load(name)?;
+        if let (Some(now), Ok(text)) = (stamps(&c), std::fs::read(c.dir.join(VERIFIED))) {
+            if serde_json::from_slice::<Vec<Stamp>>(&text).ok().as_ref() == Some(&now) {
+                return Ok(c);
+            }
+        }
+        eprintln!("fugu: checking the SHA-256 of image '{name}' (changed or not verified since it was pulled)");
+        self.verify(name)
+    }
+
     /// Check sizes and SHA-256 of every file of a cached image.
     pub fn verify(&self, name: &str) -> Result<Cached, ImageError> {
         let c = self.load(name)?;
+        let before = stamps(&c);
         for f in &c.entry.image.files {
             let p = c.dir.join(index::file_name(&f.path));
             let damaged = |msg: String| ImageError::Damaged {
@@ -154,12 +297,21 @@ impl Cache {
                 )));
             }
         }
+        // Stamped only when nothing changed while the files were read.
+        if let Some(s) = before.filter(|s| stamps(&c).as_ref() == Some(s)) {
+            write_stamps(&c, &s);
+        }
         Ok(c)
     }
 
-    /// Remove a cached image and any pull of it in progress; false when there was none.
+    /// Remove a cached image and what an interrupted pull of it left; false when there was
+    /// none. A pull in progress is not disturbed: that is [`ImageError::Busy`].
     pub fn remove(&self, name: &str) -> Result<bool, ImageError> {
         Self::check_name(name)?;
+        if !self.root.exists() {
+            return Ok(false);
+        }
+        let lock = self.lock(name, None)?;
         let mut found = false;
         for d in [self.image_dir(name), self.partial_dir(name)] {
             match std::fs::remove_dir_all(&d) {
@@ -168,6 +320,9 @@ impl Cache {
                 Err(e) => return Err(ImageError::io(d.display(), e)),
             }
         }
+        drop(lock);
+        // Only succeeds when no other pull is in progress.
+        let _ = std::fs::remove_dir(self.root.join(".partial"));
         Ok(found)
     }
 
@@ -189,9 +344,14 @@ impl Cache {
         }
         std::fs::rename(partial, &dest).map_err(|e| ImageError::io(dest.display(), e))?;
         let _ = std::fs::remove_dir_all(&old);
-        Ok(Cached {
+        let c = Cached {
             dir: dest,
             entry: entry.clone(),
-        })
+        };
+        // Every file's checksum was checked as it was downloaded.
+        if let Some(s) = stamps(&c) {
+            write_stamps(&c, &s);
+        }
+        Ok(c)
     }
 }

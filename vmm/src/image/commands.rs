@@ -24,18 +24,7 @@ impl Options {
 }
 
 fn human(n: u64) -> String {
-    const U: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
+    fugu_common::units::human_bytes(n)
 }
 
 /// `fugu image list`: the index's images and which are cached; with `cached_only` the cache
@@ -184,26 +173,59 @@ fn pull_one(
     loc: &Location,
     img: &Image,
 ) -> Result<Cached, ImageError> {
-    if let Ok(c) = cache.load(&img.name) {
-        if c.entry.image.files == img.files && cache.verify(&img.name).is_ok() {
-            println!("{}: up to date in {}", img.name, c.dir.display());
-            return Ok(c);
-        }
+    let up_to_date = || {
+        cache
+            .load(&img.name)
+            .ok()
+            .filter(|c| c.entry.image.files == img.files && cache.verify(&img.name).is_ok())
+    };
+    if let Some(c) = up_to_date() {
+        println!("{}: up to date in {}", img.name, c.dir.display());
+        return Ok(c);
+    }
+    // One pull of an image at a time: a second one waits, then finds the image in place.
+    let lock = cache.lock(
+        &img.name,
+        Some(&|lock: &std::path::Path| {
+            eprintln!(
+                "fugu: another fugu is pulling image '{}' (it holds {}); waiting for it",
+                img.name,
+                lock.display()
+            )
+        }),
+    )?;
+    if let Some(c) = up_to_date() {
+        println!("{}: up to date in {}", img.name, c.dir.display());
+        return Ok(c);
     }
     let partial = cache.partial_dir(&img.name);
     std::fs::create_dir_all(&partial).map_err(|e| ImageError::io(partial.display(), e))?;
-    let result = fetch_files(opts, loc, img, &partial);
+    let result = check_space(&partial, img).and_then(|()| fetch_files(opts, loc, img, &partial));
+    let result = match result {
+        Ok(()) => cache.install(
+            &partial,
+            &Entry {
+                source: loc.to_string(),
+                image: img.clone(),
+            },
+        ),
+        Err(e) => Err(e),
+    };
+    let kept = match &result {
+        // A network failure (an HTTP error status included) keeps what was downloaded so
+        // the next pull resumes; anything else (a checksum or size mismatch) leaves nothing.
+        Err(ImageError::Network { .. }) => partial_has_data(&partial),
+        Err(_) => false,
+        Ok(_) => true,
+    };
+    if !kept {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    drop(lock);
+    // Each only succeeds when empty: no other pull in progress, nothing else cached.
+    let _ = std::fs::remove_dir(cache.root.join(".partial"));
     match result {
-        Ok(()) => {
-            let c = cache.install(
-                &partial,
-                &Entry {
-                    source: loc.to_string(),
-                    image: img.clone(),
-                },
-            )?;
-            // Only succeeds when no other pull is in progress.
-            let _ = std::fs::remove_dir(cache.root.join(".partial"));
+        Ok(c) => {
             println!(
                 "{}: {} in {} files, verified, in {}",
                 img.name,
@@ -213,17 +235,65 @@ fn pull_one(
             );
             Ok(c)
         }
-        // A network failure (an HTTP error status included) keeps what was downloaded so
-        // the next pull resumes; anything else (a checksum or size mismatch) leaves nothing.
-        Err(e @ ImageError::Network { .. }) if partial_has_data(&partial) => Err(e),
+        // Say where the bytes are only when they really are kept.
+        Err(ImageError::Network { url, msg }) if kept => Err(ImageError::Network {
+            url,
+            msg: format!(
+                "{msg}; what was downloaded is kept in {} and the next `fugu image pull {}` resumes there",
+                partial.display(),
+                img.name
+            ),
+        }),
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            let parent = cache.root.join(".partial");
-            let _ = std::fs::remove_dir(&parent);
             let _ = std::fs::remove_dir(&cache.root);
             Err(e)
         }
     }
+}
+
+/// Refuse a pull that cannot fit in the cache's file system before downloading anything
+/// (an index may declare any size).
+fn check_space(partial: &std::path::Path, img: &Image) -> Result<(), ImageError> {
+    // What is already there (complete files, resumable parts) needs no new space.
+    let need: u64 = img
+        .files
+        .iter()
+        .map(|f| {
+            let name = index::file_name(&f.path);
+            let have = [partial.join(name), partial.join(format!("{name}.part"))]
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .max()
+                .unwrap_or(0);
+            f.size.saturating_sub(have)
+        })
+        .fold(0u64, u64::saturating_add);
+    let free = free_bytes(partial).map_err(|e| ImageError::io(partial.display(), e))?;
+    if need > free {
+        return Err(ImageError::NoSpace {
+            name: img.name.clone(),
+            need,
+            free,
+            dir: partial.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Bytes an unprivileged user may still write in the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: struct statvfs is plain integers: all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs writes one struct statvfs into `st`; `c` is NUL-terminated.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::useless_conversion)] // the field widths differ between targets
+    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
 
 fn partial_has_data(dir: &std::path::Path) -> bool {
@@ -337,19 +407,11 @@ pub struct RunImage {
     pub cmdline: String,
 }
 
-/// Resolve a cached image for `fugu run --image`; every file it lists must be there.
+/// Resolve a cached image for `fugu run --image`: every file it lists must be there, with
+/// its checksum (checked again only when a file changed since it was last verified).
 pub fn resolve(cache_dir: Option<PathBuf>, name: &str) -> Result<RunImage, ImageError> {
     let cache = Cache::open(cache_dir)?;
-    let c = cache.load(name)?;
-    for f in &c.entry.image.files {
-        let p = c.dir.join(index::file_name(&f.path));
-        if !p.is_file() {
-            return Err(ImageError::Damaged {
-                name: name.into(),
-                msg: format!("{} is missing", p.display()),
-            });
-        }
-    }
+    let c = cache.load_verified(name)?;
     Ok(RunImage {
         name: name.into(),
         kind: c.entry.image.kind.clone(),

@@ -14,8 +14,34 @@ const MAX_INDEX_BYTES: u64 = 8 << 20;
 /// Each HTTP request may take this long; a longer download continues in the next request
 /// from where this one stopped, so the limit only bounds a stalled connection.
 const REQUEST_TIMEOUT_S: u64 = 60;
-/// Attempts in a row that make no progress before a download gives up.
-const MAX_FRUITLESS_ATTEMPTS: u32 = 5;
+/// When a file's download gives up. Progress is a byte further into the file than any
+/// earlier attempt got: bytes fetched again after a restart (a server that mangles Range
+/// requests and cuts plain GETs) are not progress, so they cannot keep a download alive.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Attempts in a row without progress.
+    pub fruitless: u32,
+    /// Attempts in all (requests) for one file.
+    pub attempts: u32,
+    /// Time for one file: `base` plus one second per `per_second` bytes of it.
+    pub base: Duration,
+    pub per_second: u64,
+    /// The pause before the n-th retry in a row is n times this.
+    pub backoff: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fruitless: 5,
+            attempts: 100,
+            // An hour, plus the time the file takes at 64 KiB/s (1 GiB: 4.5 hours more).
+            base: Duration::from_secs(3600),
+            per_second: 64 << 10,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
 
 /// Where an index (and the files next to it) lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +203,17 @@ pub fn download(
     part: &Path,
     progress: &dyn Progress,
 ) -> Result<(), ImageError> {
+    download_with(src, file, part, progress, &Limits::default())
+}
+
+/// [`download`] with other [`Limits`] (tests use small ones).
+pub fn download_with(
+    src: &Location,
+    file: &index::File,
+    part: &Path,
+    progress: &dyn Progress,
+    limits: &Limits,
+) -> Result<(), ImageError> {
     let what = src.to_string();
     match src {
         Location::Local(p) => {
@@ -190,7 +227,7 @@ pub fn download(
                 .map_err(|e| ImageError::io(&what, e))?;
             check_len(part, file.size, &what)
         }
-        Location::Http(url) => download_http(url, file.size, part, progress),
+        Location::Http(url) => download_http(url, file.size, part, progress, limits),
     }
 }
 
@@ -248,11 +285,22 @@ fn download_http(
     size: u64,
     part: &Path,
     progress: &dyn Progress,
+    limits: &Limits,
 ) -> Result<(), ImageError> {
+    let started = std::time::Instant::now();
+    let deadline = limits
+        .base
+        .saturating_add(Duration::from_secs(size / limits.per_second.max(1)));
     let mut fruitless = 0;
+    let mut attempts = 0;
     let mut last_err = String::new();
+    // The most bytes `part` has held: what counts as progress.
+    let mut furthest = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    // Set once the server answers a Range request with some other range: from then on
+    // every attempt asks for the whole file instead of resuming.
+    let mut no_ranges = false;
     loop {
-        let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+        let mut have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
         if have > size {
             // Not ours to trust: start again.
             std::fs::remove_file(part).map_err(|e| ImageError::io(part.display(), e))?;
@@ -261,19 +309,35 @@ fn download_http(
         if have == size {
             return Ok(());
         }
-        if fruitless >= MAX_FRUITLESS_ATTEMPTS {
+        let gave_up = if fruitless >= limits.fruitless {
+            Some(format!(
+                "{fruitless} attempts in a row got no further into the file"
+            ))
+        } else if attempts >= limits.attempts {
+            Some(format!("{attempts} attempts"))
+        } else if started.elapsed() >= deadline {
+            Some(format!(
+                "{} s, the most a file of {size} bytes may take",
+                deadline.as_secs()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = gave_up {
             return Err(ImageError::Network {
                 url: url.to_string(),
-                msg: format!(
-                    "{last_err} (gave up after {MAX_FRUITLESS_ATTEMPTS} attempts without progress; {have} of {size} bytes are kept in {} and the next pull resumes there)",
-                    part.display()
-                ),
+                msg: format!("{last_err} (gave up after {why})"),
             });
         }
         if fruitless > 0 {
             progress.note(&format!("retrying from byte {have}: {last_err}"));
-            std::thread::sleep(Duration::from_millis(200 * u64::from(fruitless)));
+            std::thread::sleep(limits.backoff * fruitless);
         }
+        if no_ranges && have > 0 {
+            std::fs::remove_file(part).map_err(|e| ImageError::io(part.display(), e))?;
+            have = 0;
+        }
+        attempts += 1;
         let resp = match get(url, have) {
             Ok(r) => r,
             Err(ImageError::Network { msg, .. }) => {
@@ -304,6 +368,7 @@ fn download_http(
                         last_err = "the server answered a Range request with another range".into();
                         std::fs::remove_file(part)
                             .map_err(|e| ImageError::io(part.display(), e))?;
+                        no_ranges = true;
                         fruitless += 1;
                         continue;
                     }
@@ -368,7 +433,8 @@ fn download_http(
             Ok(_) => last_err = format!("connection closed after {now} of {size} bytes"),
             Err(e) => last_err = e.to_string(),
         }
-        if now > have {
+        if now > furthest {
+            furthest = now;
             fruitless = 0;
         }
         fruitless += 1;

@@ -60,6 +60,15 @@ pub enum ImageError {
     Damaged { name: String, msg: String },
     #[error("{what}: {err}")]
     Io { what: String, err: std::io::Error },
+    #[error("not enough space for image '{name}': it needs {need} more bytes in {dir}, which has {free} bytes free; free some space, or pull into another --cache DIR")]
+    NoSpace {
+        name: String,
+        need: u64,
+        free: u64,
+        dir: String,
+    },
+    #[error("image '{name}' is being removed or pulled by another fugu (it holds {lock}); wait for it to finish")]
+    Busy { name: String, lock: String },
 }
 
 impl ImageError {
@@ -87,32 +96,10 @@ pub fn version_at_least(have: &str, need: &str) -> bool {
 
 /// Lower-case hex SHA-256 of a file, streamed.
 pub fn sha256_file(path: &std::path::Path) -> Result<String, ImageError> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| ImageError::io(path.display(), e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| ImageError::io(path.display(), e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    fugu_common::digest::sha256_file(path).map_err(|e| ImageError::io(path.display(), e))
 }
 
-pub fn hex(b: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push(DIGITS[(x >> 4) as usize] as char);
-        s.push(DIGITS[(x & 0xf) as usize] as char);
-    }
-    s
-}
+pub use fugu_common::digest::hex;
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use crate::cli::{BootArg, ImageArgs, ImageCommand, RunArgs};
 use std::path::PathBuf;
 
 /// Exit status of `fugu image` when something went wrong (2 stays "invalid command line").
-pub const EXIT_IMAGE_ERROR: u8 = 1;
+pub const EXIT_IMAGE_ERROR: u8 = fugu_common::status::ExitStatus::ImageError.code();
 
 /// Run one `fugu image` subcommand; the exit status.
 pub fn main(args: ImageArgs) -> u8 {
@@ -115,6 +115,7 @@ fn insert_read_only_disk(args: &mut RunArgs, path: PathBuf) {
         crate::devices::virtio::setup::DiskConfig {
             path,
             read_only: true,
+            format: None,
         },
     );
 }

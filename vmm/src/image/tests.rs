@@ -24,6 +24,11 @@ struct State {
     fail_after_cut: bool,
     /// (path, Range header) of every request.
     log: Vec<(String, Option<String>)>,
+    /// Answer a Range request with a 206 of the whole file ("bytes 0-...": another range
+    /// than the one asked for).
+    wrong_ranges: bool,
+    /// Hold every file response (not the index) while this is set.
+    hold: bool,
 }
 
 struct Server {
@@ -79,9 +84,12 @@ fn serve(conn: TcpStream, st: &Mutex<State>) {
     }
     let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
     let mut conn = conn;
+    st.lock().unwrap().log.push((path.clone(), range.clone()));
+    while !path.ends_with("index.json") && st.lock().unwrap().hold {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let (status, headers, body, cut_at) = {
         let mut s = st.lock().unwrap();
-        s.log.push((path.clone(), range.clone()));
         let file = s.files.get(&path).cloned();
         let is_index = path.ends_with("index.json");
         match file {
@@ -108,7 +116,8 @@ fn serve(conn: TcpStream, st: &Mutex<State>) {
                     .as_deref()
                     .and_then(|r| r.strip_prefix("bytes="))
                     .and_then(|r| r.strip_suffix('-'))
-                    .and_then(|n| n.parse::<usize>().ok());
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .map(|f| if s.wrong_ranges { 0 } else { f });
                 match from {
                     Some(f) if f >= data.len() => (
                         "416 Range Not Satisfiable",
@@ -149,7 +158,8 @@ fn sha(data: &[u8]) -> String {
 /// Deterministic file contents that are not all alike.
 fn content(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed)
+        .zip(0u32..)
+        .map(|(i, n)| n.wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed)
         .collect()
 }
 
@@ -248,6 +258,7 @@ fn pull_verify_list_and_rm() {
     assert_eq!(
         tree(&cache),
         [
+            "demo/.verified",
             "demo/bzImage",
             "demo/disk.ext4",
             "demo/image.json",
@@ -532,8 +543,10 @@ fn bios_disk_and_pxe_images_pull_verify_list_and_rm() {
     assert_eq!(
         tree(&cache),
         [
+            "mbr-amd64/.verified",
             "mbr-amd64/disk.img",
             "mbr-amd64/image.json",
+            "nbp-amd64/.verified",
             "nbp-amd64/image.json",
             "nbp-amd64/nbp-amd64.pxe"
         ]
@@ -665,4 +678,245 @@ fn an_image_kind_allows_only_its_own_file_roles() {
     let mut newer = idx.clone();
     newer.images[0].kind = "uefi-disk".into();
     newer.validate().unwrap();
+}
+
+/// Issue 17 defect 2: a server that answers a Range request with another range and cuts
+/// plain GETs kept a pull going for ever: re-downloaded bytes counted as progress and reset
+/// the retry counter (760 requests in 240 s). Only bytes further than ever count now.
+#[test]
+fn a_server_that_mangles_ranges_and_cuts_connections_is_given_up_on() {
+    let (files, _) = published();
+    let server = Server::start(files);
+    let cache = temp_cache("mangled");
+    let o = opts(&server, &cache);
+    let disk = "/v1/demo/disk.ext4".to_string();
+    {
+        let mut s = server.state.lock().unwrap();
+        s.wrong_ranges = true;
+        s.cut.insert(disk.clone(), (100_000, u32::MAX));
+    }
+    // The server gives up itself after 300 requests (503), so that the unfixed loop ends.
+    let watchdog = {
+        let st = server.state.clone();
+        std::thread::spawn(move || loop {
+            {
+                let mut s = st.lock().unwrap();
+                if s.log.len() > 300 {
+                    s.unavailable = true;
+                    return;
+                }
+                if s.log.iter().any(|(p, _)| p == "done") {
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        })
+    };
+    let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
+    let n = server.requests().iter().filter(|(p, _)| *p == disk).count();
+    server.state.lock().unwrap().log.push(("done".into(), None));
+    watchdog.join().unwrap();
+    assert!(matches!(err, ImageError::Network { .. }), "{err}");
+    assert!(err.to_string().contains("no further"), "{err}");
+    assert!(n <= 12, "{n} requests for the disk");
+    // The attempt and time limits end a download that does get further each time.
+    let part = cache.join("limits.part");
+    let f = index::File {
+        role: "disk".into(),
+        path: "demo/disk.ext4".into(),
+        size: 700_000,
+        sha256: String::new(),
+        compression: "none".into(),
+    };
+    struct Quiet;
+    impl super::fetch::Progress for Quiet {
+        fn set(&self, _: u64) {}
+        fn note(&self, _: &str) {}
+    }
+    let loc = super::fetch::Location::Http(format!("{}{disk}", server.url));
+    let few = super::fetch::Limits {
+        fruitless: 5,
+        attempts: 3,
+        base: std::time::Duration::from_secs(3600),
+        per_second: 1,
+        backoff: std::time::Duration::ZERO,
+    };
+    {
+        let mut s = server.state.lock().unwrap();
+        s.wrong_ranges = false;
+        s.unavailable = false;
+        s.cut.insert(disk.clone(), (50_000, u32::MAX));
+    }
+    std::fs::create_dir_all(&cache).unwrap();
+    let e = super::fetch::download_with(&loc, &f, &part, &Quiet, &few).unwrap_err();
+    assert!(e.to_string().contains("3 attempts"), "{e}");
+    let _ = std::fs::remove_file(&part);
+    let no_time = super::fetch::Limits {
+        base: std::time::Duration::ZERO,
+        per_second: u64::MAX,
+        ..few
+    };
+    let e = super::fetch::download_with(&loc, &f, &part, &Quiet, &no_time).unwrap_err();
+    assert!(e.to_string().contains("the most a file"), "{e}");
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// Issue 17 defect 15: a failed pull said its bytes "are kept" in a directory it had just
+/// removed. Now it says so only when they are.
+#[test]
+fn a_failed_pull_says_where_bytes_are_kept_only_when_they_are() {
+    let (files, _) = published();
+    let server = Server::start(files);
+    let cache = temp_cache("kept");
+    let o = opts(&server, &cache);
+    server.state.lock().unwrap().unavailable = true;
+    let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
+    assert!(matches!(err, ImageError::Network { .. }), "{err}");
+    assert!(!err.to_string().contains("kept"), "{err}");
+    assert!(tree(&cache).is_empty(), "{:?}", tree(&cache));
+    // With bytes on disk, the message points at them, and they are there.
+    {
+        let mut s = server.state.lock().unwrap();
+        s.unavailable = false;
+        s.cut.insert("/v1/demo/disk.ext4".into(), (123_456, 1));
+        s.fail_after_cut = true;
+    }
+    let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
+    let dir = cache.join(".partial/demo");
+    assert!(
+        err.to_string()
+            .contains(&format!("kept in {}", dir.display())),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.join("disk.ext4.part")).unwrap().len(),
+        123_456
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// Issue 17 defect 9: an index may declare any size; a pull that cannot fit in the cache's
+/// file system is refused before anything is downloaded.
+#[test]
+fn a_pull_larger_than_the_free_space_is_refused_up_front() {
+    let (mut files, mut idx) = published();
+    idx.images[0].files[2].size = 1_000_000_000_000_000;
+    files.insert(
+        "/v1/index.json".into(),
+        serde_json::to_vec_pretty(&idx).unwrap(),
+    );
+    let server = Server::start(files);
+    let cache = temp_cache("space");
+    let err = commands::pull(&opts(&server, &cache), &["demo".to_string()]).unwrap_err();
+    assert!(matches!(err, ImageError::NoSpace { .. }), "{err}");
+    assert!(err.to_string().contains("not enough space"), "{err}");
+    let reqs = server.requests();
+    assert!(
+        reqs.iter().all(|(p, _)| p.ends_with("index.json")),
+        "{reqs:?}"
+    );
+    assert!(tree(&cache).is_empty(), "{:?}", tree(&cache));
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// Issue 17 defect 8: two pulls of one image wrote the same `.part` files. The second now
+/// waits for the first, then finds the image in place and downloads nothing.
+#[test]
+fn two_pulls_of_one_image_take_turns() {
+    let (files, _) = published();
+    let server = Server::start(files.clone());
+    let cache = temp_cache("twopulls");
+    let o = opts(&server, &cache);
+    let file_requests = |s: &Server| {
+        s.requests()
+            .iter()
+            .filter(|(p, _)| !p.ends_with("index.json"))
+            .count()
+    };
+    let index_requests = |s: &Server| {
+        s.requests()
+            .iter()
+            .filter(|(p, _)| p.ends_with("index.json"))
+            .count()
+    };
+    server.state.lock().unwrap().hold = true;
+    let first = {
+        let o = o.clone();
+        std::thread::spawn(move || commands::pull(&o, &["demo".to_string()]))
+    };
+    // The first pull holds the lock once it asks for a file (the server holds the answer).
+    let wait = std::time::Instant::now();
+    while file_requests(&server) == 0 {
+        assert!(wait.elapsed().as_secs() < 120, "the first pull never asked");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = {
+        let o = o.clone();
+        std::thread::spawn(move || commands::pull(&o, &["demo".to_string()]))
+    };
+    while index_requests(&server) < 2 {
+        assert!(
+            wait.elapsed().as_secs() < 120,
+            "the second pull never asked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Give the second pull the chance to ask for a file too (without the lock it would);
+    // with the lock it waits however long this is.
+    let wait = std::time::Instant::now();
+    while file_requests(&server) < 2 && wait.elapsed().as_secs() < 2 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    server.state.lock().unwrap().hold = false;
+    first.join().unwrap().unwrap();
+    second.join().unwrap().unwrap();
+    assert_eq!(file_requests(&server), 3, "{:?}", server.requests());
+    assert_eq!(
+        std::fs::read(cache.join("demo/disk.ext4")).unwrap(),
+        files["/v1/demo/disk.ext4"]
+    );
+    assert!(!cache.join(".partial").exists(), "{:?}", tree(&cache));
+    // `image rm` does not pull the rug from under a pull in progress.
+    let c = Cache::open(Some(cache.clone())).unwrap();
+    let lock = c.lock("demo", None).unwrap();
+    assert!(matches!(c.remove("demo"), Err(ImageError::Busy { .. })));
+    drop(lock);
+    assert!(c.remove("demo").unwrap());
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// Issue 17 defect 7: `fugu run --image` booted cached files without their checksum. A file
+/// changed since its last verification is checked again, and a changed one is refused.
+#[test]
+fn run_image_refuses_a_cached_file_that_changed() {
+    let (files, _) = published();
+    let server = Server::start(files);
+    let cache = temp_cache("stamp");
+    let o = opts(&server, &cache);
+    commands::pull(&o, &["demo".to_string()]).unwrap();
+    commands::resolve(Some(cache.clone()), "demo").unwrap();
+    // Same size, one byte different, mtime put back: still found.
+    let disk = cache.join("demo/disk.ext4");
+    let mtime = std::fs::metadata(&disk).unwrap().modified().unwrap();
+    let mut d = std::fs::read(&disk).unwrap();
+    d[1000] ^= 1;
+    std::fs::write(&disk, &d).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let e = commands::resolve(Some(cache.clone()), "demo").unwrap_err();
+    assert!(matches!(e, ImageError::Damaged { .. }), "{e}");
+    assert!(e.to_string().contains("sha256"), "{e}");
+    // Rewritten with the right bytes: verified again, then trusted.
+    d[1000] ^= 1;
+    std::fs::write(&disk, &d).unwrap();
+    commands::resolve(Some(cache.clone()), "demo").unwrap();
+    // A missing file is damage too.
+    std::fs::remove_file(cache.join("demo/bzImage")).unwrap();
+    let e = commands::resolve(Some(cache.clone()), "demo").unwrap_err();
+    assert!(matches!(e, ImageError::Damaged { .. }), "{e}");
+    let _ = std::fs::remove_dir_all(&cache);
 }

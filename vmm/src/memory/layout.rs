@@ -6,8 +6,9 @@ pub const PCI_HOLE_START: u64 = 0xC000_0000;
 pub const HIGH_RAM_START: u64 = 0x1_0000_0000;
 /// Conventional memory ends here (EBDA and the VGA/BIOS area follow).
 pub const EBDA_START: u64 = 0x9_FC00;
-/// The legacy BIOS area (read-only option ROMs and system BIOS) that is not RAM for the OS.
-pub const BIOS_AREA_START: u64 = 0xF_0000;
+/// The legacy BIOS area (0xE0000: the ACPI tables of a direct boot; 0xF0000: the MP table)
+/// that is not RAM for the OS.
+pub const BIOS_AREA_START: u64 = 0xE_0000;
 /// Extended memory starts at 1 MiB.
 pub const HIGH_MEMORY_START: u64 = 0x10_0000;
 

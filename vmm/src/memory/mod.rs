@@ -1,8 +1,9 @@
 //! Guest physical memory: the interface devices and loaders use, and its two backends.
 //!
 //! [`GuestMemory`] is implemented by [`portable::MmapMemory`] (in-house, every host) and, on
-//! x86_64 hosts, by [`rustvmm::VmMemory`] (vm-memory's `GuestMemoryMmap`). Every access is
-//! bounds-checked: guest-controlled addresses never reach an unchecked pointer.
+//! x86_64 hosts, by [`rustvmm::VmMemory`] (vm-memory's `GuestMemoryMmap`); `crate::backend`
+//! picks one. Every access is bounds-checked: guest-controlled addresses never reach an
+//! unchecked pointer. Nothing on the access path allocates.
 
 pub mod layout;
 pub mod portable;
@@ -29,7 +30,8 @@ pub struct Region {
 
 /// Access to guest physical memory. Accesses may span adjacent regions.
 pub trait GuestMemory: Send + Sync {
-    fn regions(&self) -> Vec<Region>;
+    /// The RAM ranges, sorted by address. Borrowed: the access path must not allocate.
+    fn regions(&self) -> &[Region];
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<()>;
     fn write(&self, gpa: u64, buf: &[u8]) -> Result<()>;
 
@@ -97,20 +99,6 @@ pub trait GuestMemory: Send + Sync {
     }
     fn write_u64(&self, gpa: u64, v: u64) -> Result<()> {
         self.write(gpa, &v.to_le_bytes())
-    }
-}
-
-/// Allocate guest RAM for `ranges` (gpa, size) with the chosen backend.
-pub fn allocate(
-    backend: crate::hypervisor::Backend,
-    ranges: &[(u64, u64)],
-) -> std::io::Result<std::sync::Arc<dyn GuestMemory>> {
-    match backend {
-        #[cfg(target_arch = "x86_64")]
-        crate::hypervisor::Backend::RustVmm => {
-            Ok(std::sync::Arc::new(rustvmm::VmMemory::new(ranges)?))
-        }
-        _ => Ok(std::sync::Arc::new(portable::MmapMemory::new(ranges)?)),
     }
 }
 

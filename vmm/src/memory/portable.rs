@@ -11,11 +11,14 @@ struct Mapping {
 /// Guest RAM backed by anonymous mmap regions.
 pub struct MmapMemory {
     maps: Vec<Mapping>,
+    /// The same ranges as `maps`, for [`GuestMemory::regions`].
+    regions: Vec<Region>,
 }
 
 // SAFETY: the mappings live as long as the struct and are only accessed through bounds-checked
 // copies; guest memory is shared with vCPUs by design, like vm-memory's volatile slices.
 unsafe impl Send for MmapMemory {}
+// SAFETY: as for Send: shared access only copies through bounds-checked chunks.
 unsafe impl Sync for MmapMemory {}
 
 impl MmapMemory {
@@ -62,38 +65,49 @@ impl MmapMemory {
                 ptr: ptr as *mut u8,
             });
         }
-        Ok(MmapMemory { maps })
+        let regions = maps
+            .iter()
+            .map(|m| Region {
+                gpa: m.gpa,
+                size: m.size as u64,
+                host_addr: m.ptr as usize as u64,
+            })
+            .collect();
+        Ok(MmapMemory { maps, regions })
     }
 
     /// Walk `[gpa, gpa+len)` region by region, calling `f(host_ptr, offset_in_buf, chunk_len)`.
+    /// The whole range is checked first, so that a failing access changes nothing: two walks
+    /// over the (two or three) regions instead of a plan, so an access allocates nothing.
     fn for_each_chunk(
         &self,
         gpa: u64,
         len: usize,
-        mut f: impl FnMut(*mut u8, usize, usize),
+        f: impl FnMut(*mut u8, usize, usize),
     ) -> Result<()> {
         let err = OutOfRange { addr: gpa, len };
         gpa.checked_add(len as u64).ok_or(err.clone())?;
-        // Check the whole range first so that a failing access changes nothing.
-        let mut plan = Vec::new();
+        self.walk(gpa, len, |_, _, _| {}).ok_or(err.clone())?;
+        self.walk(gpa, len, f).ok_or(err)
+    }
+
+    /// One walk of [`Self::for_each_chunk`]; None at the first byte outside RAM.
+    fn walk(&self, gpa: u64, len: usize, mut f: impl FnMut(*mut u8, usize, usize)) -> Option<()> {
         let mut done = 0usize;
         while done < len {
             let at = gpa + done as u64;
             let m = self
                 .maps
                 .iter()
-                .find(|m| at >= m.gpa && at - m.gpa < m.size as u64)
-                .ok_or(err.clone())?;
-            let off = (at - m.gpa) as usize;
+                .find(|m| at >= m.gpa && at - m.gpa < m.size as u64)?;
+            // Below m.size, so it fits a usize.
+            let off = usize::try_from(at - m.gpa).ok()?;
             let n = (m.size - off).min(len - done);
             // SAFETY: off + n <= m.size, inside the mapping.
-            plan.push((unsafe { m.ptr.add(off) }, done, n));
+            f(unsafe { m.ptr.add(off) }, done, n);
             done += n;
         }
-        for (p, o, n) in plan {
-            f(p, o, n);
-        }
-        Ok(())
+        Some(())
     }
 }
 
@@ -107,15 +121,8 @@ impl Drop for MmapMemory {
 }
 
 impl GuestMemory for MmapMemory {
-    fn regions(&self) -> Vec<Region> {
-        self.maps
-            .iter()
-            .map(|m| Region {
-                gpa: m.gpa,
-                size: m.size as u64,
-                host_addr: m.ptr as usize as u64,
-            })
-            .collect()
+    fn regions(&self) -> &[Region] {
+        &self.regions
     }
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<()> {
         let dst = buf.as_mut_ptr();

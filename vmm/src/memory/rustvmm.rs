@@ -5,17 +5,35 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, G
 
 pub struct VmMemory {
     mem: GuestMemoryMmap<()>,
+    /// vm-memory's regions, listed once for [`GuestMemory::regions`].
+    regions: Vec<Region>,
 }
 
 impl VmMemory {
     pub fn new(ranges: &[(u64, u64)]) -> std::io::Result<Self> {
-        let r: Vec<(GuestAddress, usize)> = ranges
+        let r = ranges
             .iter()
-            .map(|&(g, s)| (GuestAddress(g), s as usize))
-            .collect();
+            .map(|&(g, s)| {
+                let s = usize::try_from(s).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "guest RAM range too large for this host",
+                    )
+                })?;
+                Ok((GuestAddress(g), s))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         let mem = GuestMemoryMmap::from_ranges(&r)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        Ok(VmMemory { mem })
+        let regions = mem
+            .iter()
+            .map(|r| Region {
+                gpa: r.start_addr().0,
+                size: r.len(),
+                host_addr: r.as_ptr() as u64,
+            })
+            .collect();
+        Ok(VmMemory { mem, regions })
     }
 }
 
@@ -23,15 +41,8 @@ impl GuestMemory for VmMemory {
     fn as_vm_memory(&self) -> Option<&GuestMemoryMmap<()>> {
         Some(&self.mem)
     }
-    fn regions(&self) -> Vec<Region> {
-        self.mem
-            .iter()
-            .map(|r| Region {
-                gpa: r.start_addr().0,
-                size: r.len(),
-                host_addr: r.as_ptr() as u64,
-            })
-            .collect()
+    fn regions(&self) -> &[Region] {
+        &self.regions
     }
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<()> {
         // Check first so that a failing access changes nothing, as the portable backend does.

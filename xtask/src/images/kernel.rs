@@ -129,14 +129,7 @@ fn parse_utc(date: &str, time: &str) -> Option<u64> {
     if !(1..=12).contains(m) || !(1..=31).contains(day) || *hh > 23 || *mm > 59 || *ss > 60 {
         return None;
     }
-    // Days from civil (proleptic Gregorian), the inverse of images::rfc3339.
-    let y = if *m <= 2 { y - 1 } else { *y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if *m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = fugu_common::date::days_from_civil(*y, *m, *day);
     u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 

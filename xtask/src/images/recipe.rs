@@ -40,6 +40,11 @@ pub struct Pin {
     pub sha256: String,
     /// A metapackage whose dependency names the current package (kernel ABI bumps).
     pub track: Option<String>,
+    /// The .deb's path in a Debian archive ("pool/main/l/linux/..."), as apt's index gave it
+    /// when the pin was recorded: where a snapshot archive keeps the file.
+    pub filename: Option<String>,
+    /// The source package, for deriving the pool path when `filename` is not recorded.
+    pub source: Option<String>,
 }
 
 pub fn parse(rel: &str, text: &str) -> Result<Vec<Section>, String> {
@@ -193,21 +198,17 @@ impl Recipe {
                 arch: s.get("arch").unwrap_or("").to_string(),
                 sha256: s.get("sha256").unwrap_or("").to_string(),
                 track: s.get("track").map(str::to_string),
+                filename: s.get("filename").map(str::to_string),
+                source: s.get("source").map(str::to_string),
             });
         }
         Ok(pins)
     }
-
-    pub fn pin(&self, name: &str) -> Result<Pin, String> {
-        self.pins()?
-            .into_iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| format!("{}: no [package {name}] section", self.rel))
-    }
 }
 
 /// Rewrite the pin of `old_name` in recipe text: its section header (when the package name
-/// changed, e.g. a new kernel ABI), version and sha256; comments and layout stay.
+/// changed, e.g. a new kernel ABI), version, sha256 and filename (written after sha256 when
+/// known); comments and layout stay.
 pub fn rewrite_pin(text: &str, old_name: &str, new: &Pin) -> String {
     let mut out = String::with_capacity(text.len() + 64);
     let mut in_pin = false;
@@ -228,8 +229,13 @@ pub fn rewrite_pin(text: &str, old_name: &str, new: &Pin) -> String {
                     }
                     "sha256" => {
                         out.push_str(&format!("sha256 = {}\n", new.sha256));
+                        if let Some(f) = &new.filename {
+                            out.push_str(&format!("filename = {f}\n"));
+                        }
                         continue;
                     }
+                    // Written with sha256 above: the old one belongs to the old version.
+                    "filename" => continue,
                     _ => {}
                 }
             }
@@ -282,6 +288,8 @@ mod tests {
             arch: "amd64".into(),
             sha256: "ab".repeat(32),
             track: None,
+            filename: Some("pool/main/l/linux-signed-amd64/x.deb".into()),
+            source: None,
         };
         let out = rewrite_pin(R, "linux-image-1-cloud", &new);
         let s = parse("r", &out).unwrap();
@@ -290,6 +298,14 @@ mod tests {
         assert_eq!(s[2].get("version"), Some("2.0-1"));
         assert_eq!(s[2].get("sha256"), Some(&*"ab".repeat(32)));
         assert_eq!(s[2].get("track"), Some("linux-image-cloud"));
+        assert_eq!(
+            s[2].get("filename"),
+            Some("pool/main/l/linux-signed-amd64/x.deb")
+        );
         assert!(out.starts_with("# c\n"));
+        // A second update replaces the filename instead of adding another one.
+        let again = rewrite_pin(&out, "linux-image-2-cloud", &new);
+        assert!(parse("r", &again).is_ok());
+        assert_eq!(again, out);
     }
 }

@@ -326,9 +326,15 @@ pub fn iret_frame(frame: &[u8], op32: bool) -> Option<(u64, u16, u64)> {
     let slot = |i: usize| {
         let mut b = [0u8; 4];
         b[..w].copy_from_slice(&f[i * w..(i + 1) * w]);
-        u32::from_le_bytes(b) as u64
+        u32::from_le_bytes(b)
     };
-    Some((slot(0), slot(1) as u16, slot(2)))
+    // CS is the low 16 bits of its slot (a 32-bit frame pads it).
+    let cs = slot(1).to_le_bytes();
+    Some((
+        u64::from(slot(0)),
+        u16::from_le_bytes([cs[0], cs[1]]),
+        u64::from(slot(2)),
+    ))
 }
 
 /// A checked IRET frame: where to return and the code segment to load.

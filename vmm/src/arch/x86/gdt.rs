@@ -31,11 +31,12 @@ pub fn table() -> [u64; 5] {
 
 /// The KVM segment register for GDT entry `e` loaded with `selector`.
 pub fn segment(e: u64, selector: u16) -> Segment {
-    let base = (((e >> 16) & 0xff_ffff) | ((e >> 32) & 0xff00_0000)) as u32;
-    let limit = ((e & 0xffff) | ((e >> 32) & 0xf_0000)) as u32;
+    // The descriptor's fields, each masked to its width: the conversions cannot fail.
+    let base = ((e >> 16) & 0xff_ffff) | ((e >> 32) & 0xff00_0000);
+    let limit = u32::try_from((e & 0xffff) | ((e >> 32) & 0xf_0000)).unwrap_or(0);
     let g = ((e >> 55) & 1) as u8;
     Segment {
-        base: base as u64,
+        base,
         limit: if g == 1 { (limit << 12) | 0xfff } else { limit },
         selector,
         type_: ((e >> 40) & 0xf) as u8,

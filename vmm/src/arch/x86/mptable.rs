@@ -21,7 +21,7 @@ fn checksum(bytes: &[u8]) -> u8 {
 /// Build the floating pointer and configuration table for `cpus` processors.
 pub fn build(cpus: u8) -> Vec<u8> {
     let ioapic_id = cpus;
-    let table_addr = MPTABLE_START as u32 + 16;
+    let table_addr = u32::try_from(MPTABLE_START + 16).unwrap_or(u32::MAX);
     let mut entries = Vec::new();
     let mut count = 0u16;
     for id in 0..cpus {
@@ -43,19 +43,25 @@ pub fn build(cpus: u8) -> Vec<u8> {
     entries.extend_from_slice(&[2, ioapic_id, IOAPIC_VERSION, 1]);
     entries.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
     count += 1;
-    // ISA IRQs 0-15 to I/O APIC pins; IRQ 0 goes to pin 2 as on every PC. Conforming
-    // polarity and trigger (edge, active high for ISA).
+    // ISA IRQs 0-15 to the same I/O APIC pins, as KVM's default GSI routing wires them: the
+    // in-kernel PIT raises GSI 0, which reaches IOAPIC pin 0 (and 8259 input 0), not pin 2
+    // where a PC's BIOS puts IRQ 0 (QEMU reroutes GSI 0 to pin 2 for that; fugu keeps KVM's
+    // routing, as the MP table SeaBIOS writes under `--bios` without an IRQ0 override does).
+    // Announcing pin 2 left Linux's PIT interrupt masked: once the LAPIC timer failed its
+    // check against the PIT (no TSC-deadline mode), the guest had no timer at all (issue 14).
+    // Conforming polarity and trigger (edge, active high for ISA).
     for irq in 0u8..16 {
         if irq == 2 {
             continue;
         }
-        let pin = if irq == 0 { 2 } else { irq };
+        let pin = irq;
         entries.extend_from_slice(&[3, 0, 0, 0, ISA_BUS, irq, ioapic_id, pin]);
         count += 1;
     }
     // PCI INTA# of every slot: level-triggered, active low, to the pin fugu wires it to.
     for slot in 0u8..32 {
-        let pin = crate::devices::pci::intx_gsi(slot) as u8;
+        // GSIs 16-23: the I/O APIC's pins fit a byte.
+        let pin = u8::try_from(crate::devices::pci::intx_gsi(slot)).unwrap_or(0);
         entries.extend_from_slice(&[3, 0, 0x0f, 0, PCI_BUS, slot << 2, ioapic_id, pin]);
         count += 1;
     }
@@ -66,7 +72,9 @@ pub fn build(cpus: u8) -> Vec<u8> {
 
     let mut table = Vec::new();
     table.extend_from_slice(b"PCMP");
-    table.extend_from_slice(&((44 + entries.len()) as u16).to_le_bytes());
+    // At most 255 CPUs and 32 slots of 8..20-byte entries: far below 64 KiB.
+    let length = u16::try_from(44 + entries.len()).unwrap_or(u16::MAX);
+    table.extend_from_slice(&length.to_le_bytes());
     table.push(4); // spec revision 1.4
     table.push(0); // checksum, below
     table.extend_from_slice(b"FUGU    ");
@@ -114,6 +122,24 @@ mod tests {
         assert_eq!(n, 4 + 2 + 1 + 15 + 32 + 2);
         assert_eq!(t[44], 0, "first entry is a processor");
         assert_eq!(t[47], 3, "the BSP is enabled and marked");
+        // Every ISA interrupt entry names the IOAPIC pin KVM's GSI routing delivers that
+        // IRQ to (the PIT: GSI 0).
+        let routes = crate::devices::pci::irq::default_routes();
+        let mut isa = 0;
+        for e in t[44 + 20 * 4..]
+            .chunks(8)
+            .filter(|e| e[0] == 3 && e[4] == ISA_BUS)
+        {
+            let (irq, pin) = (e[5] as u32, e[7] as u32);
+            assert!(
+                routes
+                    .iter()
+                    .any(|r| r.gsi == irq && r.u[0] == 2 && r.u[1] == pin),
+                "ISA IRQ {irq} announced on pin {pin}"
+            );
+            isa += 1;
+        }
+        assert_eq!(isa, 15);
         // Even 255 processors fit in the BIOS area below 1 MiB.
         assert!(MPTABLE_START + build(255).len() as u64 <= 0x10_0000);
     }

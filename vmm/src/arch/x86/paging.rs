@@ -10,14 +10,13 @@ pub fn identity_map_4g(mem: &dyn GuestMemory) -> crate::memory::Result<u64> {
     mem.write(addr::PML4, &vec![0u8; 0x1000])?;
     mem.write_u64(addr::PML4, addr::PDPT | PRESENT_RW)?;
     let mut pdpt = vec![0u8; 0x1000];
-    for i in 0..4u64 {
+    for (i, pdpte) in (0..4u64).zip(pdpt.chunks_exact_mut(8)) {
         let pd = addr::PD + i * 0x1000;
-        pdpt[(i * 8) as usize..(i * 8 + 8) as usize]
-            .copy_from_slice(&(pd | PRESENT_RW).to_le_bytes());
+        pdpte.copy_from_slice(&(pd | PRESENT_RW).to_le_bytes());
         let mut table = vec![0u8; 0x1000];
-        for j in 0..512u64 {
+        for (j, pde) in (0..512u64).zip(table.chunks_exact_mut(8)) {
             let e = ((i << 30) + (j << 21)) | PRESENT_RW | HUGE;
-            table[(j * 8) as usize..(j * 8 + 8) as usize].copy_from_slice(&e.to_le_bytes());
+            pde.copy_from_slice(&e.to_le_bytes());
         }
         mem.write(pd, &table)?;
     }

@@ -33,7 +33,7 @@ pub fn setup_boot_cpu(
 
     let mut sregs: Sregs = vcpu.get_sregs()?;
     sregs.gdt.base = addr::GDT;
-    sregs.gdt.limit = (bytes.len() - 1) as u16;
+    sregs.gdt.limit = u16::try_from(bytes.len() - 1).unwrap_or(u16::MAX);
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
     let data = gdt::segment(table[2], gdt::DATA);

@@ -84,7 +84,10 @@ pub fn read_linear(mem: &dyn GuestMemory, sregs: &Sregs, linear: u64, buf: &mut 
         let Some(pa) = translate(mem, sregs, at) else {
             break;
         };
-        let n = ((0x1000 - (at & 0xfff)) as usize).min(buf.len() - done);
+        // At most a page: fits every usize.
+        let n = usize::try_from(0x1000 - (at & 0xfff))
+            .unwrap_or(0x1000)
+            .min(buf.len() - done);
         if mem.read(pa, &mut buf[done..done + n]).is_err() {
             break;
         }

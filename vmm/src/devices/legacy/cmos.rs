@@ -2,6 +2,7 @@
 //! that BIOSes and early kernels read (0x15-0x18, 0x30-0x31, 0x34-0x35, 0x5b-0x5d).
 
 use crate::devices::bus::BusDevice;
+use fugu_common::date::civil_from_days;
 
 pub const BASE: u16 = 0x70;
 pub const LEN: u64 = 2;
@@ -13,20 +14,6 @@ pub struct Cmos {
 
 fn bcd(v: u32) -> u8 {
     (((v / 10) << 4) | (v % 10)) as u8
-}
-
-/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 impl Cmos {

@@ -22,11 +22,6 @@ impl DebugCon {
             start: std::time::Instant::now(),
         }
     }
-
-    /// Whether FUGU_TRACE asks for the firmware log.
-    pub fn requested() -> bool {
-        std::env::var("FUGU_TRACE").is_ok_and(|v| v.split(',').any(|t| t == "firmware"))
-    }
 }
 
 impl BusDevice for DebugCon {

@@ -272,8 +272,9 @@ mod tests {
 
     #[test]
     fn dma_reads_items_and_rejects_bad_descriptors() {
-        let mem =
-            crate::memory::allocate(crate::hypervisor::Backend::Portable, &[(0, 1 << 20)]).unwrap();
+        let mem = crate::backend::Backend::Portable
+            .memory(&[(0, 1 << 20)])
+            .unwrap();
         let mut f = FwCfg::new(256 << 20, 1).with_dma(mem.clone());
         let key = f.add_file("etc/e820", (1u8..=40).collect()).unwrap();
         assert_eq!(read_item(&mut f, ID, 4), 3u32.to_le_bytes());

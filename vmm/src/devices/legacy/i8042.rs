@@ -5,7 +5,7 @@
 //! port answer "resend/error" at once.
 
 use crate::devices::bus::BusDevice;
-use crate::vm::{ExitSignal, VmExit};
+use crate::devices::ResetHook;
 use std::collections::VecDeque;
 
 pub const BASE: u16 = 0x60;
@@ -14,6 +14,9 @@ pub const LEN: u64 = 5; // 0x60..=0x64
 const STATUS_OBF: u8 = 0x01;
 const STATUS_SYS: u8 = 0x04;
 const STATUS_CMD: u8 = 0x08;
+/// Keyboard not inhibited (the keylock switch is open), as QEMU reports: Linux warns
+/// "i8042: Warning: Keylock active" when it reads clear.
+const STATUS_UNLOCKED: u8 = 0x10;
 const STATUS_AUX: u8 = 0x20;
 
 /// What the next byte written to the data port means.
@@ -32,7 +35,7 @@ enum Pending {
 }
 
 pub struct I8042 {
-    exit: ExitSignal,
+    reset: ResetHook,
     command_byte: u8,
     pending: Pending,
     /// Bytes waiting in the output buffer, with whether they come from the aux port.
@@ -41,9 +44,9 @@ pub struct I8042 {
 }
 
 impl I8042 {
-    pub fn new(exit: ExitSignal) -> Self {
+    pub fn new(reset: ResetHook) -> Self {
         I8042 {
-            exit,
+            reset,
             command_byte: 0x45,
             pending: Pending::Keyboard,
             out: VecDeque::new(),
@@ -67,7 +70,7 @@ impl I8042 {
             0xa9 => self.push(0xff), // aux interface test: no aux port
             0xd1 => self.pending = Pending::OutputPort,
             0xd4 => self.pending = Pending::Aux,
-            0xfe => self.exit.request(VmExit::Reset),
+            0xfe => (self.reset)(),
             // Enable/disable keyboard or aux, and anything else: accepted, no reply.
             _ => {}
         }
@@ -78,7 +81,7 @@ impl I8042 {
             Pending::CommandByte => self.command_byte = v,
             Pending::OutputPort => {
                 if v & 1 == 0 {
-                    self.exit.request(VmExit::Reset);
+                    (self.reset)();
                 }
             }
             Pending::Aux => {
@@ -113,7 +116,7 @@ impl BusDevice for I8042 {
         let v = match offset {
             0 => self.out.pop_front().map_or(0, |(b, _)| b),
             4 => {
-                let mut s = STATUS_SYS;
+                let mut s = STATUS_SYS | STATUS_UNLOCKED;
                 if let Some((_, aux)) = self.out.front() {
                     s |= STATUS_OBF | if *aux { STATUS_AUX } else { 0 };
                 }
@@ -149,9 +152,16 @@ impl BusDevice for I8042 {
 mod tests {
     use super::*;
 
-    fn dev() -> (I8042, ExitSignal) {
-        let e = ExitSignal::default();
-        (I8042::new(e.clone()), e)
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    fn dev() -> (I8042, Arc<AtomicBool>) {
+        let e = Arc::new(AtomicBool::new(false));
+        let r = e.clone();
+        (
+            I8042::new(Arc::new(move || r.store(true, Ordering::SeqCst))),
+            e,
+        )
     }
     fn status(d: &mut I8042) -> u8 {
         let mut b = [0u8];
@@ -168,6 +178,7 @@ mod tests {
     fn answers_the_probes_firmware_makes() {
         let (mut d, _) = dev();
         assert_eq!(status(&mut d) & STATUS_OBF, 0);
+        assert_ne!(status(&mut d) & STATUS_UNLOCKED, 0, "no keylock");
         d.write(4, &[0xaa]);
         assert_ne!(status(&mut d) & STATUS_OBF, 0);
         assert_eq!(read_data(&mut d), 0x55);
@@ -202,11 +213,11 @@ mod tests {
     fn reset_through_command_and_output_port() {
         let (mut d, e) = dev();
         d.write(4, &[0xfe]);
-        assert_eq!(e.get(), Some(VmExit::Reset));
+        assert!(e.load(Ordering::SeqCst));
         let (mut d, e) = dev();
         d.write(4, &[0xd1]);
         d.write(0, &[0xfe]);
-        assert_eq!(e.get(), Some(VmExit::Reset));
+        assert!(e.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -5,4 +5,5 @@ pub mod debug_exit;
 pub mod debugcon;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod pm;
 pub mod serial;

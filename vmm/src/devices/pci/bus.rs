@@ -4,7 +4,8 @@
 use super::config::{BarKind, COMMAND_IO, COMMAND_MEMORY, INTERRUPT_LINE, INTERRUPT_PIN};
 use super::host::HostBridge;
 use super::{PciDevice, PciError, IO_BASE, IO_SIZE, MMIO_BASE, MMIO_SIZE};
-use crate::devices::bus::{lock, BusDevice};
+use crate::devices::bus::BusDevice;
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 
 pub type SharedDevice = Arc<Mutex<dyn PciDevice>>;
@@ -221,8 +222,7 @@ pub struct ConfigIo {
     reset: Option<ResetHook>,
 }
 
-/// What a write of "reset" to port 0xCF9 does.
-pub type ResetHook = Arc<dyn Fn() + Send + Sync>;
+pub use crate::devices::ResetHook;
 
 impl ConfigIo {
     pub fn new(bus: Arc<PciBus>) -> Self {

@@ -95,7 +95,7 @@ impl KvmIrqs {
     /// Also deliver INTx GSIs to the 8259 PIC: `routes` are (gsi, ISA IRQ) pairs, replacing
     /// the previous set (the PIIX3's PIRQ registers, as the firmware programs them).
     pub fn set_pic_routes(&self, routes: &[(u32, u32)]) -> Result<(), String> {
-        let mut st = crate::devices::bus::lock(&self.state);
+        let mut st = crate::sync::lock(&self.state);
         st.pic = routes
             .iter()
             .copied()
@@ -123,7 +123,7 @@ impl KvmIrqs {
 
 impl InterruptController for KvmIrqs {
     fn msi_alloc(&self) -> Result<u32, String> {
-        let mut st = crate::devices::bus::lock(&self.state);
+        let mut st = crate::sync::lock(&self.state);
         if st.next_gsi >= MAX_GSI {
             return Err("out of interrupt routes".into());
         }
@@ -138,7 +138,7 @@ impl InterruptController for KvmIrqs {
     }
 
     fn msi_route(&self, gsi: u32, addr: u64, data: u32) -> Result<(), String> {
-        let mut st = crate::devices::bus::lock(&self.state);
+        let mut st = crate::sync::lock(&self.state);
         let mut e = kvm_irq_routing_entry {
             gsi,
             type_: ROUTING_MSI,
@@ -152,7 +152,7 @@ impl InterruptController for KvmIrqs {
     }
 
     fn msi_fire(&self, gsi: u32) {
-        let st = crate::devices::bus::lock(&self.state);
+        let st = crate::sync::lock(&self.state);
         if let Some(fd) = st.irqfds.get(&gsi) {
             fd.signal();
         }

@@ -1,4 +1,5 @@
-//! virtio-blk on a raw image file: read, write, flush, get-id, discard and write-zeroes.
+//! virtio-blk on a raw or qcow2 image (blk/image.rs, blk/qcow2.rs): read, write, flush,
+//! get-id, discard and write-zeroes.
 //!
 //! Requests run on the device's worker thread, woken by the queue's kick eventfd. A
 //! writable image is locked exclusively (a shared lock for `ro`), so a second VM gets a
@@ -9,12 +10,16 @@ use super::queue::{io, Chain, QueueError, Virtqueue};
 use super::sys::{poll, EventFd};
 use super::{Activation, Signal, VirtioDevice, Worker, COMMON_FEATURES};
 use crate::memory::GuestMemory;
-use std::fs::File;
+use std::io::Seek;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use virtio_bindings::virtio_blk::*;
+
+pub mod image;
+pub mod qcow2;
+
+pub use image::Format;
 
 pub const SECTOR: u64 = 512;
 pub const QUEUE_SIZE: u16 = 256;
@@ -36,11 +41,25 @@ pub enum DiskError {
     Lock(PathBuf, std::io::Error),
     #[error("disk image {0}: {1}")]
     Size(PathBuf, std::io::Error),
+    #[error("disk image {p} is not writable ({why}): add ,ro to give it to the guest read-only (--disk {p},ro), or make it writable if the guest should change it", p = .0.display(), why = .1)]
+    NotWritable(PathBuf, String),
+    #[error("disk image {p} is {len} bytes; a disk holds whole 512-byte sectors: pad it (truncate -s %512 {p}) or check that it is the right file", p = .0.display(), len = .1)]
+    PartialSector(PathBuf, u64),
+    #[error("disk image {p} is empty: give it a size first (e.g. truncate -s 64M {p})", p = .0.display())]
+    Empty(PathBuf),
+    #[error("disk image {p} is {what}: give a raw image file or a block device", p = .0.display(), what = .1)]
+    NotADisk(PathBuf, &'static str),
+    #[error("disk image {p}: {e}", p = .0.display(), e = .1)]
+    Image(PathBuf, std::io::Error),
+    #[error("disk image {p} was given as format=qcow2 but has no qcow2 header", p = .0.display())]
+    NotQcow2(PathBuf),
 }
 
-/// An open, locked raw image.
+/// An open, locked image (raw or qcow2). The worker thread is the only user of `image`
+/// while the VM runs; the mutex makes `Disk` shareable without unsafe code.
 pub struct Disk {
-    file: File,
+    image: Mutex<image::Image>,
+    format: Format,
     read_only: bool,
     sectors: u64,
     id: [u8; 20],
@@ -48,11 +67,55 @@ pub struct Disk {
 
 impl Disk {
     pub fn open(path: &Path, read_only: bool) -> Result<Disk, DiskError> {
+        Disk::open_as(path, read_only, None)
+    }
+
+    /// Open `path` as `format`, or as the format its header shows when `None` (a qcow2 header
+    /// makes it qcow2; `Some(Format::Raw)` gives such a file to the guest as raw bytes).
+    pub fn open_as(
+        path: &Path,
+        read_only: bool,
+        format: Option<Format>,
+    ) -> Result<Disk, DiskError> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        // Root opens a file without any write permission bit for writing all the same: the
+        // guest would silently change an image its owner marked read-only. Refuse, as the
+        // open would for anyone else.
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if !read_only && meta.file_type().is_file() && mode & 0o222 == 0 {
+                return Err(DiskError::NotWritable(
+                    path.to_owned(),
+                    format!("its mode is {:04o}", mode & 0o7777),
+                ));
+            }
+        }
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(!read_only)
             .open(path)
-            .map_err(|e| DiskError::Open(path.to_owned(), e))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EACCES | libc::EPERM | libc::EROFS) if !read_only => {
+                    DiskError::NotWritable(path.to_owned(), e.to_string())
+                }
+                _ => DiskError::Open(path.to_owned(), e),
+            })?;
+        let ty = file
+            .metadata()
+            .map_err(|e| DiskError::Size(path.to_owned(), e))?
+            .file_type();
+        if !ty.is_file() && !ty.is_block_device() {
+            return Err(DiskError::NotADisk(
+                path.to_owned(),
+                if ty.is_dir() {
+                    "a directory"
+                } else if ty.is_char_device() {
+                    "a character device"
+                } else {
+                    "neither a regular file nor a block device"
+                },
+            ));
+        }
         let op = if read_only {
             libc::LOCK_SH
         } else {
@@ -67,10 +130,31 @@ impl Disk {
                 DiskError::Lock(path.to_owned(), e)
             });
         }
-        let len = file
-            .metadata()
-            .map_err(|e| DiskError::Size(path.to_owned(), e))?
-            .len();
+        // The size from the end offset: metadata says 0 for a block device (a loop device,
+        // an LVM volume), which would show the guest an empty disk.
+        let len = (&file)
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| DiskError::Size(path.to_owned(), e))?;
+        if len == 0 {
+            return Err(DiskError::Empty(path.to_owned()));
+        }
+        let detected = image::detect(&file).map_err(|e| DiskError::Size(path.to_owned(), e))?;
+        let format = match format {
+            Some(Format::Qcow2) if detected != Format::Qcow2 => {
+                return Err(DiskError::NotQcow2(path.to_owned()))
+            }
+            Some(f) => f,
+            None => detected,
+        };
+        if format == Format::Raw && len % SECTOR != 0 {
+            return Err(DiskError::PartialSector(path.to_owned(), len));
+        }
+        let image = image::Image::from_file(file, path, format, !read_only, len, &mut Vec::new())
+            .map_err(|e| DiskError::Image(path.to_owned(), e))?;
+        let size = image.size();
+        if size < SECTOR {
+            return Err(DiskError::Empty(path.to_owned()));
+        }
         let mut id = [0u8; 20];
         let name = path
             .file_name()
@@ -80,15 +164,26 @@ impl Disk {
         let n = name.len().min(20);
         id[..n].copy_from_slice(&name.as_bytes()[..n]);
         Ok(Disk {
-            file,
+            image: Mutex::new(image),
+            format,
             read_only,
-            sectors: len / SECTOR,
+            sectors: size / SECTOR,
             id,
         })
     }
 
     pub fn sectors(&self) -> u64 {
         self.sectors
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The image, for the one request being served (a poisoned lock is still usable: every
+    /// image operation leaves the file consistent between calls).
+    fn image(&self) -> std::sync::MutexGuard<'_, image::Image> {
+        self.image.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -282,8 +377,8 @@ fn request(disk: &Disk, mem: &dyn GuestMemory, chain: &Chain, data_in: u64) -> R
             let mut done = 0u64;
             while done < data_in {
                 let n = ((data_in - done) as usize).min(buf.len());
-                disk.file
-                    .read_exact_at(&mut buf[..n], off + done)
+                disk.image()
+                    .read_at(&mut buf[..n], off + done)
                     .map_err(|_| VIRTIO_BLK_S_IOERR)?;
                 io::write(mem, &chain.descs, done, &buf[..n]).map_err(|_| VIRTIO_BLK_S_IOERR)?;
                 done += n as u64;
@@ -305,8 +400,8 @@ fn request(disk: &Disk, mem: &dyn GuestMemory, chain: &Chain, data_in: u64) -> R
                 let n = ((data_out - done) as usize).min(buf.len());
                 io::read(mem, &chain.descs, 16 + done, &mut buf[..n])
                     .map_err(|_| VIRTIO_BLK_S_IOERR)?;
-                disk.file
-                    .write_all_at(&buf[..n], off + done)
+                disk.image()
+                    .write_at(&buf[..n], off + done)
                     .map_err(|_| VIRTIO_BLK_S_IOERR)?;
                 done += n as u64;
             }
@@ -314,7 +409,7 @@ fn request(disk: &Disk, mem: &dyn GuestMemory, chain: &Chain, data_in: u64) -> R
         }
         VIRTIO_BLK_T_FLUSH => {
             if !disk.read_only {
-                disk.file.sync_data().map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                disk.image().flush().map_err(|_| VIRTIO_BLK_S_IOERR)?;
             }
             Ok(0)
         }
@@ -380,33 +475,11 @@ fn check_buffers(mem: &dyn GuestMemory, chain: &Chain, write: bool, _len: u64) -
     Ok(())
 }
 
-/// Discard (punch a hole) or write zeroes over `[off, off+len)`.
+/// Discard (punch a hole, unmap clusters) or write zeroes over `[off, off+len)`.
 fn punch(disk: &Disk, off: u64, len: u64, zeroes: bool) -> Result<(), u32> {
-    if len == 0 {
-        return Ok(());
-    }
-    let fd = disk.file.as_raw_fd();
-    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-    // SAFETY: fallocate on our own descriptor; offsets were range-checked.
-    let r = unsafe { libc::fallocate64(fd, mode, off as i64, len as i64) };
-    if r == 0 {
-        return Ok(());
-    }
-    if !zeroes {
-        // Discard is a hint: a file system that cannot punch holes simply keeps the data.
-        return Ok(());
-    }
-    // Fall back to writing zeroes.
-    let zero = vec![0u8; CHUNK.min(len as usize)];
-    let mut done = 0u64;
-    while done < len {
-        let n = ((len - done) as usize).min(zero.len());
-        disk.file
-            .write_all_at(&zero[..n], off + done)
-            .map_err(|_| VIRTIO_BLK_S_IOERR)?;
-        done += n as u64;
-    }
-    Ok(())
+    disk.image()
+        .discard(off, len, zeroes)
+        .map_err(|_| VIRTIO_BLK_S_IOERR)
 }
 
 /// What [`bench_4k`] measured.
@@ -429,10 +502,12 @@ impl Signal for NoSignal {
 
 /// The virtio-blk figure for `cargo xtask bench`: `requests` 4 KiB reads at scattered
 /// offsets of the image at `path`, served through a split queue in guest memory by the
-/// device model (batches of 64 chains), against plain `pread` of the same offsets.
+/// device model (batches of 64 chains), against plain `pread` of the same offsets. `mem`
+/// (at least 8 MiB at 0) and `which` come from the same backend.
 pub fn bench_4k(
     path: &Path,
     requests: u64,
+    mem: std::sync::Arc<dyn crate::memory::GuestMemory>,
     which: super::queue::QueueImpl,
 ) -> Result<BenchResult, String> {
     use std::time::Instant;
@@ -446,8 +521,6 @@ pub fn bench_4k(
     if blocks == 0 {
         return Err("the image is smaller than 4 KiB".into());
     }
-    let mem = crate::memory::allocate(crate::hypervisor::Backend::Portable, &[(0, 8 << 20)])
-        .map_err(|e| e.to_string())?;
     let cfg = super::queue::QueueConfig {
         max_size: QUEUE_SIZE,
         size: QUEUE_SIZE,
@@ -506,8 +579,8 @@ pub fn bench_4k(
     let mut buf = [0u8; 4096];
     let start = Instant::now();
     for s in &offsets {
-        disk.file
-            .read_exact_at(&mut buf, s * SECTOR)
+        disk.image()
+            .read_at(&mut buf, s * SECTOR)
             .map_err(|e| e.to_string())?;
     }
     let pread = start.elapsed().as_secs_f64();
@@ -516,6 +589,55 @@ pub fn bench_4k(
         device_per_sec: requests as f64 / device.max(1e-9),
         pread_per_sec: requests as f64 / pread.max(1e-9),
     })
+}
+
+/// `fugu-bench bench-disk`: `requests` random 4 KiB reads (or writes) through the image layer
+/// of the image at `path`; with `fill` its bytes are first copied in. Returns requests/s.
+pub fn bench_format_4k(
+    path: &Path,
+    requests: u64,
+    write: bool,
+    fill: Option<&Path>,
+) -> Result<f64, String> {
+    use std::time::Instant;
+    let disk = Disk::open(path, !write && fill.is_none()).map_err(|e| e.to_string())?;
+    let blocks = disk.sectors / 8;
+    if blocks == 0 {
+        return Err("the image is smaller than 4 KiB".into());
+    }
+    let mut img = disk.image();
+    if let Some(src) = fill {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        while off < img.size() {
+            let n = f.read_at(&mut buf, off).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            let n = n.min(usize::try_from(img.size() - off).unwrap_or(n));
+            img.write_at(&buf[..n], off).map_err(|e| e.to_string())?;
+            off += n as u64;
+        }
+        img.flush().map_err(|e| e.to_string())?;
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut buf = vec![0x5au8; 4096];
+    let start = Instant::now();
+    for _ in 0..requests {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let off = x % blocks * 4096;
+        if write {
+            img.write_at(&buf, off).map_err(|e| e.to_string())?;
+        } else {
+            img.read_at(&mut buf, off).map_err(|e| e.to_string())?;
+        }
+    }
+    let t = start.elapsed().as_secs_f64();
+    Ok(requests as f64 / t.max(1e-9))
 }
 
 #[cfg(test)]

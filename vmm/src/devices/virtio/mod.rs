@@ -89,7 +89,12 @@ impl Worker {
         let theirs = stop.try_clone().map_err(|e| format!("eventfd: {e}"))?;
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || f(theirs))
+            .spawn(
+                move || match crate::seccomp::enter(crate::seccomp::Kind::Worker) {
+                    Ok(()) => f(theirs),
+                    Err(e) => eprintln!("fugu: {e}; the device stops"),
+                },
+            )
             .map_err(|e| format!("cannot start a device thread: {e}"))?;
         Ok(Worker {
             stop,

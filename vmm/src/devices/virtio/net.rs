@@ -36,7 +36,9 @@ const TUN_F_TSO_ECN: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("'{0}' is not a valid interface name (1-15 characters, no '/' or spaces)")]
+    #[error(
+        "'{0}' is not a valid interface name (1-15 characters, not . or .., no '/', ':' or spaces)"
+    )]
     BadName(String),
     #[error("tap device {0} does not exist; create it (ip tuntap add {0} mode tap user $USER) or run fugu as root")]
     Missing(String),
@@ -46,6 +48,8 @@ pub enum NetError {
     Attach(String, std::io::Error),
     #[error("'{0}' is not a MAC address (use six hex bytes, e.g. 52:54:00:12:34:56)")]
     BadMac(String),
+    #[error("MAC {0} {1}: a NIC needs a unicast address such as 52:54:00:12:34:56 (the lowest bit of the first byte clear)")]
+    UnusableMac(String, &'static str),
 }
 
 /// A tap device opened with a virtio-net header.
@@ -66,12 +70,7 @@ impl Tap {
     /// Attach to tap `name`, creating it (when running as root) if it does not exist.
     /// A tap fugu creates is not persistent: it disappears when fugu exits.
     pub fn open(name: &str) -> Result<Tap, NetError> {
-        if name.is_empty()
-            || name.len() > 15
-            || name.contains(|c: char| c == '/' || c.is_whitespace() || c == '\0')
-        {
-            return Err(NetError::BadName(name.into()));
-        }
+        check_tap_name(name)?;
         let exists = std::path::Path::new("/sys/class/net").join(name).exists();
         // SAFETY: geteuid has no preconditions.
         if !exists && unsafe { libc::geteuid() } != 0 {
@@ -189,7 +188,32 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], NetError> {
         }
         *m = u8::from_str_radix(p, 16).map_err(|_| NetError::BadMac(s.into()))?;
     }
+    // A NIC's own address must be unicast and not zero: guests drop or misroute frames
+    // from a group address, and Linux refuses such an address on its interface.
+    if mac == [0xff; 6] {
+        return Err(NetError::UnusableMac(s.into(), "is the broadcast address"));
+    }
+    if mac[0] & 1 != 0 {
+        return Err(NetError::UnusableMac(s.into(), "is a multicast address"));
+    }
+    if mac == [0; 6] {
+        return Err(NetError::UnusableMac(s.into(), "is all zeroes"));
+    }
     Ok(mac)
+}
+
+/// Whether `name` can name a network interface (Linux's dev_valid_name): 1-15 bytes, not
+/// "." or "..", no '/', ':', NUL or whitespace.
+pub fn check_tap_name(name: &str) -> Result<(), NetError> {
+    if name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
+    {
+        return Err(NetError::BadName(name.into()));
+    }
+    Ok(())
 }
 
 /// A locally administered MAC for NIC `index` of this process.

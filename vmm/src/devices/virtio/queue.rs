@@ -30,17 +30,6 @@ pub enum QueueImpl {
     RustVmm,
 }
 
-impl QueueImpl {
-    /// rust-vmm with the rust-vmm hypervisor backend, the in-house ring otherwise.
-    pub fn for_backend(b: crate::hypervisor::Backend) -> Self {
-        match b {
-            #[cfg(target_arch = "x86_64")]
-            crate::hypervisor::Backend::RustVmm => QueueImpl::RustVmm,
-            _ => QueueImpl::InHouse,
-        }
-    }
-}
-
 /// What the driver programmed for one queue (through the transport).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueConfig {
@@ -81,6 +70,9 @@ pub enum QueueError {
     HeadIndex(u16),
     #[error("queue ring access failed: {0}")]
     Memory(#[from] OutOfRange),
+    /// virtio-queue refused, in its own words (the rust-vmm implementation only).
+    #[error("virtio-queue: {0}")]
+    RustVmm(String),
 }
 
 /// One buffer of a chain, as the driver described it (the address is not checked yet).
@@ -368,12 +360,13 @@ pub mod rustvmm {
                     libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
                 )
             }
-            .map_err(|_| QueueError::OutsideMemory)?;
+            .map_err(|e| QueueError::RustVmm(format!("mapping guest RAM: {e}")))?;
             regions.push(
                 GuestRegionMmap::new(m, GuestAddress(r.gpa)).ok_or(QueueError::OutsideMemory)?,
             );
         }
-        GuestMemoryMmap::from_regions(regions).map_err(|_| QueueError::OutsideMemory)
+        GuestMemoryMmap::from_regions(regions)
+            .map_err(|e| QueueError::RustVmm(format!("guest RAM regions: {e}")))
     }
 
     pub struct RustVmmQueue {
@@ -383,15 +376,17 @@ pub mod rustvmm {
         _mem: Arc<dyn GuestMemory>,
     }
 
+    /// virtio-queue's errors where ours mean the same; the rest keep virtio-queue's message
+    /// (which access failed and why). Sizes and head indexes are mapped where they are known
+    /// (`new`, `add_used`), with the value.
     fn map_err(e: virtio_queue::Error) -> QueueError {
+        use virtio_queue::Error as E;
         match e {
-            virtio_queue::Error::InvalidSize => QueueError::InvalidSize(0),
-            virtio_queue::Error::QueueNotReady => QueueError::NotReady,
-            virtio_queue::Error::InvalidDescriptorIndex => QueueError::HeadIndex(0),
-            virtio_queue::Error::InvalidDescTableAlign
-            | virtio_queue::Error::InvalidAvailRingAlign
-            | virtio_queue::Error::InvalidUsedRingAlign => QueueError::Misaligned,
-            _ => QueueError::OutsideMemory,
+            E::QueueNotReady => QueueError::NotReady,
+            E::InvalidDescTableAlign | E::InvalidAvailRingAlign | E::InvalidUsedRingAlign => {
+                QueueError::Misaligned
+            }
+            other => QueueError::RustVmm(other.to_string()),
         }
     }
 
@@ -474,7 +469,7 @@ pub mod rustvmm {
             let flags: u16 = self
                 .view
                 .read_obj(GuestAddress(self.q.avail_ring()))
-                .map_err(|_| QueueError::OutsideMemory)?;
+                .map_err(|e| QueueError::RustVmm(e.to_string()))?;
             Ok(flags as u32 & VRING_AVAIL_F_NO_INTERRUPT == 0)
         }
 

@@ -1,8 +1,8 @@
 //! A driver-side model of split virtqueues in guest memory, for the device tests.
 
 use super::queue::{QueueConfig, QueueImpl};
-use crate::hypervisor::Backend;
-use crate::memory::{self, GuestMemory};
+use crate::backend::Backend;
+use crate::memory::GuestMemory;
 use std::sync::Arc;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 
@@ -11,12 +11,16 @@ pub fn memories(size: u64) -> Vec<(&'static str, Arc<dyn GuestMemory>)> {
     #[allow(unused_mut)] // i686 has the portable memory only
     let mut v: Vec<(&'static str, Arc<dyn GuestMemory>)> = vec![(
         "portable-mem",
-        memory::allocate(Backend::Portable, &[(0, size)]).expect("allocate guest RAM"),
+        Backend::Portable
+            .memory(&[(0, size)])
+            .expect("allocate guest RAM"),
     )];
     #[cfg(target_arch = "x86_64")]
     v.push((
         "vm-memory",
-        memory::allocate(Backend::RustVmm, &[(0, size)]).expect("allocate guest RAM"),
+        Backend::RustVmm
+            .memory(&[(0, size)])
+            .expect("allocate guest RAM"),
     ));
     v
 }

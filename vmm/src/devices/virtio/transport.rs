@@ -14,13 +14,13 @@
 use super::queue::{self, QueueConfig, QueueImpl};
 use super::sys::EventFd;
 use super::{Activation, Signal, VirtioDevice, S_DRIVER_OK, S_FEATURES_OK, S_NEEDS_RESET};
-use crate::devices::bus::lock;
 use crate::devices::pci::config::{Bar, BarKind, ConfigSpace, COMMAND_MEMORY, INTERRUPT_PIN};
 use crate::devices::pci::irq::{InterruptController, IntxRaise};
 use crate::devices::pci::msix::{Msix, NO_VECTOR};
 use crate::devices::pci::PciDevice;
 use crate::hypervisor::Vm;
 use crate::memory::GuestMemory;
+use crate::sync::lock;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};

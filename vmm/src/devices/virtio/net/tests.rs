@@ -24,7 +24,7 @@ fn macs_and_names_are_checked() {
     }
     assert_eq!(default_mac(3)[0] & 1, 0, "unicast");
     assert_eq!(default_mac(3)[5], 3);
-    for bad in ["", "a/b", "has space", "sixteen-chars-xx"] {
+    for bad in ["", "a/b", "has space", "sixteen-chars-xx", "..", "a:1"] {
         assert!(matches!(Tap::open(bad), Err(NetError::BadName(_))), "{bad}");
     }
 }

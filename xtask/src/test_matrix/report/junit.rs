@@ -1,44 +1,9 @@
-//! JUnit XML for the test matrix: written by `test-matrix --junit FILE`, read back by
-//! `test-matrix merge FILES...`. Only the subset this xtask writes needs to be read.
+//! JUnit XML for the test matrix: written by `test-matrix --junit FILE` for CI systems that
+//! show JUnit. `merge` reads the JSON results (results.rs); it still reads this XML, the subset
+//! this xtask writes, so that results files from older runs can be merged.
 
+use super::results::{Case, Status, Suite};
 use std::fmt::Write as _;
-
-/// One cell's result as JUnit carries it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Case {
-    pub id: String,
-    pub status: Status,
-    /// SKIP/FAIL reason.
-    pub message: String,
-    /// FAIL detail (log tail).
-    pub detail: String,
-    pub secs: f64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pass,
-    Fail,
-    Skip,
-}
-
-impl Status {
-    pub fn word(self) -> &'static str {
-        match self {
-            Status::Pass => "PASS",
-            Status::Fail => "FAIL",
-            Status::Skip => "SKIP",
-        }
-    }
-}
-
-/// One results file: the host that ran it and its cases.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Suite {
-    pub host: String,
-    pub classes: String,
-    pub cases: Vec<Case>,
-}
 
 pub fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());

@@ -1,0 +1,153 @@
+//! The test-frame protocol of the virtio-net checks, and its host-side responder.
+//!
+//! The tiny virtio-net guests and the network boot programs send one Ethernet frame (type
+//! 0x88b5, payload "fugu-guest-frame"); the host side of their tap answers it
+//! ("fugu-host-frame!") back to the sender. The matrix and the end-to-end tests both run
+//! this responder, in the network namespace that holds the tap.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub const ETHERTYPE: u16 = 0x88b5;
+pub const GUEST_PAYLOAD: &[u8; 16] = b"fugu-guest-frame";
+pub const HOST_PAYLOAD: &[u8; 16] = b"fugu-host-frame!";
+
+/// The answer to a guest frame `f` (Ethernet header first): its source MAC and the reply,
+/// addressed back to it. None for any other frame.
+pub fn reply_to(f: &[u8]) -> Option<([u8; 6], Vec<u8>)> {
+    if f.len() < 30 || f[12..14] != ETHERTYPE.to_be_bytes() || &f[14..30] != GUEST_PAYLOAD {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&f[6..12]);
+    let mut reply = mac.to_vec();
+    reply.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    reply.extend_from_slice(&ETHERTYPE.to_be_bytes());
+    reply.extend_from_slice(HOST_PAYLOAD);
+    // The minimum Ethernet frame without its FCS.
+    reply.resize(60, 0);
+    Some((mac, reply))
+}
+
+fn os_err(what: &str) -> String {
+    format!("{what}: {}", io::Error::last_os_error())
+}
+
+/// Answer the guest's first test frame on `ifname` in network namespace `ns` (a name under
+/// /run/netns) and return its source MAC. Gives up after `wait`, or as soon as `stop` is set.
+///
+/// Run it on a thread of its own: it moves that thread into the namespace for good.
+pub fn respond(
+    ns: &str,
+    ifname: &str,
+    wait: Duration,
+    stop: Option<&AtomicBool>,
+) -> Result<[u8; 6], String> {
+    let nsfile = std::fs::File::open(format!("/run/netns/{ns}"))
+        .map_err(|e| format!("/run/netns/{ns}: {e}"))?;
+    let name = CString::new(ifname).map_err(|e| e.to_string())?;
+    // SAFETY: setns on a namespace file this function holds open; it changes only this
+    // thread's network namespace.
+    if unsafe { libc::setns(nsfile.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(os_err("setns"));
+    }
+    let proto = ETHERTYPE.to_be();
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned right below.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    if raw < 0 {
+        return Err(os_err("socket(AF_PACKET)"));
+    }
+    // SAFETY: a new descriptor nothing else owns; OwnedFd closes it on every return.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: if_nametoindex reads the NUL-terminated name it is given.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value to fill in.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = libc::c_int::try_from(ifindex).map_err(|e| e.to_string())?;
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>())
+        .map_err(|e| e.to_string())?;
+    // SAFETY: bind with a sockaddr_ll of the length given, both live for the call.
+    if unsafe { libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(sll).cast(), len) } != 0 {
+        return Err(os_err("bind"));
+    }
+    // Wake up every 200 ms to look at `stop` and the deadline.
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    let tvlen = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>())
+        .map_err(|e| e.to_string())?;
+    // SAFETY: setsockopt reads a timeval of the length given.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(tv).cast(),
+            tvlen,
+        )
+    };
+    // A wait too long to add (Duration::MAX) is no deadline: `stop` ends it.
+    let deadline = Instant::now().checked_add(wait);
+    let mut b = [0u8; 2048];
+    loop {
+        if stop.is_some_and(|s| s.load(Ordering::SeqCst))
+            || deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return Err("no frame from the guest reached the host side of the tap".into());
+        }
+        // SAFETY: recv writes at most b.len() bytes into b.
+        let got = unsafe { libc::recv(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
+        let Ok(got) = usize::try_from(got) else {
+            let e = io::Error::last_os_error();
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+            ) {
+                continue;
+            }
+            return Err(format!("recv: {e}"));
+        };
+        if let Some((mac, reply)) = b.get(..got).and_then(reply_to) {
+            // SAFETY: send reads reply.len() bytes from reply.
+            let sent = unsafe { libc::send(fd.as_raw_fd(), reply.as_ptr().cast(), reply.len(), 0) };
+            if usize::try_from(sent).ok() != Some(reply.len()) {
+                return Err(os_err("send"));
+            }
+            return Ok(mac);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_only_the_guest_frame() {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[0x52, 0x54, 0, 1, 2, 3]);
+        f.extend_from_slice(&ETHERTYPE.to_be_bytes());
+        f.extend_from_slice(GUEST_PAYLOAD);
+        let (mac, reply) = reply_to(&f).unwrap();
+        assert_eq!(mac, [0x52, 0x54, 0, 1, 2, 3]);
+        assert_eq!(&reply[..6], &mac);
+        assert_eq!(&reply[12..14], &ETHERTYPE.to_be_bytes());
+        assert_eq!(&reply[14..30], HOST_PAYLOAD);
+        assert_eq!(reply.len(), 60);
+        f[14] = b'x';
+        assert!(reply_to(&f).is_none());
+        assert!(reply_to(&f[..20]).is_none());
+    }
+
+    #[test]
+    fn a_missing_namespace_is_an_error_not_a_hang() {
+        let e = respond("fugu-no-such-ns", "x", Duration::from_secs(1), None).unwrap_err();
+        assert!(e.contains("/run/netns/fugu-no-such-ns"), "{e}");
+    }
+}

@@ -1,0 +1,79 @@
+//! Publishing built images to a directory, and `--update-pins`.
+
+use super::*;
+
+/// Copy the built images and index.json into DIR, which any static HTTP server can serve.
+pub(super) fn publish(out: &Path, idx: &index::Index, dir: &Path) -> Result {
+    std::fs::create_dir_all(dir)?;
+    for img in &idx.images {
+        let d = dir.join(&img.name);
+        std::fs::create_dir_all(&d)?;
+        for f in &img.files {
+            let from = out.join(&f.path);
+            let to = dir.join(&f.path);
+            let tmp = to.with_extension("publish-tmp");
+            std::fs::copy(&from, &tmp)?;
+            std::fs::rename(&tmp, &to)?;
+        }
+    }
+    // The index goes last, so a server never lists a file that is not there yet.
+    let json = serde_json::to_string_pretty(idx).map_err(|e| Error::fail(e.to_string()))? + "\n";
+    write_atomic(&dir.join("index.json"), json.as_bytes())?;
+    println!(
+        "published {} image(s) to {}; serve it with any static HTTP server, e.g.\n    python3 -m http.server -d {} 8000\nand point fugu at it:\n    fugu image list --index http://HOST:8000/index.json",
+        idx.images.len(),
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+pub(super) fn update_pins(recipes: &[Recipe]) -> Result {
+    let mut changed = 0;
+    let mut kept = Vec::new();
+    for r in recipes {
+        let mut text = r.text.clone();
+        for p in r.pins().map_err(Error::fail)? {
+            match debs::current(&p) {
+                Ok(new) if new == p => {
+                    println!("{:<14} {} {} (unchanged)", r.name(), p.name, p.version)
+                }
+                Ok(new)
+                    if (&new.name, &new.version, &new.sha256)
+                        == (&p.name, &p.version, &p.sha256) =>
+                {
+                    println!(
+                        "{:<14} {} {} (unchanged; its archive path recorded)",
+                        r.name(),
+                        p.name,
+                        p.version
+                    );
+                    text = recipe::rewrite_pin(&text, &p.name, &new);
+                    changed += 1;
+                }
+                Ok(new) => {
+                    println!(
+                        "{:<14} {} {} -> {} {}",
+                        r.name(),
+                        p.name,
+                        p.version,
+                        new.name,
+                        new.version
+                    );
+                    text = recipe::rewrite_pin(&text, &p.name, &new);
+                    changed += 1;
+                }
+                Err(why) => {
+                    println!("{:<14} {} {} (kept: {why})", r.name(), p.name, p.version);
+                    kept.push(format!("{}: {why}", r.name()));
+                }
+            }
+        }
+        if text != r.text {
+            recipe::parse(&r.rel, &text).map_err(Error::fail)?;
+            write_atomic(&r.path, text.as_bytes())?;
+        }
+    }
+    println!("{changed} pin(s) updated; review with git diff images/");
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! Boot one cell and judge it: fugu (through `ip netns exec` and with the host side of its
+//! network when the cell has one) must exit with the expected status, leave every marker in
+//! the serial log and the bytes it must write in its files. Retries make a later pass FLAKY.
+
+use super::runner::INIT_STARTED;
+use super::{BootSpec, Outcome};
+use crate::netcheck;
+use fugu_common::proc::{signal_name, tail_file, Proc, Waited};
+use fugu_common::status::ExitStatus;
+use std::fmt::Write as _;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Boot one cell and judge it. Never returns Pass unless the command ran to the expected end.
+pub fn execute(spec: &BootSpec, interrupted: &AtomicBool) -> Outcome {
+    let Some(net) = &spec.net else {
+        return boot(spec, &[], interrupted);
+    };
+    if !spec.program.is_file() {
+        return Outcome::fail(format!("missing fugu binary {}", spec.program.display()));
+    }
+    if let Err(e) = netcheck::setup(net) {
+        return Outcome::fail(format!("cannot set up the tap in a network namespace: {e}"));
+    }
+    // dnsmasq on the host side (DHCP, and TFTP for network boots); the guest's log shows the
+    // lease it got.
+    let mut dnsmasq = None;
+    if net.dhcp.is_some() {
+        let dir = spec.vmm_log.parent().unwrap_or(Path::new("."));
+        let log = spec.vmm_log.with_extension("dnsmasq.log");
+        match netcheck::start_dnsmasq(net, dir, &log) {
+            Ok(child) => dnsmasq = Some(child),
+            Err(e) => {
+                netcheck::teardown(net);
+                return Outcome::fail(format!("cannot start DHCP on the tap: {e}"));
+            }
+        }
+    }
+    let stop_dnsmasq = |d: Option<std::process::Child>| {
+        if let Some(mut d) = d {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    };
+    if net.dhcp.is_some() && !net.answer_frames {
+        let o = boot(spec, &["ip", "netns", "exec", &net.ns], interrupted);
+        stop_dnsmasq(dnsmasq);
+        netcheck::teardown(net);
+        return o;
+    }
+    // The frame responder: the guest's frame must come from its MAC and get an answer.
+    let stop = AtomicBool::new(false);
+    let (outcome, seen) = std::thread::scope(|s| {
+        let host = s.spawn(|| netcheck::respond(net, &stop));
+        let o = boot(spec, &["ip", "netns", "exec", &net.ns], interrupted);
+        stop.store(true, Ordering::SeqCst);
+        let seen = host
+            .join()
+            .unwrap_or_else(|_| Err("the host-side responder panicked".into()));
+        (o, seen)
+    });
+    stop_dnsmasq(dnsmasq);
+    netcheck::teardown(net);
+    match (outcome, seen) {
+        (Outcome::Pass, Ok(mac)) if mac == net.mac => Outcome::Pass,
+        (Outcome::Pass, Ok(mac)) => Outcome::fail(format!(
+            "the host side got the guest's frame from {mac:02x?}, expected {}",
+            net.mac_text()
+        )),
+        (Outcome::Pass, Err(e)) => Outcome::fail(e),
+        (o, _) => o,
+    }
+}
+
+/// Boot (through `wrapper`, e.g. `ip netns exec NS`, when given) and judge the result.
+fn boot(spec: &BootSpec, wrapper: &[&str], interrupted: &AtomicBool) -> Outcome {
+    let with_tail = |reason: String| {
+        let mut tail = String::new();
+        let serial = tail_file(&spec.serial_log, 12);
+        if !serial.is_empty() {
+            let _ = writeln!(
+                tail,
+                "serial log ({}):\n{serial}",
+                spec.serial_log.display()
+            );
+        }
+        let vmm = tail_file(&spec.vmm_log, 6);
+        if !vmm.is_empty() {
+            let _ = writeln!(tail, "fugu output ({}):\n{vmm}", spec.vmm_log.display());
+        }
+        Outcome::Fail { reason, tail }
+    };
+    if !spec.program.is_file() {
+        return Outcome::fail(format!("missing fugu binary {}", spec.program.display()));
+    }
+    for p in [&spec.serial_log, &spec.vmm_log] {
+        let _ = std::fs::remove_file(p);
+        if let Some(d) = p.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+    }
+    for (p, data) in &spec.files {
+        if let Some(d) = p.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        if let Err(e) = std::fs::write(p, data) {
+            return Outcome::fail(format!("cannot write {}: {e}", p.display()));
+        }
+    }
+    let out = match std::fs::File::create(&spec.vmm_log) {
+        Ok(f) => f,
+        Err(e) => return Outcome::fail(format!("cannot create {}: {e}", spec.vmm_log.display())),
+    };
+    let err = match out.try_clone() {
+        Ok(f) => f,
+        Err(e) => return Outcome::fail(e.to_string()),
+    };
+    let mut cmd = match wrapper.split_first() {
+        Some((w, rest)) => {
+            let mut c = Command::new(w);
+            c.args(rest).arg(&spec.program);
+            c
+        }
+        None => Command::new(&spec.program),
+    };
+    cmd.args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let mut child = match Proc::spawn(&mut cmd, true) {
+        Ok(c) => c,
+        Err(e) => return Outcome::fail(format!("cannot start {}: {e}", spec.program.display())),
+    };
+    let status = match child.wait(spec.timeout, Duration::from_millis(20), Some(interrupted)) {
+        Ok(Waited::Exited(s)) => s,
+        Ok(Waited::Interrupted) => return with_tail("interrupted".into()),
+        Ok(Waited::TimedOut) => {
+            return with_tail(format!(
+                "timed out after {} s: the guest hung or never reached its exit",
+                spec.timeout.as_secs()
+            ))
+        }
+        Err(e) => return Outcome::fail(format!("waiting for fugu: {e}")),
+    };
+    if let Some(sig) = status.signal() {
+        return with_tail(format!(
+            "fugu crashed: killed by signal {sig} ({})",
+            signal_name(sig)
+        ));
+    }
+    let code = status.code().unwrap_or(-1);
+    let after_init = spec.accept_after_init.is_some_and(|(c, msg)| {
+        code == c
+            && tail_file(&spec.serial_log, usize::MAX).contains(INIT_STARTED)
+            && tail_file(&spec.vmm_log, usize::MAX).contains(msg)
+    });
+    if code != spec.expect_status && !after_init {
+        let meaning = ExitStatus::of_run(code)
+            .map(|s| format!(" ({})", s.meaning()))
+            .unwrap_or_default();
+        return with_tail(format!(
+            "fugu exited with status {code}{meaning}, expected {}",
+            spec.expect_status
+        ));
+    }
+    let serial = std::fs::read(&spec.serial_log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    for m in &spec.expect_markers {
+        if !serial.contains(m.as_str()) {
+            return with_tail(format!(
+                "exit status {code} as expected, but the serial log lacks '{m}'"
+            ));
+        }
+    }
+    for (p, off, want) in &spec.file_checks {
+        let got = std::fs::read(p).unwrap_or_default();
+        if got.get(*off..off + want.len()) != Some(&want[..]) {
+            return with_tail(format!(
+                "the guest did not leave '{}' at byte {off} of {}",
+                String::from_utf8_lossy(want),
+                p.display()
+            ));
+        }
+    }
+    Outcome::Pass
+}
+
+/// Boot a cell; a failed boot is run again up to `retries` times. A pass after a failure is
+/// `Flaky`, carrying what the failed attempts said (never a plain PASS).
+pub fn execute_with_retries(spec: &BootSpec, retries: u32, interrupted: &AtomicBool) -> Outcome {
+    let mut failures: Vec<String> = Vec::new();
+    loop {
+        match execute(spec, interrupted) {
+            Outcome::Fail { reason, tail }
+                if (failures.len() as u32) < retries && !interrupted.load(Ordering::SeqCst) =>
+            {
+                let _ = tail;
+                failures.push(reason);
+            }
+            Outcome::Pass if !failures.is_empty() => {
+                let n = failures.len() + 1;
+                let before: Vec<String> = failures
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| format!("attempt {}: {r}", i + 1))
+                    .collect();
+                return Outcome::Flaky {
+                    note: format!("flaky: passed on attempt {n} ({})", before.join("; ")),
+                };
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_matrix::testutil::{fake, reason, tmp};
+
+    #[test]
+    fn a_failure_after_init_passes_only_when_it_is_the_declared_one() {
+        let d = tmp("after-init");
+        let no = AtomicBool::new(false);
+        let with = |name: &str, script: &str| {
+            let mut s = fake(&d, name, script, 60);
+            s.accept_after_init = Some((6, "signalled SIGBUS during KVM_RUN"));
+            s
+        };
+        let ok = with(
+            "ok",
+            "printf 'hello from the guest\\nRun /sbin/init as init process\\n' > \"$0\"; \
+             echo 'fugu: the host signalled SIGBUS during KVM_RUN' >&2; exit 6",
+        );
+        assert_eq!(execute(&ok, &no), Outcome::Pass);
+        let before_init = with(
+            "before",
+            "echo 'hello from the guest' > \"$0\"; \
+             echo 'fugu: the host signalled SIGBUS during KVM_RUN' >&2; exit 6",
+        );
+        assert!(reason(&execute(&before_init, &no)).contains("status 6"));
+        let other_crash = with(
+            "other",
+            "printf 'hello from the guest\\nRun /sbin/init as init process\\n' > \"$0\"; \
+             echo 'fugu: triple fault' >&2; exit 6",
+        );
+        assert!(reason(&execute(&other_crash, &no)).contains("status 6"));
+        let no_marker = with(
+            "nomarker",
+            "printf 'Run /sbin/init as init process\\n' > \"$0\"; \
+             echo 'fugu: the host signalled SIGBUS during KVM_RUN' >&2; exit 6",
+        );
+        assert!(reason(&execute(&no_marker, &no)).contains("lacks 'hello from the guest'"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn pass_needs_status_and_marker() {
+        let d = tmp("pass");
+        let no = AtomicBool::new(false);
+        let ok = fake(
+            &d,
+            "ok",
+            "echo 'hello from the guest' > \"$0\"; exit 33",
+            60,
+        );
+        assert_eq!(execute(&ok, &no), Outcome::Pass);
+        let nomark = fake(&d, "nomark", "echo 'something else' > \"$0\"; exit 33", 60);
+        assert!(reason(&execute(&nomark, &no)).contains("lacks 'hello from the guest'"));
+        let bad = fake(
+            &d,
+            "bad",
+            "echo 'hello from the guest' > \"$0\"; echo oops >&2; exit 6",
+            60,
+        );
+        let o = execute(&bad, &no);
+        assert!(
+            reason(&o).contains("status 6") && reason(&o).contains("crashed"),
+            "{o:?}"
+        );
+        let Outcome::Fail { tail, .. } = o else {
+            panic!()
+        };
+        assert!(
+            tail.contains("hello from the guest") && tail.contains("oops"),
+            "{tail}"
+        );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -1,0 +1,258 @@
+//! The runners: how a cell of each runner in ci/matrix.def is booted and judged. One variant
+//! of `Runner` and one file per runner; adding a runner is a variant here (name, what it
+//! needs built, which file builds its boot) plus its file.
+
+mod bios_disk;
+mod debian_linux;
+mod ipxe_net;
+mod linux;
+#[cfg(test)]
+mod tests;
+mod tiny;
+
+use crate::guests;
+use crate::matrix_def::{Cell, Plan};
+use crate::netcheck::NetSetup;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The runners this xtask implements; every other runner in ci/matrix.def must be [pending].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Runner {
+    TinyBoot,
+    TinyVirtioDisk,
+    TinyVirtioNet,
+    BiosDisk,
+    IpxeNet,
+    Linux,
+    DebianLinux,
+}
+
+impl Runner {
+    pub const ALL: [Runner; 7] = [
+        Runner::TinyBoot,
+        Runner::TinyVirtioDisk,
+        Runner::TinyVirtioNet,
+        Runner::BiosDisk,
+        Runner::IpxeNet,
+        Runner::Linux,
+        Runner::DebianLinux,
+    ];
+
+    /// Its name in ci/matrix.def.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runner::TinyBoot => "tiny-boot",
+            Runner::TinyVirtioDisk => "tiny-virtio-disk",
+            Runner::TinyVirtioNet => "tiny-virtio-net",
+            Runner::BiosDisk => "bios-disk",
+            Runner::IpxeNet => "ipxe-net",
+            Runner::Linux => "linux",
+            Runner::DebianLinux => "debian-linux",
+        }
+    }
+
+    /// The runner ci/matrix.def names, when this xtask implements it.
+    pub fn parse(name: &str) -> Option<Runner> {
+        Runner::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// Whether its cells boot the tiny guests or boot programs (images/guests/).
+    pub fn needs_guests(self) -> bool {
+        matches!(
+            self,
+            Runner::TinyBoot
+                | Runner::TinyVirtioDisk
+                | Runner::TinyVirtioNet
+                | Runner::BiosDisk
+                | Runner::IpxeNet
+        )
+    }
+
+    /// The `cargo xtask images` image its cells of guest architecture `guest` boot.
+    pub fn image(self, guest: &str) -> Option<String> {
+        match self {
+            Runner::Linux => Some(format!("linux-{guest}")),
+            Runner::DebianLinux => Some(format!("debian-{guest}")),
+            _ => None,
+        }
+    }
+
+    /// Build a runnable cell's boot; an Err is that cell's FAIL reason (e.g. a missing image).
+    pub fn spec(
+        self,
+        cell: &Cell,
+        plan: &Plan,
+        arts: &Artifacts,
+        timeout: Option<u64>,
+    ) -> Result<BootSpec, String> {
+        let fugu = match arts.fugu.get(cell.get("build")) {
+            Some(Ok(p)) => p.clone(),
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(format!("no fugu build for {}", cell.get("build"))),
+        };
+        let stem = cell.file_stem();
+        let base = Base {
+            fugu,
+            serial_log: arts.log_dir.join(format!("{stem}.serial.log")),
+            vmm_log: arts.log_dir.join(format!("{stem}.vmm.log")),
+            timeout: Duration::from_secs(timeout.unwrap_or(plan.timeout_s)),
+        };
+        match self {
+            Runner::TinyBoot | Runner::TinyVirtioDisk | Runner::TinyVirtioNet => {
+                tiny::spec(self, cell, base, arts)
+            }
+            Runner::BiosDisk => bios_disk::spec(cell, base, arts),
+            Runner::IpxeNet => ipxe_net::spec(cell, base, arts),
+            Runner::Linux => linux::spec(cell, plan, base, arts),
+            Runner::DebianLinux => debian_linux::spec(cell, base, arts),
+        }
+    }
+}
+
+/// What every runner starts from: the cell's fugu build, its log files and its timeout.
+pub struct Base {
+    pub fugu: PathBuf,
+    pub serial_log: PathBuf,
+    pub vmm_log: PathBuf,
+    pub timeout: Duration,
+}
+
+impl Base {
+    /// A boot of the cell's fugu with its logs and timeout, and nothing else yet: the runners
+    /// fill in the rest with struct update syntax.
+    fn into_spec(self) -> BootSpec {
+        BootSpec {
+            program: self.fugu,
+            args: vec![],
+            serial_log: self.serial_log,
+            vmm_log: self.vmm_log,
+            timeout: self.timeout,
+            expect_status: 0,
+            expect_markers: vec![],
+            files: vec![],
+            file_checks: vec![],
+            net: None,
+            accept_after_init: None,
+        }
+    }
+}
+
+/// How one cell is booted and judged.
+#[derive(Debug, Clone)]
+pub struct BootSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub serial_log: PathBuf,
+    pub vmm_log: PathBuf,
+    pub timeout: Duration,
+    pub expect_status: i32,
+    /// Lines the serial log must contain (the guest's success marker first).
+    pub expect_markers: Vec<String>,
+    /// Files written fresh before the boot (e.g. a disk image).
+    pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// Bytes the guest must have left in a file after it ran: (path, offset, bytes).
+    pub file_checks: Vec<(PathBuf, usize, Vec<u8>)>,
+    /// Run fugu in a network namespace with a tap whose host side answers the guest's frame.
+    pub net: Option<NetSetup>,
+    /// For kernel-level Linux checks: another (status, fugu message) that is accepted only when
+    /// it came after the kernel started init ("Run /sbin/init" in the serial log), i.e. from
+    /// the host's known user-mode limit, beyond the kernel level. The markers still decide.
+    pub accept_after_init: Option<(i32, &'static str)>,
+}
+
+/// The serial line after which a failure belongs to userspace, not to the kernel level.
+pub const INIT_STARTED: &str = "Run /sbin/init as init process";
+
+/// What the runners boot with: fugu builds and guest images, or why they are missing.
+#[derive(Debug, Clone, Default)]
+pub struct Artifacts {
+    pub fugu: HashMap<String, std::result::Result<PathBuf, String>>,
+    pub guests: HashMap<String, std::result::Result<PathBuf, String>>,
+    pub log_dir: PathBuf,
+    /// Where `cargo xtask images` puts the Linux images (target/images/out). The matrix builds
+    /// the ones its runnable cells need (`cargo xtask images --only linux-<guest>`) unless
+    /// `--no-build`; a missing one FAILs its cells.
+    pub images: PathBuf,
+    /// Why an image the cells need could not be built (image name -> reason).
+    pub image_errors: HashMap<String, String>,
+}
+
+/// The cell's private network: a tap in a namespace named after this run and the cell, with
+/// the runner's MAC (the last byte tells the runners apart in a capture).
+fn cell_net(
+    stem: &str,
+    mac_last: u8,
+    dhcp: bool,
+    tftp_boot: Option<PathBuf>,
+    answer_frames: bool,
+) -> NetSetup {
+    NetSetup {
+        ns: format!("fugu-mx-{}-{stem}", std::process::id()),
+        tap: "fgmx0".into(),
+        mac: [0x52, 0x54, 0x00, 0xe2, 0x4d, mac_last],
+        dhcp: dhcp.then(|| crate::netcheck::DHCP_GUEST.into()),
+        tftp_boot,
+        answer_frames,
+    }
+}
+
+/// A built image file the cells need, or the FAIL reason that says how to get it.
+fn image_file(p: &Path) -> Result<(), String> {
+    if p.is_file() {
+        Ok(())
+    } else {
+        Err(format!(
+            "missing image: run cargo xtask images ({} not found)",
+            p.display()
+        ))
+    }
+}
+
+/// `fugu run --bios --boot <boot>` with the device it boots from, SeaBIOS's own give-up time
+/// set to the cell's timeout, and the console into `serial_log`.
+pub(super) fn firmware_args(
+    boot: &str,
+    device: (&str, OsString),
+    timeout: Duration,
+    serial_log: &Path,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["run", "--bios", "--boot", boot, "--memory", "64M"]
+        .map(OsString::from)
+        .to_vec();
+    args.push("--boot-timeout".into());
+    args.push(timeout.as_secs().to_string().into());
+    args.push(device.0.into());
+    args.push(device.1);
+    args.push("--serial".into());
+    args.push(serial_log.into());
+    args
+}
+
+/// The cell's boot program `<kind>-<guest>` (images/guests/mbr.S) and its bytes.
+pub(super) fn boot_program(
+    kind: &str,
+    cell: &Cell,
+    arts: &Artifacts,
+) -> Result<(&'static guests::BootProgram, Vec<u8>), String> {
+    let name = format!("{kind}-{}", cell.get("guest"));
+    let p = guests::BOOT_PROGRAMS
+        .iter()
+        .find(|p| p.name == name && p.arch == cell.get("guest"))
+        .ok_or_else(|| format!("no boot program named {name} in xtask/src/guests.rs"))?;
+    let bin = match arts.guests.get(p.name) {
+        Some(Ok(b)) => b.clone(),
+        Some(Err(e)) => return Err(e.clone()),
+        None => {
+            return Err(format!(
+                "missing image: boot program {} was not built",
+                p.name
+            ))
+        }
+    };
+    let bytes =
+        std::fs::read(&bin).map_err(|e| format!("missing image: {}: {e}", bin.display()))?;
+    Ok((p, bytes))
+}

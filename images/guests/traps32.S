@@ -1,8 +1,9 @@
 /*
  * traps32: a Multiboot test guest that executes, at CPL0 in 32-bit protected mode, the
  * instructions this project's emulated hosts cannot complete themselves (INT3, UD2, FWAIT,
- * FNCLEX), with IDT handlers for #BP and #UD. A VMM that completes them (or a host that runs
- * them natively) delivers each exception to the guest's handler at the right return address.
+ * FNCLEX, INT n), with IDT handlers for #BP, #UD and two software-interrupt vectors. A VMM
+ * that completes them (or a host that runs them natively) delivers each exception or
+ * interrupt to the guest's handler at the right return address with the right frame.
  * Exits 0x10 (fugu status 33) when every check passed, 0x11 otherwise.
  */
 #include "common.inc"
@@ -24,6 +25,13 @@ _start:
         call    set_gate
         mov     $ud_handler, %ebx
         mov     $idt + 6 * 8, %edi
+        call    set_gate
+        mov     $soft_handler, %ebx
+        mov     $idt + 0x21 * 8, %edi
+        call    set_gate
+        /* Vector 8 is #DF's, but INT 8 pushes no error code: the frame is EIP, CS, EFLAGS. */
+        mov     $soft_handler, %ebx
+        mov     $idt + 8 * 8, %edi
         call    set_gate
         lidt    idt_desc
 
@@ -48,6 +56,33 @@ ud_at:  ud2
         cmp     $ud_at, %eax
         jne     fail
         mov     $msg_ud, %esi
+        call    puts
+
+        /* INT n (DOS's 0x21, and 8 with no error code): the handler sees EIP after the
+         * instruction, this CS, and EFLAGS with IF as it was; an interrupt gate clears IF. */
+        movl    $0, soft_count
+        sti
+        int     $0x21
+after_int21:
+        cli
+        cmpl    $1, soft_count
+        jne     fail
+        cmpl    $after_int21, soft_eip
+        jne     fail
+        mov     %cs, %ax
+        cmp     %ax, soft_cs
+        jne     fail
+        testl   $0x200, soft_eflags     /* IF was set when INT ran */
+        jz      fail
+        testl   $0x200, soft_if_inside  /* and clear in the handler */
+        jnz     fail
+        int     $8
+after_int8:
+        cmpl    $2, soft_count
+        jne     fail
+        cmpl    $after_int8, soft_eip
+        jne     fail
+        mov     $msg_int, %esi
         call    puts
 
         /* x87: initialise, then FWAIT and FNCLEX with no exception pending are no-ops. */
@@ -97,11 +132,27 @@ ud_handler:
         addl    $2, (%esp)
         iret
 
+soft_handler:
+        incl    soft_count
+        push    %eax
+        pushf
+        pop     %eax
+        mov     %eax, soft_if_inside
+        mov     4(%esp), %eax
+        mov     %eax, soft_eip
+        mov     8(%esp), %eax
+        mov     %eax, soft_cs
+        mov     12(%esp), %eax
+        mov     %eax, soft_eflags
+        pop     %eax
+        iret
+
         COM1_PUTS puts, %eax, %edx
 
         .section .rodata
 msg_bp:    .asciz "fugu-guest: int3 delivered #BP after the instruction\n"
 msg_ud:    .asciz "fugu-guest: ud2 delivered #UD at the instruction\n"
+msg_int:   .asciz "fugu-guest: int 0x21 and int 8 delivered through the IDT\n"
 msg_fpu:   .asciz "fugu-guest: fwait and fnclex completed\n"
 msg_ok:    .asciz "fugu-guest: traps ok\n"
 msg_fail:  .asciz "fugu-guest: FAIL traps\n"
@@ -109,16 +160,21 @@ msg_fail:  .asciz "fugu-guest: FAIL traps\n"
         .data
         .align 8
 idt_desc:
-        .word   8 * 32 - 1
+        .word   8 * 0x22 - 1
         .long   idt
 
         .bss
         .align 8
-idt:    .skip   8 * 32
+idt:    .skip   8 * 0x22
 bp_count: .long 0
 bp_eip:   .long 0
 ud_count: .long 0
 ud_eip:   .long 0
+soft_count:  .long 0
+soft_eip:    .long 0
+soft_cs:     .long 0
+soft_eflags: .long 0
+soft_if_inside: .long 0
         .align 16
         .skip 4096
 stack_top:

@@ -138,11 +138,12 @@ fn malformed_kernels_are_clear_errors_not_panics() {
 fn cpl0_traps_and_x87_complete_on_both_builds() {
     let g = guest("traps32");
     for (build, bin) in fugu_builds() {
-        let o = run_fugu(&bin, &["run", "--kernel", g.to_str().unwrap()], T);
+        let o = run_fugu(&bin, &["run", "-v", "--kernel", g.to_str().unwrap()], T);
         assert_eq!(o.status, Some(33), "{build}: {o:?}");
         for m in [
             "int3 delivered #BP after the instruction",
             "ud2 delivered #UD at the instruction",
+            "int 0x21 and int 8 delivered through the IDT",
             "fwait and fnclex completed",
             "traps ok",
         ] {
@@ -152,7 +153,78 @@ fn cpl0_traps_and_x87_complete_on_both_builds() {
             assert!(
                 o.stderr
                     .contains("completed instructions the host could not emulate"),
-                "{build}: host adaptation did not report its work: {o:?}"
+                "{build}: host adaptation did not report its work with -v: {o:?}"
+            );
+        }
+        let quiet = run_fugu(&bin, &["run", "--kernel", g.to_str().unwrap()], T);
+        assert_eq!(quiet.status, Some(33), "{build}: {quiet:?}");
+        assert_eq!(quiet.stderr, "", "{build}: a clean end is silent");
+    }
+}
+
+/// The leaf-1 ECX the guest printed ("cpuid 1 ecx=XXXXXXXX").
+fn leaf1_ecx(serial: &str) -> Option<u32> {
+    let at = serial.find("cpuid 1 ecx=")? + "cpuid 1 ecx=".len();
+    u32::from_str_radix(serial.get(at..at + 8)?, 16).ok()
+}
+
+/// CPUID honesty (issue 18): every instruction whose feature the guest sees runs (XGETBV
+/// with x87 enabled in XCR0, CLWB, INVPCID, RDPRU), on both builds; `--cpu-features` removes
+/// a bit every host honours (x2apic), refuses unknown names, and says when an addition is
+/// not offered or a removal is ignored by the host.
+#[test]
+fn cpuid_shows_only_what_runs_and_cpu_features_edit_it() {
+    let g = guest("cpuid32");
+    for (build, bin) in fugu_builds() {
+        let o = run_fugu(&bin, &["run", "--kernel", g.to_str().unwrap()], T);
+        assert_eq!(o.status, Some(33), "{build}: {o:?}");
+        assert!(o.serial.contains("fugu-guest: cpuid ok"), "{build}: {o:?}");
+        assert_eq!(o.stderr, "", "{build}: a clean end is silent");
+        let ecx = leaf1_ecx(&o.serial).expect("leaf 1 printed");
+        let o = run_fugu(
+            &bin,
+            &[
+                "run",
+                "--kernel",
+                g.to_str().unwrap(),
+                "--cpu-features=-x2apic,-hypervisor",
+            ],
+            T,
+        );
+        assert_eq!(o.status, Some(33), "{build}: {o:?}");
+        let edited = leaf1_ecx(&o.serial).expect("leaf 1 printed");
+        assert_eq!(edited, ecx & !((1 << 21) | (1 << 31)), "{build}: {o:?}");
+        let o = run_fugu(
+            &bin,
+            &[
+                "run",
+                "--kernel",
+                g.to_str().unwrap(),
+                "--cpu-features",
+                "+warp_drive",
+            ],
+            T,
+        );
+        assert_eq!(o.status, Some(2), "{build}: {o:?}");
+        assert!(
+            o.stderr.contains("unknown CPU feature 'warp_drive'"),
+            "{o:?}"
+        );
+        if host_emulates_kernel_code() {
+            let o = run_fugu(
+                &bin,
+                &[
+                    "run",
+                    "--kernel",
+                    g.to_str().unwrap(),
+                    "--cpu-features=-sse4.2",
+                ],
+                T,
+            );
+            assert_eq!(o.status, Some(33), "{build}: {o:?}");
+            assert!(
+                o.stderr.contains("the guest still sees it"),
+                "{build}: {o:?}"
             );
         }
     }

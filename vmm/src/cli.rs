@@ -465,6 +465,12 @@ pub struct RunArgs {
     /// Off by default: the guest sees neither.
     #[arg(long)]
     pub nested: bool,
+    /// CPU features to add (+name) or remove (-name) from what the guest's CPUID shows, e.g.
+    /// "-x2apic,+clwb" (names as in /proc/cpuinfo; a bare name adds). Applied last, over
+    /// host adaptation's choices; an addition the host's KVM does not offer is dropped with a
+    /// note. An unknown name is an error that lists the known ones. Repeatable.
+    #[arg(long, value_name = "[+|-]NAME,...", allow_hyphen_values = true, value_parser = parse_cpu_features)]
+    pub cpu_features: Vec<crate::arch::x86::features::EditList>,
     /// A virtio-blk disk on a raw or qcow2 image file or a block device, read-only with ",ro"
     /// (repeatable). The format is detected from the header (a qcow2 header means qcow2);
     /// ",format=raw" gives any file to the guest as raw bytes. A comma inside PATH is written
@@ -527,6 +533,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// `--memory`: a size of at least 2 MiB (the boot structures and the kernel's load address
 /// need that much), so that a mistake such as `--memory 0` is a command-line error.
+/// `--cpu-features`: a list of `+name`/`-name`.
+fn parse_cpu_features(s: &str) -> Result<crate::arch::x86::features::EditList, String> {
+    crate::arch::x86::features::parse(s).map(crate::arch::x86::features::EditList)
+}
+
 pub fn parse_memory(s: &str) -> Result<u64, String> {
     let n = parse_size(s)?;
     if n < 2 << 20 {

@@ -227,7 +227,9 @@ fn run(mut args: RunArgs) -> ExitCode {
                 eprintln!("fugu: error: the firmware found nothing to boot and asked for a reboot (see the console for why); fugu does not reboot guests");
                 return ExitStatus::NoBoot.into();
             }
-            if let Some(s) = stats.summary() {
+            // Host adaptation's work is said with --verbose or after an abnormal end: a clean
+            // end is silent.
+            if let Some(s) = stats.summary().filter(|_| verbose || !clean) {
                 eprintln!("fugu: {s}");
             }
             if !clean {
@@ -353,6 +355,11 @@ fn setup(args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>),
             CpuProfileArg::Intel => Some(fugu::arch::x86::cpuid::Vendor::Intel),
         },
         nested: args.nested,
+        cpu_features: args
+            .cpu_features
+            .iter()
+            .flat_map(|l| l.0.iter().copied())
+            .collect(),
         disks: args.disk.clone(),
         nets: args.net.clone(),
         firmware,

@@ -33,6 +33,14 @@ pub const GUESTS: &[Guest] = &[
         success_status: 33,
     },
     Guest {
+        // Prints its CPUID feature leaves and runs XGETBV, CLWB, INVPCID, RDPRU where shown.
+        name: "cpuid32",
+        source: "cpuid32.S",
+        arch: "i386",
+        marker: "fugu-guest: cpuid ok",
+        success_status: 33,
+    },
+    Guest {
         name: "hello64",
         source: "hello64.S",
         arch: "amd64",

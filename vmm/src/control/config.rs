@@ -87,6 +87,7 @@ struct VmToml {
     nested: bool,
     host_compat: Option<Spanned<String>>,
     cpu_profile: Option<Spanned<String>>,
+    cpu_features: Option<Spanned<String>>,
     seccomp: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
@@ -318,6 +319,11 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
                     v.get_ref(),
                 );
             }
+        }
+        if let Some(f) = &vm.cpu_features {
+            crate::arch::x86::features::parse(f.get_ref())
+                .map_err(|e| at(f.span(), "cpu_features", e))?;
+            push(&mut args, "--cpu-features", f.get_ref());
         }
         if let Some(u) = &vm.user {
             crate::privileges::resolve(

@@ -221,6 +221,25 @@ pub struct kvm_vcpu_events {
     pub exception_payload: u64,
 }
 
+/// `struct kvm_xcr`: one extended control register (XCR0 is number 0).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct kvm_xcr {
+    pub xcr: u32,
+    pub reserved: u32,
+    pub value: u64,
+}
+
+/// `struct kvm_xcrs` (KVM_GET_XCRS / KVM_SET_XCRS).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct kvm_xcrs {
+    pub nr_xcrs: u32,
+    pub flags: u32,
+    pub xcrs: [kvm_xcr; 16],
+    pub padding: [u64; 16],
+}
+
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct kvm_mp_state {
@@ -410,6 +429,8 @@ pub const KVM_GET_MP_STATE: u32 = ior::<kvm_mp_state>(0x98);
 pub const KVM_SET_MP_STATE: u32 = iow::<kvm_mp_state>(0x99);
 pub const KVM_SIGNAL_MSI: u32 = iow::<kvm_msi>(0xa5);
 pub const KVM_GET_VCPU_EVENTS: u32 = ior::<kvm_vcpu_events>(0x9f);
+pub const KVM_GET_XCRS: u32 = ior::<kvm_xcrs>(0xa6);
+pub const KVM_SET_XCRS: u32 = iow::<kvm_xcrs>(0xa7);
 pub const KVM_SET_VCPU_EVENTS: u32 = iow::<kvm_vcpu_events>(0xa0);
 
 // The ABI is the same for 32-bit and 64-bit processes; these hold on every target.
@@ -434,6 +455,7 @@ const _: () = {
     assert!(size_of::<kvm_irq_routing_entry>() == 48);
     assert!(size_of::<kvm_run_head>() == KVM_RUN_EXIT_UNION);
     assert!(size_of::<kvm_vcpu_events>() == 64);
+    assert!(size_of::<kvm_xcrs>() == 392);
     assert!(size_of::<kvm_run_io>() == 16);
     assert!(size_of::<kvm_run_mmio>() == 24);
     assert!(size_of::<kvm_run_internal>() == 136);
@@ -465,6 +487,8 @@ mod differential {
     fn structs_match_kvm_bindings() {
         use kvm_bindings as kb;
         same_layout!(kvm_regs, kb::kvm_regs, [rax, rsp, r15, rip, rflags]);
+        same_layout!(kvm_xcrs, kb::kvm_xcrs, [nr_xcrs, flags, xcrs, padding]);
+        same_layout!(kvm_xcr, kb::kvm_xcr, [xcr, value]);
         // Ours is flat where kvm-bindings nests one struct per event kind: compare where each
         // kind starts (the rust-vmm backend transmutes between the two).
         assert_eq!(

@@ -125,6 +125,25 @@ pub trait Vm: Send + Sync {
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>>;
 }
 
+/// XCR0 in a KVM_GET_XCRS answer (0 when KVM lists none).
+pub fn xcr0_of(x: &kvm_abi::kvm_xcrs) -> u64 {
+    let n = usize::try_from(x.nr_xcrs).unwrap_or(0).min(x.xcrs.len());
+    x.xcrs[..n]
+        .iter()
+        .find(|r| r.xcr == 0)
+        .map_or(0, |r| r.value)
+}
+
+/// The KVM_SET_XCRS argument that sets XCR0 to `value`.
+pub fn xcrs_with_xcr0(value: u64) -> kvm_abi::kvm_xcrs {
+    let mut x = kvm_abi::kvm_xcrs {
+        nr_xcrs: 1,
+        ..Default::default()
+    };
+    x.xcrs[0].value = value;
+    x
+}
+
 /// A KVM virtual CPU. Used from one thread at a time.
 pub trait Vcpu: Send {
     fn get_regs(&self) -> Result<Regs>;
@@ -134,6 +153,10 @@ pub trait Vcpu: Send {
     fn get_fpu(&self) -> Result<Fpu>;
     fn set_fpu(&self, fpu: &Fpu) -> Result<()>;
     fn set_cpuid2(&self, entries: &[CpuidEntry]) -> Result<()>;
+    /// The guest's XCR0 (KVM_GET_XCRS).
+    fn get_xcr0(&self) -> Result<u64>;
+    /// Set the guest's XCR0 (KVM_SET_XCRS: KVM refuses values the guest's CPUID forbids).
+    fn set_xcr0(&self, value: u64) -> Result<()>;
     fn get_vcpu_events(&self) -> Result<kvm_abi::kvm_vcpu_events>;
     fn set_vcpu_events(&self, events: &kvm_abi::kvm_vcpu_events) -> Result<()>;
     /// The `immediate_exit` byte of this vCPU's `kvm_run` page: while it is non-zero KVM_RUN

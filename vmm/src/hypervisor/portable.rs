@@ -344,6 +344,17 @@ impl super::Vcpu for Vcpu {
         let mut buf = FamBuf::from_slice(entries);
         ioctl_ok(self.raw(), KVM_SET_CPUID2, buf.ptr(), "KVM_SET_CPUID2").map(|_| ())
     }
+    fn get_xcr0(&self) -> Result<u64> {
+        let x: super::kvm_abi::kvm_xcrs = self.get(super::kvm_abi::KVM_GET_XCRS, "KVM_GET_XCRS")?;
+        Ok(super::xcr0_of(&x))
+    }
+    fn set_xcr0(&self, value: u64) -> Result<()> {
+        self.set(
+            super::kvm_abi::KVM_SET_XCRS,
+            &super::xcrs_with_xcr0(value),
+            "KVM_SET_XCRS",
+        )
+    }
     fn get_vcpu_events(&self) -> Result<kvm_vcpu_events> {
         self.get(KVM_GET_VCPU_EVENTS, "KVM_GET_VCPU_EVENTS")
     }

@@ -210,6 +210,20 @@ impl super::Vcpu for Vcpu {
             .map_err(|_| Error::from_errno("KVM_SET_CPUID2", libc::E2BIG))?;
         self.fd.set_cpuid2(&c).map_err(|e| err("KVM_SET_CPUID2", e))
     }
+    fn get_xcr0(&self) -> Result<u64> {
+        let x = self.fd.get_xcrs().map_err(|e| err("KVM_GET_XCRS", e))?;
+        // SAFETY: identical size and layout (kvm_abi's layout test).
+        Ok(super::xcr0_of(&unsafe {
+            transmute::<kb::kvm_xcrs, super::kvm_abi::kvm_xcrs>(x)
+        }))
+    }
+    fn set_xcr0(&self, value: u64) -> Result<()> {
+        // SAFETY: identical size and layout.
+        let x = unsafe {
+            transmute::<super::kvm_abi::kvm_xcrs, kb::kvm_xcrs>(super::xcrs_with_xcr0(value))
+        };
+        self.fd.set_xcrs(&x).map_err(|e| err("KVM_SET_XCRS", e))
+    }
     fn get_vcpu_events(&self) -> Result<kvm_vcpu_events> {
         let e = self
             .fd

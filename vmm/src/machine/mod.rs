@@ -41,6 +41,8 @@ pub struct VmConfig {
     pub cpu_vendor: Option<cpuid::Vendor>,
     /// Offer the guest the host's VMX/SVM (`--nested`); hidden otherwise.
     pub nested: bool,
+    /// `--cpu-features`: CPUID bits added or removed last.
+    pub cpu_features: Vec<crate::arch::x86::features::Edit>,
     /// virtio-blk disks (`--disk`), on PCI bus 0 in this order.
     pub disks: Vec<crate::devices::virtio::setup::DiskConfig>,
     /// virtio-net NICs on tap devices (`--net`), after the disks.
@@ -113,6 +115,10 @@ impl Machine {
             cpuid::Vendor::Host
         });
         let vcpus = vcpus::create(&*kvm, &*vm, &*mem, &cfg, vendor, &guest.plan, compat)?;
+        // The user asked for these: said at once, not only after an abnormal end.
+        for n in &vcpus.notes {
+            eprintln!("fugu: warning: {n}");
+        }
         let mut notes = Vec::new();
         if compat && guest.linux64 {
             // Known limit of hosts whose KVM emulates guest kernel code: a 64-bit guest's

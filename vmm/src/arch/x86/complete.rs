@@ -13,6 +13,8 @@ const EFLAGS_AC: u64 = 1 << 18;
 const VEC_BP: u8 = 3;
 const VEC_UD: u8 = 6;
 const VEC_MF: u8 = 16;
+const VEC_NP: u8 = 11;
+const VEC_GP: u8 = 13;
 
 /// What was done about one instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,25 @@ pub enum Completion {
     /// The same, with the frame found at ESP without the SS base: the host delivered the
     /// interrupt there (see [`iret_pm`]).
     IretUnbasedFrame,
+    /// INT n in protected mode to a handler at the same privilege level: EFLAGS, CS and the
+    /// address after the instruction pushed, the gate's CS:EIP loaded (see [`int_pm`]).
+    IntN {
+        vector: u8,
+    },
+    /// XGETBV: XCR0 (ECX 0 or 1) into EDX:EAX; #UD without CR4.OSXSAVE, #GP(0) for other
+    /// ECX values.
+    Xgetbv,
+    /// XSETBV at CPL0: EDX:EAX into XCR0 through KVM, which refuses what the guest's CPUID
+    /// does not allow (then #GP(0), as the CPU raises).
+    Xsetbv,
+    /// CLWB with a memory operand: a write-back hint; guest RAM is the host's coherent memory,
+    /// so nothing is left to do but step over it.
+    Clwb,
+    /// INVPCID at CPL0: every type (0-3) completes as a flush of the vCPU's whole TLB (a
+    /// superset of what each asks); #GP(0) for other types. `reg` holds the type.
+    Invpcid {
+        reg: u8,
+    },
     /// RDRAND / RDSEED into a register: random bits from the host's getrandom(2), CF=1 (CF=0,
     /// "no value ready", which software must retry, if the host has none).
     Random {
@@ -54,6 +75,11 @@ impl Completion {
             Completion::Clac => "clac",
             Completion::Stac => "stac",
             Completion::Iret => "iret",
+            Completion::IntN { .. } => "int n",
+            Completion::Xgetbv => "xgetbv",
+            Completion::Xsetbv => "xsetbv",
+            Completion::Clwb => "clwb",
+            Completion::Invpcid { .. } => "invpcid",
             Completion::IretUnbasedFrame => "iret (host-pushed frame without the SS base)",
             Completion::Random { seed: false, .. } => "rdrand",
             Completion::Random { seed: true, .. } => "rdseed",
@@ -69,8 +95,43 @@ pub struct Decoded {
     pub len: u64,
 }
 
-/// Decode the instructions this module completes; None for anything else.
+/// Decode the instructions this module completes; None for anything else. Addresses are
+/// 32-bit outside long mode (see [`decode_in`]).
 pub fn decode(bytes: &[u8], long_mode: bool) -> Option<Decoded> {
+    decode_in(bytes, long_mode, true)
+}
+
+/// The length of a ModRM operand (the ModRM byte, SIB and displacement) starting at `m`, for
+/// 16-bit or 32/64-bit addressing; None when the bytes end first.
+fn modrm_len(m: &[u8], addr16: bool) -> Option<usize> {
+    let modrm = *m.first()?;
+    let (md, rm) = (modrm >> 6, modrm & 7);
+    let n = if md == 3 {
+        1
+    } else if addr16 {
+        1 + match (md, rm) {
+            (0, 6) | (2, _) => 2,
+            (1, _) => 1,
+            _ => 0,
+        }
+    } else {
+        let sib = rm == 4;
+        let base5 = sib && m.get(1)? & 7 == 5;
+        1 + usize::from(sib)
+            + match (md, rm) {
+                (0, 5) => 4,
+                (0, _) if base5 => 4,
+                (1, _) => 1,
+                (2, _) => 4,
+                _ => 0,
+            }
+    };
+    (m.len() >= n).then_some(n)
+}
+
+/// [`decode`] for a code segment whose default operand/address size is 32-bit (`cs_db`) or
+/// 16-bit.
+pub fn decode_in(bytes: &[u8], long_mode: bool, cs_db: bool) -> Option<Decoded> {
     let mut i = 0;
     // Legacy prefixes (and REX in long mode) do not change these instructions' meaning.
     while i < bytes.len().min(14) {
@@ -87,8 +148,25 @@ pub fn decode(bytes: &[u8], long_mode: bool) -> Option<Decoded> {
         Some(&r @ 0x40..=0x4f) if long_mode => r,
         _ => 0,
     };
+    let addr16 = !long_mode && (cs_db == prefixes.contains(&0x67));
+    let has66 = prefixes.contains(&0x66);
     let (op, n) = match rest {
         [0xcc, ..] => (Completion::Int3, 1),
+        [0x0f, 0x01, 0xd0, ..] => (Completion::Xgetbv, 3),
+        [0x0f, 0x01, 0xd1, ..] => (Completion::Xsetbv, 3),
+        // CLWB: 66 0F AE /6 with a memory operand.
+        [0x0f, 0xae, modrm, ..] if has66 && modrm >> 6 != 3 && (modrm >> 3) & 7 == 6 => {
+            (Completion::Clwb, 2 + modrm_len(&rest[2..], addr16)?)
+        }
+        // INVPCID: 66 0F 38 82 /r with a memory operand.
+        [0x0f, 0x38, 0x82, modrm, ..] if has66 && modrm >> 6 != 3 => {
+            let reg = ((modrm >> 3) & 7) | if rex & 4 != 0 { 8 } else { 0 };
+            (
+                Completion::Invpcid { reg },
+                3 + modrm_len(&rest[3..], addr16)?,
+            )
+        }
+        [0xcd, vector, ..] if !long_mode => (Completion::IntN { vector: *vector }, 2),
         [0x9b, 0xdb, 0xe2, ..] => (Completion::Fnclex, 3), // FCLEX = FWAIT; FNCLEX
         [0x9b, 0xdf, 0xe0, ..] => (Completion::FnstswAx, 3), // FSTSW AX = FWAIT; FNSTSW AX
         [0x9b, ..] => (Completion::Fwait, 1),
@@ -158,11 +236,16 @@ pub fn bytes_from_exit(data: &[u64]) -> Option<Vec<u8>> {
 }
 
 fn inject(vcpu: &dyn Vcpu, vector: u8) -> Result<(), String> {
+    inject_with(vcpu, vector, None)
+}
+
+/// Deliver exception `vector` (a fault at the current RIP), with an error code when given.
+fn inject_with(vcpu: &dyn Vcpu, vector: u8, error_code: Option<u32>) -> Result<(), String> {
     let mut ev: kvm_vcpu_events = vcpu.get_vcpu_events().map_err(|e| e.to_string())?;
     ev.exception_injected = 1;
     ev.exception_nr = vector;
-    ev.exception_has_error_code = 0;
-    ev.exception_error_code = 0;
+    ev.exception_has_error_code = u8::from(error_code.is_some());
+    ev.exception_error_code = error_code.unwrap_or(0);
     ev.exception_pending = 0;
     ev.flags = 0;
     vcpu.set_vcpu_events(&ev).map_err(|e| e.to_string())
@@ -198,7 +281,7 @@ pub fn complete(
     } else {
         bytes_from_exit(exit_data).unwrap_or_default()
     };
-    let Some(d) = decode(&bytes, long_mode) else {
+    let Some(d) = decode_in(&bytes, long_mode, sregs.cs.db == 1) else {
         return Err(fail(
             bytes,
             "the host's KVM cannot emulate this instruction and fugu does not complete it".into(),
@@ -248,6 +331,80 @@ pub fn complete(
                 iret_pm(vcpu, mem, &sregs, &mut regs, op32)
             }
             Completion::IretUnbasedFrame => Err("not an instruction".into()),
+            Completion::Xgetbv | Completion::Xsetbv => {
+                const CR4_OSXSAVE: u64 = 1 << 18;
+                let cpl = sregs.cs.selector & 3;
+                let ecx = regs.rcx & 0xffff_ffff;
+                if sregs.cr4 & CR4_OSXSAVE == 0 {
+                    inject(vcpu, VEC_UD).map(|_| d.op)
+                } else if d.op == Completion::Xgetbv {
+                    if ecx > 1 {
+                        return inject_with(vcpu, VEC_GP, Some(0)).map(|_| d.op);
+                    }
+                    // XGETBV(1) is XINUSE; reporting every enabled component as in use is
+                    // what a CPU may always answer.
+                    let xcr0 = vcpu.get_xcr0().map_err(|e| e.to_string())?;
+                    regs.rax = xcr0 & 0xffff_ffff;
+                    regs.rdx = xcr0 >> 32;
+                    advance(&mut regs);
+                    vcpu.set_regs(&regs)
+                        .map_err(|e| e.to_string())
+                        .map(|_| d.op)
+                } else if cpl != 0 || ecx != 0 {
+                    inject_with(vcpu, VEC_GP, Some(0)).map(|_| d.op)
+                } else {
+                    let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+                    if vcpu.set_xcr0(value).is_err() {
+                        return inject_with(vcpu, VEC_GP, Some(0)).map(|_| d.op);
+                    }
+                    advance(&mut regs);
+                    vcpu.set_regs(&regs)
+                        .map_err(|e| e.to_string())
+                        .map(|_| d.op)
+                }
+            }
+            Completion::Clwb => {
+                advance(&mut regs);
+                vcpu.set_regs(&regs)
+                    .map_err(|e| e.to_string())
+                    .map(|_| d.op)
+            }
+            Completion::Invpcid { reg } => {
+                let kind = get_register(&regs, reg);
+                let kind = if long_mode { kind } else { kind & 0xffff_ffff };
+                if sregs.cs.selector & 3 != 0 || kind > 3 {
+                    return inject_with(vcpu, VEC_GP, Some(0)).map(|_| d.op);
+                }
+                // KVM_SET_SREGS resets the vCPU's MMU context: its whole TLB is flushed.
+                vcpu.set_sregs(&sregs).map_err(|e| e.to_string())?;
+                advance(&mut regs);
+                vcpu.set_regs(&regs)
+                    .map_err(|e| e.to_string())
+                    .map(|_| d.op)
+            }
+            Completion::IntN { vector } => {
+                let next = (regs.rip.wrapping_add(d.len)) & 0xffff_ffff;
+                match int_pm(mem, &sregs, &regs, vector, next)? {
+                    IntDelivery::Fault(vec, code) => {
+                        inject_with(vcpu, vec, Some(code)).map(|_| d.op)
+                    }
+                    IntDelivery::Enter {
+                        cs,
+                        eip,
+                        rsp,
+                        rflags,
+                    } => {
+                        let mut new_sregs = sregs;
+                        new_sregs.cs = cs;
+                        regs.rip = eip;
+                        regs.rsp = rsp;
+                        regs.rflags = rflags;
+                        vcpu.set_sregs(&new_sregs).map_err(|e| e.to_string())?;
+                        vcpu.set_regs(&regs).map_err(|e| e.to_string())?;
+                        Ok(d.op)
+                    }
+                }
+            }
             Completion::Random { reg, bytes, .. } => {
                 let mut v = [0u8; 8];
                 let n = bytes as usize;
@@ -289,6 +446,14 @@ pub fn complete(
         }
     })();
     r.map_err(|e| fail(bytes, format!("completing {}: {e}", d.op.name())))
+}
+
+/// General register `reg` (x86 encoding order).
+fn get_register(regs: &crate::hypervisor::Regs, reg: u8) -> u64 {
+    [
+        regs.rax, regs.rcx, regs.rdx, regs.rbx, regs.rsp, regs.rbp, regs.rsi, regs.rdi, regs.r8,
+        regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
+    ][usize::from(reg & 15)]
 }
 
 /// Write `value` to general register `reg` (x86 encoding order) with an operand of `bytes`:
@@ -421,6 +586,150 @@ fn find_iret_frame(
     }
 }
 
+/// What INT n does: enter the handler, or raise a fault (vector, error code) at the
+/// instruction.
+#[derive(Debug, PartialEq)]
+enum IntDelivery {
+    Enter {
+        cs: crate::hypervisor::Segment,
+        eip: u64,
+        rsp: u64,
+        rflags: u64,
+    },
+    Fault(u8, u32),
+}
+
+/// INT `vector` in protected mode (paging or not), as the SDM's INT n describes it, for a
+/// handler at the current privilege level through a 16- or 32-bit interrupt or trap gate:
+/// the gate's DPL is checked against CPL (#GP), its presence (#NP, both with the IDT error
+/// code), then FLAGS, CS and `next` (the address after the instruction) are pushed at
+/// SS.base + ESP, TF/NT/RF (and IF for an interrupt gate) are cleared and the gate's CS:EIP
+/// loaded. Task gates, LDT code segments and handlers at another privilege level (which need
+/// a TSS stack switch) are not completed: the guest stops with the reason.
+fn int_pm(
+    mem: &dyn GuestMemory,
+    sregs: &crate::hypervisor::Sregs,
+    regs: &crate::hypervisor::Regs,
+    vector: u8,
+    next: u64,
+) -> Result<IntDelivery, String> {
+    const EFLAGS_TF: u64 = 1 << 8;
+    const EFLAGS_IF: u64 = 1 << 9;
+    const EFLAGS_NT: u64 = 1 << 14;
+    const EFLAGS_RF: u64 = 1 << 16;
+    const EFLAGS_VM: u64 = 1 << 17;
+    if sregs.cr0 & 1 == 0 || regs.rflags & EFLAGS_VM != 0 {
+        return Err("only protected-mode INT n (not virtual-8086) is completed".into());
+    }
+    let idt_code = u32::from(vector) * 8 + 2;
+    let at = u64::from(vector) * 8;
+    if at + 7 > u64::from(sregs.idt.limit) {
+        return Ok(IntDelivery::Fault(VEC_GP, idt_code));
+    }
+    let mut g = [0u8; 8];
+    if translate::read_linear(mem, sregs, sregs.idt.base.wrapping_add(at), &mut g) != 8 {
+        return Err(format!(
+            "the IDT entry of vector {vector:#x} is not readable"
+        ));
+    }
+    let gate = u64::from_le_bytes(g);
+    let kind = (gate >> 40) & 0x1f; // the S bit and the 4-bit type
+    let dpl = (gate >> 45) & 3;
+    let present = gate & (1 << 47) != 0;
+    let cpl = u64::from(sregs.cs.selector & 3);
+    let (op32, trap) = match kind {
+        0x06 => (false, false),
+        0x07 => (false, true),
+        0x0e => (true, false),
+        0x0f => (true, true),
+        0x05 => return Err(format!("vector {vector:#x} is a task gate (not completed)")),
+        _ => return Ok(IntDelivery::Fault(VEC_GP, idt_code)),
+    };
+    if dpl < cpl {
+        return Ok(IntDelivery::Fault(VEC_GP, idt_code));
+    }
+    if !present {
+        return Ok(IntDelivery::Fault(VEC_NP, idt_code));
+    }
+    // Gate fields: selector in bits 16..32, offset in 0..16 and (32-bit gates) 48..64.
+    let sel = ((gate >> 16) & 0xffff) as u16;
+    let offset = if op32 {
+        (gate & 0xffff) | ((gate >> 32) & 0xffff_0000)
+    } else {
+        gate & 0xffff
+    };
+    if sel & !3 == 0 {
+        return Ok(IntDelivery::Fault(VEC_GP, 0));
+    }
+    if sel & 4 != 0 {
+        return Err(format!(
+            "vector {vector:#x}'s handler is in the LDT (not completed)"
+        ));
+    }
+    let index = u64::from(sel & !7);
+    if index + 7 > u64::from(sregs.gdt.limit) {
+        return Ok(IntDelivery::Fault(VEC_GP, u32::from(sel & !3)));
+    }
+    let mut d = [0u8; 8];
+    if translate::read_linear(mem, sregs, sregs.gdt.base.wrapping_add(index), &mut d) != 8 {
+        return Err("GDT is not readable".into());
+    }
+    let mut cs = super::gdt::segment(u64::from_le_bytes(d), sel);
+    if cs.s == 0 || cs.type_ & 0x8 == 0 {
+        return Ok(IntDelivery::Fault(VEC_GP, u32::from(sel & !3)));
+    }
+    let conforming = cs.type_ & 0x4 != 0;
+    if u64::from(cs.dpl) > cpl || (!conforming && u64::from(cs.dpl) != cpl) {
+        if u64::from(cs.dpl) > cpl {
+            return Ok(IntDelivery::Fault(VEC_GP, u32::from(sel & !3)));
+        }
+        return Err(format!(
+            "INT {vector:#x} to a handler at privilege level {} from {cpl} needs a stack \
+             switch through the TSS (not completed)",
+            cs.dpl
+        ));
+    }
+    if cs.present == 0 {
+        return Ok(IntDelivery::Fault(VEC_NP, u32::from(sel & !3)));
+    }
+    if offset > u64::from(cs.limit) {
+        return Ok(IntDelivery::Fault(VEC_GP, 0));
+    }
+    // The handler runs at CPL: the loaded selector carries it as RPL.
+    // CPL is 0..=3: fits the selector's RPL bits.
+    #[allow(clippy::cast_possible_truncation)]
+    let rpl = cpl as u16;
+    cs.selector = (sel & !3) | rpl;
+    let sp_mask: u64 = if sregs.ss.db == 1 {
+        0xffff_ffff
+    } else {
+        0xffff
+    };
+    let slot = if op32 { 4 } else { 2 };
+    let mut frame = Vec::with_capacity(12);
+    for v in [next, u64::from(sregs.cs.selector), regs.rflags] {
+        frame.extend_from_slice(&v.to_le_bytes()[..slot]);
+    }
+    let sp = (regs.rsp.wrapping_sub(3 * slot as u64)) & sp_mask;
+    let linear = sregs.ss.base.wrapping_add(sp) & 0xffff_ffff;
+    if !translate::write_linear(mem, sregs, linear, &frame) {
+        return Err(format!(
+            "the INT {vector:#x} frame at linear {linear:#x} is not writable (a #SS or #PF \
+             fugu does not deliver)"
+        ));
+    }
+    let mut rflags = regs.rflags & !(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM);
+    if !trap {
+        rflags &= !EFLAGS_IF;
+    }
+    Ok(IntDelivery::Enter {
+        cs,
+        eip: offset,
+        rsp: (regs.rsp & !sp_mask) | sp,
+        rflags,
+    })
+}
+
 /// IRET in protected mode (paging or not) returning to the same privilege level, with a
 /// 32-bit or 16-bit operand size (`op32`) and a 32-bit or 16-bit stack (SS.B).
 ///
@@ -493,6 +802,165 @@ mod tests {
         sregs.cs = crate::arch::x86::gdt::segment(gdt[1], 0x08);
         sregs.ss = crate::arch::x86::gdt::segment(gdt[2], 0x10);
         (mem, sregs)
+    }
+
+    /// A gate for `handler` through selector 0x08 of `kind` (0xe/0xf 32-bit interrupt/trap,
+    /// 0x6 16-bit interrupt, 0x5 task) with `dpl`, present or not.
+    fn gate(handler: u32, kind: u64, dpl: u64, present: bool) -> u64 {
+        let h = u64::from(handler);
+        (h & 0xffff)
+            | (0x08 << 16)
+            | (kind << 40)
+            | (dpl << 45)
+            | (u64::from(present) << 47)
+            | ((h & 0xffff_0000) << 32)
+    }
+
+    #[test]
+    fn int_n_enters_the_gate_with_the_architectural_frame_or_faults() {
+        let (mem, mut sregs) = based_stack_machine();
+        sregs.idt.base = 0x3000;
+        sregs.idt.limit = 0x22 * 8 - 1;
+        let put = |v: u64, g: u64| mem.write(0x3000 + 8 * v, &g.to_le_bytes()).unwrap();
+        put(0x21, gate(0x5000, 0xe, 0, true));
+        put(0x20, gate(0x6000, 0xf, 0, true));
+        put(0x08, gate(0x7000, 0x6, 0, true));
+        let regs = crate::hypervisor::Regs {
+            rip: 0x1234,
+            rsp: 0x2000,
+            rflags: 0x202 | (1 << 8),
+            ..Default::default()
+        };
+        // 32-bit interrupt gate: EIP after the instruction, CS, EFLAGS at SS.base + ESP - 12;
+        // IF and TF cleared.
+        let d = int_pm(&mem, &sregs, &regs, 0x21, 0x1236).unwrap();
+        let IntDelivery::Enter {
+            cs,
+            eip,
+            rsp,
+            rflags,
+        } = d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!((cs.selector, eip, rsp, rflags), (0x08, 0x5000, 0x1ff4, 0x2));
+        let mut f = [0u8; 12];
+        mem.read(0x11ff4, &mut f).unwrap();
+        assert_eq!(f.to_vec(), frame32(0x1236, 0x08, 0x302));
+        // A trap gate keeps IF.
+        let d = int_pm(&mem, &sregs, &regs, 0x20, 0x1236).unwrap();
+        assert!(
+            matches!(
+                d,
+                IntDelivery::Enter {
+                    eip: 0x6000,
+                    rflags: 0x202,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        // A 16-bit gate pushes 16-bit slots and jumps to a 16-bit offset.
+        let d = int_pm(&mem, &sregs, &regs, 0x08, 0x1236).unwrap();
+        assert!(
+            matches!(
+                d,
+                IntDelivery::Enter {
+                    eip: 0x7000,
+                    rsp: 0x1ffa,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        let mut f = [0u8; 6];
+        mem.read(0x11ffa, &mut f).unwrap();
+        assert_eq!(f, [0x36, 0x12, 0x08, 0, 0x02, 0x03]);
+        // Beyond the IDT limit, a gate of higher privilege than CPL 3 code may call, a
+        // missing gate: #GP / #NP with the IDT error code (vector * 8 + 2).
+        assert_eq!(
+            int_pm(&mem, &sregs, &regs, 0x40, 0).unwrap(),
+            IntDelivery::Fault(VEC_GP, 0x40 * 8 + 2)
+        );
+        let mut user = sregs;
+        user.cs.selector = 0x0b;
+        assert_eq!(
+            int_pm(&mem, &user, &regs, 0x21, 0).unwrap(),
+            IntDelivery::Fault(VEC_GP, 0x21 * 8 + 2)
+        );
+        put(0x21, gate(0x5000, 0xe, 0, false));
+        assert_eq!(
+            int_pm(&mem, &sregs, &regs, 0x21, 0).unwrap(),
+            IntDelivery::Fault(VEC_NP, 0x21 * 8 + 2)
+        );
+        // Not a gate type: #GP; a task gate: not completed, with the reason.
+        put(0x21, gate(0x5000, 0x1, 0, true));
+        assert_eq!(
+            int_pm(&mem, &sregs, &regs, 0x21, 0).unwrap(),
+            IntDelivery::Fault(VEC_GP, 0x21 * 8 + 2)
+        );
+        put(0x21, gate(0x5000, 0x5, 0, true));
+        assert!(int_pm(&mem, &sregs, &regs, 0x21, 0)
+            .unwrap_err()
+            .contains("task gate"));
+        // Real mode is the host's to emulate.
+        let mut real = sregs;
+        real.cr0 = 0;
+        assert!(int_pm(&mem, &real, &regs, 0x20, 0).is_err());
+    }
+
+    #[test]
+    fn xsave_control_clwb_and_invpcid_decode_with_their_operands() {
+        let d = |b: &[u8], long: bool, db: bool| decode_in(b, long, db).map(|d| (d.op, d.len));
+        assert_eq!(
+            d(&[0x0f, 0x01, 0xd0], false, true),
+            Some((Completion::Xgetbv, 3))
+        );
+        assert_eq!(
+            d(&[0x0f, 0x01, 0xd1], true, true),
+            Some((Completion::Xsetbv, 3))
+        );
+        // clwb (%esi); clwb 0x12345678; clwb 8(%eax,%ebx,4); clwb 0x1000(%ebp) (disp32);
+        // SIB with no base (disp32).
+        for (b, len) in [
+            (&[0x66, 0x0f, 0xae, 0x36][..], 4),
+            (&[0x66, 0x0f, 0xae, 0x35, 0x78, 0x56, 0x34, 0x12][..], 8),
+            (&[0x66, 0x0f, 0xae, 0x74, 0x98, 0x08][..], 6),
+            (&[0x66, 0x0f, 0xae, 0xb5, 0, 0x10, 0, 0][..], 8),
+            (&[0x66, 0x0f, 0xae, 0x34, 0x25, 0, 0x10, 0, 0][..], 9),
+        ] {
+            assert_eq!(d(b, false, true), Some((Completion::Clwb, len)), "{b:02x?}");
+        }
+        // 16-bit addressing: [bp+si+disp16] is mod 10, rm 010.
+        assert_eq!(
+            d(&[0x66, 0x0f, 0xae, 0xb2, 0x34, 0x12], false, false),
+            Some((Completion::Clwb, 6))
+        );
+        // Without 66 it is XSAVEOPT; with a register operand it is not CLWB; cut bytes.
+        assert_eq!(d(&[0x0f, 0xae, 0x36], false, true), None);
+        assert_eq!(d(&[0x66, 0x0f, 0xae, 0xf6], false, true), None);
+        assert_eq!(d(&[0x66, 0x0f, 0xae, 0x35, 0x78], false, true), None);
+        // invpcid (%esi), %eax / (%rdi), %r9 (REX.R).
+        assert_eq!(
+            d(&[0x66, 0x0f, 0x38, 0x82, 0x06], false, true),
+            Some((Completion::Invpcid { reg: 0 }, 5))
+        );
+        assert_eq!(
+            d(&[0x66, 0x44, 0x0f, 0x38, 0x82, 0x0f], true, true),
+            Some((Completion::Invpcid { reg: 9 }, 6))
+        );
+    }
+
+    #[test]
+    fn int_n_is_decoded_outside_long_mode_only() {
+        assert_eq!(
+            decode(&[0xcd, 0x21], false),
+            Some(Decoded {
+                op: Completion::IntN { vector: 0x21 },
+                len: 2
+            })
+        );
+        assert_eq!(decode(&[0xcd, 0x80], true), None);
     }
 
     fn frame32(eip: u32, cs: u32, eflags: u32) -> Vec<u8> {

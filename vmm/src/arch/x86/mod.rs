@@ -2,6 +2,7 @@
 
 pub mod complete;
 pub mod cpuid;
+pub mod features;
 pub mod gdt;
 pub mod mptable;
 pub mod paging;

@@ -96,6 +96,28 @@ pub fn read_linear(mem: &dyn GuestMemory, sregs: &Sregs, linear: u64, buf: &mut 
     done
 }
 
+/// Write `data` at a linear address: every page is translated first, so a write that would
+/// fault changes nothing. Returns whether it was written.
+pub fn write_linear(mem: &dyn GuestMemory, sregs: &Sregs, linear: u64, data: &[u8]) -> bool {
+    let mut pieces = Vec::new();
+    let mut done = 0;
+    while done < data.len() {
+        let at = linear.wrapping_add(done as u64);
+        let Some(pa) = translate(mem, sregs, at) else {
+            return false;
+        };
+        // At most a page: fits every usize.
+        let n = usize::try_from(0x1000 - (at & 0xfff))
+            .unwrap_or(0x1000)
+            .min(data.len() - done);
+        pieces.push((pa, done, n));
+        done += n;
+    }
+    pieces
+        .into_iter()
+        .all(|(pa, from, n)| mem.write(pa, &data[from..from + n]).is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,8 @@
  * instructions this project's emulated hosts cannot complete themselves (INT3, UD2, FWAIT,
  * FNCLEX, INT n), with IDT handlers for #BP, #UD and two software-interrupt vectors. A VMM
  * that completes them (or a host that runs them natively) delivers each exception or
- * interrupt to the guest's handler at the right return address with the right frame.
+ * interrupt to the guest's handler at the right return address with the right frame. Then
+ * the CPUID checks of cpuid32.inc: every instruction whose feature it is shown runs.
  * Exits 0x10 (fugu status 33) when every check passed, 0x11 otherwise.
  */
 #include "common.inc"
@@ -99,6 +100,10 @@ after_int8:
         mov     $msg_fpu, %esi
         call    puts
 
+        /* CPUID honesty: what the guest is shown runs (cpuid32.inc). */
+        call    cpuid_checks
+        jc      fail
+
         mov     $msg_ok, %esi
         call    puts
         mov     $0x10, %al
@@ -148,6 +153,7 @@ soft_handler:
         iret
 
         COM1_PUTS puts, %eax, %edx
+#include "cpuid32.inc"
 
         .section .rodata
 msg_bp:    .asciz "fugu-guest: int3 delivered #BP after the instruction\n"

@@ -22,6 +22,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Runner {
     TinyBoot,
+    TinyConform,
     TinyVirtioDisk,
     TinyVirtioNet,
     BiosDisk,
@@ -31,8 +32,9 @@ pub enum Runner {
 }
 
 impl Runner {
-    pub const ALL: [Runner; 7] = [
+    pub const ALL: [Runner; 8] = [
         Runner::TinyBoot,
+        Runner::TinyConform,
         Runner::TinyVirtioDisk,
         Runner::TinyVirtioNet,
         Runner::BiosDisk,
@@ -45,6 +47,7 @@ impl Runner {
     pub fn name(self) -> &'static str {
         match self {
             Runner::TinyBoot => "tiny-boot",
+            Runner::TinyConform => "tiny-conform",
             Runner::TinyVirtioDisk => "tiny-virtio-disk",
             Runner::TinyVirtioNet => "tiny-virtio-net",
             Runner::BiosDisk => "bios-disk",
@@ -64,6 +67,7 @@ impl Runner {
         matches!(
             self,
             Runner::TinyBoot
+                | Runner::TinyConform
                 | Runner::TinyVirtioDisk
                 | Runner::TinyVirtioNet
                 | Runner::BiosDisk
@@ -101,7 +105,10 @@ impl Runner {
             timeout: Duration::from_secs(timeout.unwrap_or(plan.timeout_s)),
         };
         match self {
-            Runner::TinyBoot | Runner::TinyVirtioDisk | Runner::TinyVirtioNet => {
+            Runner::TinyBoot
+            | Runner::TinyConform
+            | Runner::TinyVirtioDisk
+            | Runner::TinyVirtioNet => {
                 tiny::spec(self, cell, base, arts)
             }
             Runner::BiosDisk => bios_disk::spec(cell, base, arts),

@@ -1,5 +1,6 @@
 //! The tiny runners: fugu loads a tiny guest (images/guests/) directly; tiny-boot checks its
-//! marker and exit status, tiny-virtio-disk also a sector read and one written back through
+//! marker and exit status, tiny-conform the same for the conformance guest (traps32: INT3,
+//! UD2, INT n, x87, and CPUID honesty: every instruction it is shown runs), tiny-virtio-disk also a sector read and one written back through
 //! virtio-blk, tiny-virtio-net a frame answered by the responder on the tap.
 
 use super::{cell_net, Artifacts, Base, BootSpec, Runner};
@@ -11,6 +12,7 @@ use std::ffi::OsString;
 const TINY_GUESTS: &[(Runner, &str, &str)] = &[
     (Runner::TinyBoot, "i386", "hello32"),
     (Runner::TinyBoot, "amd64", "hello64"),
+    (Runner::TinyConform, "i386", "traps32"),
     (Runner::TinyVirtioDisk, "i386", "virtio32"),
     (Runner::TinyVirtioDisk, "amd64", "virtio64"),
     (Runner::TinyVirtioNet, "i386", "virtnet32"),

@@ -295,11 +295,27 @@ pub fn install_process(mode: Mode) -> Result<(), String> {
     if mode == Mode::Kill {
         install_sigsys_report()?;
     }
+    keep_malloc_within_the_lists();
     install_program(&program(Kind::Main, mode), FLAG_TSYNC).map_err(|e| {
         format!("cannot install the seccomp filter: {e} (--seccomp=off runs without one)")
     })?;
     MODE.store(if mode == Mode::Log { 1 } else { 2 }, Ordering::SeqCst);
     Ok(())
+}
+
+/// glibc's free(), when a thread's own malloc arena (not the main one) ends with a large free
+/// top, shrinks that heap, and the first shrink in the process reads
+/// /proc/sys/vm/overcommit_memory: an openat no thread may make under the filter. It happened
+/// at exit, when the main thread dropped a qcow2 cache the device worker had allocated (in
+/// its arena), under load only, and in a worker freeing its own buffers it could happen at
+/// run time. A trim threshold above anything fugu frees keeps glibc from shrinking heaps at
+/// all (and fixes the mmap threshold at its 128 KiB default, so large buffers still go back
+/// to the system with munmap).
+fn keep_malloc_within_the_lists() {
+    // SAFETY: mallopt only sets a malloc tunable.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
 }
 
 /// A new thread of `kind` narrows the process filter to its own list (nothing when the

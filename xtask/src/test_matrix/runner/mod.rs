@@ -108,9 +108,7 @@ impl Runner {
             Runner::TinyBoot
             | Runner::TinyConform
             | Runner::TinyVirtioDisk
-            | Runner::TinyVirtioNet => {
-                tiny::spec(self, cell, base, arts)
-            }
+            | Runner::TinyVirtioNet => tiny::spec(self, cell, base, arts),
             Runner::BiosDisk => bios_disk::spec(cell, base, arts),
             Runner::IpxeNet => ipxe_net::spec(cell, base, arts),
             Runner::Linux => linux::spec(cell, plan, base, arts),

@@ -76,6 +76,10 @@ pub struct File {
     /// How the bytes are stored: "none" or "gzip" (an initramfs is used as is; the
     /// kernel decompresses it).
     pub compression: String,
+    /// A disk's image format, "raw" or "qcow2"; absent means raw. The file is kept in this
+    /// format in the cache and given to the guest as such.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// Where an image came from.
@@ -200,6 +204,21 @@ impl Index {
                         "image '{}': '{}' has a malformed sha256 '{}'",
                         img.name, f.path, f.sha256
                     ));
+                }
+                match (f.role.as_str(), f.format.as_deref()) {
+                    (_, None) | ("disk", Some("raw" | "qcow2")) => {}
+                    ("disk", Some(other)) => {
+                        return Err(format!(
+                            "image '{}': disk '{}' has unknown format '{other}' (raw or qcow2)",
+                            img.name, f.path
+                        ))
+                    }
+                    (role, Some(_)) => {
+                        return Err(format!(
+                            "image '{}': '{}' is a {role} file: only a disk has a format",
+                            img.name, f.path
+                        ))
+                    }
                 }
                 if !matches!(f.compression.as_str(), "none" | "gzip") {
                     return Err(format!(

@@ -402,6 +402,8 @@ pub struct RunImage {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub disk: Option<PathBuf>,
+    /// The disk's format as the index gives it ("raw" when it says nothing).
+    pub disk_format: String,
     /// A network boot program (kind "pxe").
     pub nbp: Option<PathBuf>,
     pub cmdline: String,
@@ -418,6 +420,12 @@ pub fn resolve(cache_dir: Option<PathBuf>, name: &str) -> Result<RunImage, Image
         kernel: c.path("kernel"),
         initrd: c.path("initrd"),
         disk: c.path("disk"),
+        disk_format: c
+            .entry
+            .image
+            .file("disk")
+            .and_then(|f| f.format.clone())
+            .unwrap_or_else(|| "raw".into()),
         nbp: c.path("nbp"),
         cmdline: c.entry.image.cmdline.clone(),
     })

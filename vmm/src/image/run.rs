@@ -62,7 +62,7 @@ pub fn apply_from(cache: Option<PathBuf>, args: &mut RunArgs) -> Result<(), Stri
                 args.initrd.insert(0, initrd.to_string_lossy().into_owned());
             }
             if let Some(disk) = img.disk {
-                insert_read_only_disk(args, disk);
+                insert_read_only_disk(args, disk, &img.disk_format);
             }
             args.cmdline = match (img.cmdline.is_empty(), args.cmdline.is_empty()) {
                 (_, true) => img.cmdline,
@@ -85,7 +85,7 @@ pub fn apply_from(cache: Option<PathBuf>, args: &mut RunArgs) -> Result<(), Stri
             }
             args.bios = Some(None);
             args.boot = Some(BootArg::Disk);
-            insert_read_only_disk(args, disk);
+            insert_read_only_disk(args, disk, &img.disk_format);
             Ok(())
         }
         "pxe" => {
@@ -107,15 +107,20 @@ pub fn apply_from(cache: Option<PathBuf>, args: &mut RunArgs) -> Result<(), Stri
     }
 }
 
-/// The image's disk, read-only, as the first virtio disk (`/dev/vda`): the cached image stays
-/// as pulled (and `fugu image verify` stays true).
-fn insert_read_only_disk(args: &mut RunArgs, path: PathBuf) {
+/// The image's disk, read-only, as the first virtio disk (`/dev/vda`), in the format the
+/// index gives: the cached image stays as pulled (and `fugu image verify` stays true).
+fn insert_read_only_disk(args: &mut RunArgs, path: PathBuf, format: &str) {
+    use crate::devices::virtio::blk::Format;
     args.disk.insert(
         0,
         crate::devices::virtio::setup::DiskConfig {
             path,
             read_only: true,
-            format: None,
+            format: Some(if format == "qcow2" {
+                Format::Qcow2
+            } else {
+                Format::Raw
+            }),
         },
     );
 }

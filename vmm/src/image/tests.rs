@@ -196,6 +196,7 @@ fn published() -> (HashMap<String, Vec<u8>>, Index) {
                     size: data.len() as u64,
                     sha256: sha(data),
                     compression: (*comp).into(),
+                    format: None,
                 })
                 .collect(),
             provenance: index::Provenance::default(),
@@ -498,6 +499,7 @@ fn published_boot_programs() -> (HashMap<String, Vec<u8>>, Index) {
             size: data.len() as u64,
             sha256: sha(data),
             compression: "none".into(),
+            format: None,
         }],
         provenance: index::Provenance::default(),
     };
@@ -577,6 +579,43 @@ fn bios_disk_and_pxe_images_pull_verify_list_and_rm() {
     let _ = std::fs::remove_dir_all(&cache);
 }
 
+/// Issue 20: an image published with a qcow2 disk is pulled as published (same bytes, same
+/// name) and `--image` gives it to the guest as qcow2, read-only.
+#[test]
+fn a_qcow2_disk_is_kept_as_published_and_booted_as_qcow2() {
+    let (mut files, mut idx) = published();
+    let disk = files.remove("/v1/demo/disk.ext4").unwrap();
+    files.insert("/v1/demo/disk.qcow2".into(), disk.clone());
+    let f = idx.images[0]
+        .files
+        .iter_mut()
+        .find(|f| f.role == "disk")
+        .unwrap();
+    f.path = "demo/disk.qcow2".into();
+    f.format = Some("qcow2".into());
+    files.insert(
+        "/v1/index.json".into(),
+        serde_json::to_vec_pretty(&idx).unwrap(),
+    );
+    let server = Server::start(files);
+    let cache = temp_cache("qcow2-disk");
+    let o = opts(&server, &cache);
+    commands::pull(&o, &["demo".to_string()]).unwrap();
+    assert_eq!(std::fs::read(cache.join("demo/disk.qcow2")).unwrap(), disk);
+    let mut a = run_args(&["--image", "demo"]);
+    super::run::apply_from(Some(cache.clone()), &mut a).unwrap();
+    let d = &a.disk[0];
+    assert_eq!(
+        (d.path.clone(), d.read_only, d.format),
+        (
+            cache.join("demo/disk.qcow2"),
+            true,
+            Some(crate::devices::virtio::blk::Format::Qcow2)
+        )
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
 #[test]
 fn run_image_boots_a_bios_disk_through_the_bios_and_refuses_a_pxe_program() {
     let (files, _) = published_boot_programs();
@@ -649,6 +688,7 @@ fn an_image_kind_allows_only_its_own_file_roles() {
         size: 1,
         sha256: "0".repeat(64),
         compression: "none".into(),
+        format: None,
     };
     // A BIOS disk with a kernel, a PXE program without its program, a Linux image with one.
     let mut with_kernel = idx.clone();
@@ -674,6 +714,23 @@ fn an_image_kind_allows_only_its_own_file_roles() {
     no_kernel.images[0].files.retain(|f| f.role != "kernel");
     let err = no_kernel.validate().unwrap_err();
     assert!(err.contains("has no kernel file"), "{err}");
+    // A disk's format: raw or qcow2, and only on a disk.
+    let with_format = |role: &str, format: &str| {
+        let mut i = linux.clone();
+        let f = i.images[0]
+            .files
+            .iter_mut()
+            .find(|f| f.role == role)
+            .unwrap();
+        f.format = Some(format.into());
+        i
+    };
+    with_format("disk", "qcow2").validate().unwrap();
+    with_format("disk", "raw").validate().unwrap();
+    let err = with_format("disk", "vmdk").validate().unwrap_err();
+    assert!(err.contains("unknown format 'vmdk'"), "{err}");
+    let err = with_format("kernel", "qcow2").validate().unwrap_err();
+    assert!(err.contains("only a disk has a format"), "{err}");
     // A kind this fugu does not know (a newer fugu's) is listed and pulled, not booted.
     let mut newer = idx.clone();
     newer.images[0].kind = "uefi-disk".into();
@@ -727,6 +784,7 @@ fn a_server_that_mangles_ranges_and_cuts_connections_is_given_up_on() {
         size: 700_000,
         sha256: String::new(),
         compression: "none".into(),
+        format: None,
     };
     struct Quiet;
     impl super::fetch::Progress for Quiet {

@@ -171,6 +171,7 @@ pub(super) fn build_one(
     let used = |pkg: &str| find(pkg).map(|g| g.used.clone());
 
     let mut files = Vec::new();
+    let mut disk_format: Option<&'static str> = None;
     let mut sources = Vec::new();
     let mut config_sha256 = None;
     match r.builder() {
@@ -212,8 +213,9 @@ pub(super) fn build_one(
             sources.extend(srcs);
             std::fs::write(stage.join("initramfs.cpio.gz"), initrd)?;
             files.push(("initrd", "initramfs.cpio.gz".to_string(), "gzip"));
-            disk(ctx, r, &busybox, &stage.join("disk.ext4"))?;
-            files.push(("disk", "disk.ext4".to_string(), "none"));
+            let (file, format) = publish_disk(ctx, r, &busybox, &stage)?;
+            disk_format = format;
+            files.push(("disk", file, "none"));
         }
         "debian-linux" => {
             let kpkg = need(r, "kernel", "package")?;
@@ -244,8 +246,9 @@ pub(super) fn build_one(
             sources.extend(srcs);
             std::fs::write(stage.join("initramfs.cpio.gz"), initrd)?;
             files.push(("initrd", "initramfs.cpio.gz".to_string(), "gzip"));
-            disk(ctx, r, &busybox, &stage.join("disk.ext4"))?;
-            files.push(("disk", "disk.ext4".to_string(), "none"));
+            let (file, format) = publish_disk(ctx, r, &busybox, &stage)?;
+            disk_format = format;
+            files.push(("disk", file, "none"));
         }
         "tiny-guest" => {
             let g = need(r, "guest", "name")?;
@@ -288,6 +291,7 @@ pub(super) fn build_one(
             size: std::fs::metadata(&p)?.len(),
             sha256: sha256_file(&p).map_err(Problem::Fail)?,
             compression: compression.into(),
+            format: disk_format.filter(|_| role == "disk").map(str::to_string),
         });
     }
     let dest = out.join(&name);

@@ -15,6 +15,41 @@ pub(super) fn fixed_uuid(seed: &str) -> String {
     )
 }
 
+/// The image's disk in `stage`, in the recipe's `[disk] format` (raw, the default, or
+/// qcow2: the ext4 image converted by qemu-img, which stores only the clusters that hold
+/// data); returns the file name and the format the index records (None for raw).
+pub(super) fn publish_disk(
+    ctx: &Ctx,
+    r: &Recipe,
+    busybox: &[u8],
+    stage: &Path,
+) -> std::result::Result<(String, Option<&'static str>), Problem> {
+    let raw = stage.join("disk.ext4");
+    disk(ctx, r, busybox, &raw)?;
+    match r.get("disk", "format").unwrap_or("raw") {
+        "raw" => Ok(("disk.ext4".into(), None)),
+        "qcow2" => {
+            let q = stage.join("disk.qcow2");
+            let (ok, log) = capture(
+                Command::new("qemu-img")
+                    .args(["convert", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1"])
+                    .arg(&raw)
+                    .arg(&q),
+            )
+            .map_err(|e| Problem::Fail(e.msg))?;
+            if !ok {
+                return Err(Problem::Fail(format!("qemu-img convert failed:\n{log}")));
+            }
+            std::fs::remove_file(&raw)?;
+            Ok(("disk.qcow2".into(), Some("qcow2")))
+        }
+        other => Err(Problem::Fail(format!(
+            "{}: [disk] format must be raw or qcow2, not '{other}'",
+            r.rel
+        ))),
+    }
+}
+
 /// The ext4 disk: the marker file and, with `root_init = yes`, busybox and the check as
 /// /sbin/init so that the kernel can mount it as its root and run the check from it.
 pub(super) fn disk(

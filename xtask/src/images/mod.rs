@@ -33,7 +33,7 @@ use crate::guests;
 use crate::util::{self, capture, step, Error, Result};
 use bootprog::boot_program;
 use build::{build_all, compare, need, write_atomic};
-use disk::disk;
+use disk::publish_disk;
 use initramfs::initramfs;
 pub use modules::kernel_modules;
 use modules::modules;
@@ -231,6 +231,8 @@ fn run(o: Opts) -> Result {
     util::ensure_debs(
         &[
             "e2fsprogs",
+            // qemu-img: disks published as qcow2 ([disk] format = qcow2).
+            "qemu-utils",
             "gzip",
             "xz-utils",
             "lz4",

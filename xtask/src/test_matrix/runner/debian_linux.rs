@@ -14,8 +14,17 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
         return Err(format!("missing image: {name} could not be built: {e}"));
     }
     let dir = arts.images.join(&name);
-    let [kernel, initrd, disk_src] =
-        ["vmlinuz", "initramfs.cpio.gz", "disk.ext4"].map(|f| dir.join(f));
+    let [kernel, initrd] = ["vmlinuz", "initramfs.cpio.gz"].map(|f| dir.join(f));
+    // The Debian images publish their disk as qcow2 (images/debian-*.image); a raw one
+    // (an older build) boots the same.
+    let disk_src = Some(dir.join("disk.qcow2"))
+        .filter(|q| q.is_file())
+        .unwrap_or_else(|| dir.join("disk.ext4"));
+    let disk_ext = if disk_src.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "ext4"
+    };
     let disk = std::fs::read(&disk_src).map_err(|e| {
         format!(
             "missing image: run cargo xtask images ({}: {e})",
@@ -26,7 +35,7 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
         image_file(p)?;
     }
     let stem = cell.file_stem();
-    let img = arts.log_dir.join(format!("{stem}.disk.ext4"));
+    let img = arts.log_dir.join(format!("{stem}.disk.{disk_ext}"));
     let net = cell_net(&stem, 0x06, true, None, false);
     let check = match cell.get("check") {
         "virtio-disk" => "fugu-check: disk: marker ok".to_string(),

@@ -24,7 +24,7 @@ pub const MARK: &str = "fugu-l1:";
 /// The inner script's heartbeat: a line every [`BEAT_SECS`] while the L1's userspace lives, so
 /// the outer run tells a dead L1 from a cell that is still booting (never shown as progress).
 pub const BEAT: &str = "fugu-l1-beat:";
-pub const BEAT_SECS: u64 = 30;
+pub const BEAT_SECS: u64 = 15;
 /// Where the i386 L1 puts its busybox and applet links (a tmpfs in the overlay root).
 const I386_BIN: &str = "/run/fugu-l1/bin";
 

@@ -141,16 +141,37 @@ fn debian_runner_boots_the_stock_kernel_with_its_initramfs_to_the_check() {
     assert!(after("--kernel").ends_with("debian-i386/vmlinuz"));
     assert!(after("--initrd").ends_with("debian-i386/initramfs.cpio.gz"));
     assert!(after("--disk").starts_with(d.join("logs").to_str().unwrap()));
-    assert_eq!(spec.expect_status, 33);
+    assert!(
+        after("--disk").ends_with(".disk.ext4"),
+        "a raw disk is copied as such"
+    );
+    // The disk cell ends through ACPI power-off (status 0) and checks the MADT was used.
+    assert!(after("--cmdline").contains("fugu.end=poweroff"));
+    assert_eq!(spec.expect_status, 0);
     assert!(spec.net.as_ref().is_some_and(|n| n.dhcp.is_some()));
     assert_eq!(
         spec.expect_markers,
         [
             "fugu-check: started as /init",
             "fugu-check: disk: marker ok",
-            "fugu-check: PASS"
+            "fugu-check: PASS",
+            "fugu-check: acpi: the kernel took its CPUs from the MADT"
         ]
     );
+    // The network cell ends through port 0xf4; a qcow2 disk is preferred and copied as qcow2.
+    std::fs::write(img.join("disk.qcow2"), b"QFI\xfb").unwrap();
+    let (c, plan) = cell_and_plan(&def, "svm-tcg/shadow/i686/i386/debian-direct/virtio-net");
+    let spec = Runner::DebianLinux.spec(&c, &plan, &arts, None).unwrap();
+    let args: Vec<String> = spec
+        .args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let after = |f: &str| args[args.iter().position(|a| a == f).unwrap() + 1].clone();
+    assert_eq!(spec.expect_status, 33);
+    assert!(!after("--cmdline").contains("fugu.end"));
+    assert!(after("--disk").ends_with(".disk.qcow2"));
+    assert_eq!(spec.files[0].1, b"QFI\xfb");
     // kvm_pvm emulates guest kernel code: stock kernels SKIP there with the reason.
     let (c, plan) = cell_and_plan(&def, "pvm/shadow/i686/amd64/debian-direct/virtio-net");
     let mut p = Probe::default();

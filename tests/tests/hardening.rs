@@ -309,6 +309,12 @@ fn a_32_bit_kernel_gets_ram_above_4g_and_an_impossible_size_is_refused_at_once()
             assert!(o.stderr.contains("3072 MiB"), "{build}: {o:?}");
         } else {
             assert_eq!(o.status, Some(33), "{build}: a 5 GiB 32-bit guest: {o:?}");
+            // Its Multiboot memory map: 3 GiB below the PCI hole, the other 2 GiB above 4 GiB.
+            assert!(
+                o.serial
+                    .contains("fugu-guest: RAM above 4 GiB (MiB, hex): 00000800"),
+                "{build}: {o:?}"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -56,11 +56,15 @@ pub(super) fn spec(
     if !elf.is_file() {
         return Err(format!("missing image: {}", elf.display()));
     }
+    // The 32-bit boot guest on the 64-bit fugu gets 5 GiB: 3 below the PCI hole, 2 above
+    // 4 GiB in its Multiboot memory map, which it sums (a 32-bit fugu cannot map that much).
+    let above_4g =
+        runner == Runner::TinyBoot && cell.get("guest") == "i386" && cell.get("build") == "x86_64";
     let mut args: Vec<OsString> = vec!["run".into(), "--kernel".into(), elf.into()];
     args.extend(
         [
             "--memory",
-            "64M",
+            if above_4g { "5G" } else { "64M" },
             "--cmdline",
             &format!("fugu-matrix cell={}", cell.id()),
             "--serial",
@@ -74,6 +78,10 @@ pub(super) fn spec(
         expect_markers: vec![g.marker.to_string()],
         ..base.into_spec()
     };
+    if above_4g {
+        spec.expect_markers
+            .push("fugu-guest: RAM above 4 GiB (MiB, hex): 00000800".into());
+    }
     match runner {
         Runner::TinyVirtioDisk => {
             let disk = arts.log_dir.join(format!("{stem}.disk.img"));

@@ -5,7 +5,7 @@
 //! guest kernel's ACPI power-off (status 0), having reported that the kernel took its CPUs
 //! from fugu's MADT. Always the userspace level.
 
-use super::{cell_net, image_file, Artifacts, Base, BootSpec};
+use super::{cell_net, disk_only, image_file, Artifacts, Base, BootSpec};
 use crate::matrix_def::Cell;
 use crate::netcheck;
 use std::ffi::OsString;
@@ -63,6 +63,10 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
         check,
         "fugu-check: PASS".to_string(),
     ];
+    let net = (!disk_only(cell)).then_some(net);
+    if net.is_none() {
+        cmdline.push_str(" fugu.check=disk");
+    }
     if acpi_end {
         cmdline.push_str(" fugu.end=poweroff");
         markers.push("fugu-check: acpi: the kernel took its CPUs from the MADT".into());
@@ -70,17 +74,19 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     args.extend(["--cmdline".into(), cmdline.into()]);
     args.extend(["--disk".into(), img.clone().into()]);
     args.extend(["--memory".into(), "256M".into()]);
-    args.extend([
-        "--net".into(),
-        format!("tap={},mac={}", net.tap, net.mac_text()).into(),
-    ]);
+    if let Some(net) = &net {
+        args.extend([
+            "--net".into(),
+            format!("tap={},mac={}", net.tap, net.mac_text()).into(),
+        ]);
+    }
     args.extend(["--serial".into(), base.serial_log.clone().into()]);
     Ok(BootSpec {
         args,
         expect_status: if acpi_end { 0 } else { 33 },
         expect_markers: markers,
         files: vec![(img, disk)],
-        net: Some(net),
+        net,
         ..base.into_spec()
     })
 }

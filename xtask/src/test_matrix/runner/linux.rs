@@ -4,7 +4,7 @@
 //! was mounted from vda (virtio-disk), or `ip=dhcp` got dnsmasq's lease over virtio-net on a
 //! tap in a private namespace (virtio-net). init then dies and the kernel reboots.
 
-use super::{cell_net, image_file, Artifacts, Base, BootSpec};
+use super::{cell_net, disk_only, image_file, Artifacts, Base, BootSpec};
 use crate::matrix_def::{Cell, Plan};
 use crate::netcheck;
 use std::ffi::OsString;
@@ -56,8 +56,12 @@ pub(super) fn spec(
         // The disk's /sbin/init is the image's check (images/check/init): it verifies the
         // marker file and the network (lease + ping of the DHCP server) whatever the cell's
         // check, prints its verdict and exits through 0xf4 with 0x10 (status 33) on a pass.
-        cmdline.push_str(" ip=dhcp");
-        net = Some(dhcp_net(0x04));
+        if disk_only(cell) {
+            cmdline.push_str(" fugu.check=disk");
+        } else {
+            cmdline.push_str(" ip=dhcp");
+            net = Some(dhcp_net(0x04));
+        }
         let mut m = vec!["Run /sbin/init".to_string()];
         m.push(match cell.get("check") {
             "virtio-disk" => "fugu-check: disk: marker ok".to_string(),

@@ -117,6 +117,13 @@ impl Runner {
     }
 }
 
+/// Whether a Linux cell checks the disk alone (`fugu.check=disk` for images/check/init): the
+/// disk cells of the i386 L1, whose 32-bit userspace has no dnsmasq or `ip netns` to serve a
+/// network (ci/matrix.def gives those cells no network needs).
+pub(super) fn disk_only(cell: &Cell) -> bool {
+    cell.get("host") == "svm-tcg-i386" && cell.get("check") == "virtio-disk"
+}
+
 /// What every runner starts from: the cell's fugu build, its log files and its timeout.
 pub struct Base {
     pub fugu: PathBuf,

@@ -39,24 +39,35 @@ impl Read for Response {
     }
 }
 
-/// The CA certificates https:// is verified against, loaded once per process.
-fn roots(host: &str, url: &str) -> Result<Arc<Vec<ureq::tls::Certificate<'static>>>, ImageError> {
-    static ROOTS: OnceLock<Result<Arc<Vec<ureq::tls::Certificate<'static>>>, String>> =
-        OnceLock::new();
+type Certs = Arc<Vec<ureq::tls::Certificate<'static>>>;
+
+/// The CA store https:// is verified against, loaded once per process: the certificates, and
+/// what could not be read (said with a certificate error, as a typo in SSL_CERT_FILE is one
+/// likely cause).
+struct Roots {
+    certs: Certs,
+    problems: String,
+}
+
+fn roots(host: &str, url: &str) -> Result<&'static Roots, ImageError> {
+    static ROOTS: OnceLock<Result<Roots, String>> = OnceLock::new();
     ROOTS
         .get_or_init(load_roots)
-        .clone()
+        .as_ref()
         .map_err(|msg| ImageError::Tls {
             url: url.to_string(),
             host: host.to_string(),
-            msg,
+            msg: msg.clone(),
         })
 }
 
-fn load_roots() -> Result<Arc<Vec<ureq::tls::Certificate<'static>>>, String> {
+fn load_roots() -> Result<Roots, String> {
     #[cfg(test)]
     if let Some(certs) = tests::ROOTS.get() {
-        return Ok(Arc::new(certs.clone()));
+        return Ok(Roots {
+            certs: Arc::new(certs.clone()),
+            problems: String::new(),
+        });
     }
     let found = rustls_native_certs::load_native_certs();
     let where_ = match (
@@ -70,25 +81,32 @@ fn load_roots() -> Result<Arc<Vec<ureq::tls::Certificate<'static>>>, String> {
             .collect::<Vec<_>>()
             .join(" and "),
     };
+    let problems = found
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
     if found.certs.is_empty() {
-        let errors = found
-            .errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
         return Err(format!(
-            "no CA certificates found in {where_}{}{errors}: install Debian's ca-certificates, or point SSL_CERT_FILE at a PEM bundle",
-            if errors.is_empty() { "" } else { ": " }
+            "no CA certificates found in {where_}{}{problems}: install Debian's ca-certificates, or point SSL_CERT_FILE at a PEM bundle",
+            if problems.is_empty() { "" } else { ": " }
         ));
     }
-    Ok(Arc::new(
-        found
-            .certs
-            .into_iter()
-            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
-            .collect(),
-    ))
+    Ok(Roots {
+        certs: Arc::new(
+            found
+                .certs
+                .into_iter()
+                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                .collect(),
+        ),
+        problems: if problems.is_empty() {
+            String::new()
+        } else {
+            format!("; reading {where_}: {problems}")
+        },
+    })
 }
 
 /// The value of the first of `vars` that is set and not empty.
@@ -164,20 +182,29 @@ pub fn get(url: &str, range_from: u64, timeout: Duration) -> Result<Response, Im
         url: url.to_string(),
         msg,
     };
-    let proxy = match proxy_for(&scheme.to_ascii_lowercase(), host, &|v| {
-        std::env::var(v).ok()
-    }) {
+    // The unit tests' servers are on loopback, whatever proxy the machine running them has.
+    let env = |v: &str| {
+        if cfg!(test) {
+            None
+        } else {
+            std::env::var(v).ok()
+        }
+    };
+    let proxy = match proxy_for(&scheme.to_ascii_lowercase(), host, &env) {
         Some(p) => Some(
             ureq::Proxy::new(&p)
                 .map_err(|e| network(format!("the proxy '{p}' is not usable: {e}")))?,
         ),
         None => None,
     };
+    let mut problems = "";
     let mut tls = ureq::tls::TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()));
     if https {
-        tls = tls.root_certs(ureq::tls::RootCerts::Specific(roots(host, url)?));
+        let roots = roots(host, url)?;
+        problems = &roots.problems;
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(roots.certs.clone()));
     }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -192,7 +219,7 @@ pub fn get(url: &str, range_from: u64, timeout: Duration) -> Result<Response, Im
     if range_from > 0 {
         req = req.header("Range", format!("bytes={range_from}-"));
     }
-    let resp = req.call().map_err(|e| match tls_reason(&e) {
+    let resp = req.call().map_err(|e| match tls_reason(&e, problems) {
         Some(msg) => ImageError::Tls {
             url: url.to_string(),
             host: host.to_string(),
@@ -236,7 +263,7 @@ fn describe(e: &ureq::Error) -> String {
 const UNTRUSTED: &str = " (self-signed, or a private CA: trust it with SSL_CERT_FILE or the system store, see docs/images.md)";
 
 /// The rustls error inside `e`, if any, in words.
-fn tls_reason(e: &ureq::Error) -> Option<String> {
+fn tls_reason(e: &ureq::Error, store_problems: &str) -> Option<String> {
     let err: &rustls::Error = match e {
         ureq::Error::Rustls(r) => r,
         ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
@@ -246,10 +273,10 @@ fn tls_reason(e: &ureq::Error) -> Option<String> {
     use rustls::CertificateError as C;
     Some(match err {
         rustls::Error::InvalidCertificate(c) => match c {
-            C::UnknownIssuer => format!("its certificate is not signed by a CA that this machine trusts{UNTRUSTED}"),
+            C::UnknownIssuer => format!("its certificate is not signed by a CA that this machine trusts{UNTRUSTED}{store_problems}"),
             // webpki's CaUsedAsEndEntity: what `openssl req -x509` makes by default.
             c if format!("{c:?}").contains("CaUsedAsEndEntity") => format!(
-                "its certificate is self-signed (a CA certificate used as the server's own), not signed by a CA that this machine trusts{UNTRUSTED}"
+                "its certificate is self-signed (a CA certificate used as the server's own), not signed by a CA that this machine trusts{UNTRUSTED}{store_problems}"
             ),
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 format!("its certificate is not valid for this host name ({c})")

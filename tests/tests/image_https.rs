@@ -2,7 +2,8 @@
 //! tree served by Python's http.server wrapped in TLS on loopback, with certificates that
 //! `openssl` makes here (a test CA, a server certificate it signs for 127.0.0.1, and one for
 //! another host name). The CA is trusted through `SSL_CERT_FILE` only; without it the
-//! system's CA store does not know it.
+//! system's CA store does not know it. A small CONNECT proxy (Python) checks `https_proxy`
+//! and `no_proxy`.
 
 use fugu_e2e::{fugu_builds, tempdir, unmet};
 use std::io::{BufRead, BufReader};
@@ -137,14 +138,68 @@ print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
 
+/// An HTTP proxy that serves CONNECT only, logging each request line to a file.
+const PROXY_PY: &str = r#"
+import socket, sys, threading
+log = sys.argv[1]
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+print(srv.getsockname()[1], flush=True)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+def handle(c):
+    f = c.makefile("rb")
+    line = f.readline().decode()
+    while f.readline() not in (b"\r\n", b""):
+        pass
+    with open(log, "a") as l:
+        l.write(line)
+    parts = line.split()
+    if len(parts) < 2 or parts[0] != "CONNECT":
+        c.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+        c.close()
+        return
+    host, port = parts[1].rsplit(":", 1)
+    u = socket.create_connection((host, int(port)))
+    c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    threading.Thread(target=pipe, args=(c, u), daemon=True).start()
+    pipe(u, c)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"#;
+
 impl HttpsServer {
     fn start(root: &Path, certs: &Path, kind: &str) -> HttpsServer {
+        HttpsServer::python(
+            SERVER_PY,
+            &[
+                root.to_path_buf(),
+                certs.join(format!("{kind}.pem")),
+                certs.join(format!("{kind}.key")),
+            ],
+        )
+    }
+
+    /// A Python program that prints its port first.
+    fn python(program: &str, args: &[PathBuf]) -> HttpsServer {
         let mut child = Command::new("python3")
             .arg("-c")
-            .arg(SERVER_PY)
-            .arg(root)
-            .arg(certs.join(format!("{kind}.pem")))
-            .arg(certs.join(format!("{kind}.key")))
+            .arg(program)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -173,6 +228,16 @@ impl Drop for HttpsServer {
 }
 
 fn pull(bin: &Path, index: &str, cache: &Path, ca: Option<&Path>) -> Output {
+    pull_env(bin, index, cache, ca, &[])
+}
+
+fn pull_env(
+    bin: &Path,
+    index: &str,
+    cache: &Path,
+    ca: Option<&Path>,
+    env: &[(&str, &str)],
+) -> Output {
     let mut c = Command::new(bin);
     for v in SCRUBBED {
         c.env_remove(v);
@@ -180,6 +245,7 @@ fn pull(bin: &Path, index: &str, cache: &Path, ca: Option<&Path>) -> Output {
     if let Some(ca) = ca {
         c.env("SSL_CERT_FILE", ca);
     }
+    c.envs(env.iter().copied());
     c.args(["image", "--index", index, "--cache"])
         .arg(cache)
         .args(["pull", "demo"])
@@ -267,5 +333,66 @@ fn pull_over_https_verifies_the_server_on_both_builds() {
         assert!(cache.join("other/keep").exists(), "{build}");
     }
     drop((good, wrong));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `https_proxy` sends the pull through the proxy with CONNECT (still verified end to end);
+/// `no_proxy` naming the host goes direct.
+#[test]
+fn pull_over_https_through_a_proxy_on_both_builds() {
+    for (tool, arg) in [("openssl", "version"), ("python3", "--version")] {
+        if !have(tool, arg) {
+            unmet(&format!(
+                "{tool} is not installed (Debian: apt-get install {tool})"
+            ));
+            return;
+        }
+    }
+    let dir = tempdir();
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certs(&certs);
+    let ca = certs.join("ca.pem");
+    publish(&dir.join("pub"));
+    let server = HttpsServer::start(&dir.join("pub"), &certs, "good");
+    let log = dir.join("proxy.log");
+    let proxy = HttpsServer::python(PROXY_PY, std::slice::from_ref(&log));
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    let connect = format!("CONNECT 127.0.0.1:{} ", server.port);
+    let seen = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(&connect))
+            .count()
+    };
+    for (build, bin) in fugu_builds() {
+        let cache = dir.join(format!("cache-{build}"));
+        let before = seen();
+        let env = [("https_proxy", proxy_url.as_str())];
+        let o = pull_env(&bin, &server.index(), &cache, Some(&ca), &env);
+        assert!(o.status.success(), "{build}: {o:?}");
+        // The index and the disk, each through the proxy.
+        assert!(
+            seen() >= before + 2,
+            "{build}: {:?}",
+            std::fs::read_to_string(&log)
+        );
+        // Through the proxy too, a certificate the store does not know is refused.
+        let o = pull_env(&bin, &server.index(), &dir.join("c2"), None, &env);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("not signed by a CA"), "{build}: {err}");
+        // no_proxy: direct.
+        std::fs::remove_dir_all(&cache).unwrap();
+        let before = seen();
+        let env = [
+            ("https_proxy", proxy_url.as_str()),
+            ("no_proxy", "localhost,127.0.0.1"),
+        ];
+        let o = pull_env(&bin, &server.index(), &cache, Some(&ca), &env);
+        assert!(o.status.success(), "{build}: {o:?}");
+        assert_eq!(seen(), before, "{build}: no_proxy was not honoured");
+    }
+    drop((server, proxy));
     let _ = std::fs::remove_dir_all(&dir);
 }

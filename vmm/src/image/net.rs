@@ -50,6 +50,10 @@ struct Roots {
 }
 
 fn roots(host: &str, url: &str) -> Result<&'static Roots, ImageError> {
+    #[cfg(test)]
+    if let Some(r) = tests::ROOTS.get() {
+        return Ok(r);
+    }
     static ROOTS: OnceLock<Result<Roots, String>> = OnceLock::new();
     ROOTS
         .get_or_init(load_roots)
@@ -62,13 +66,6 @@ fn roots(host: &str, url: &str) -> Result<&'static Roots, ImageError> {
 }
 
 fn load_roots() -> Result<Roots, String> {
-    #[cfg(test)]
-    if let Some(certs) = tests::ROOTS.get() {
-        return Ok(Roots {
-            certs: Arc::new(certs.clone()),
-            problems: String::new(),
-        });
-    }
     let found = rustls_native_certs::load_native_certs();
     let where_ = match (
         std::env::var_os("SSL_CERT_FILE"),
@@ -201,10 +198,15 @@ pub fn get(url: &str, range_from: u64, timeout: Duration) -> Result<Response, Im
     let mut tls = ureq::tls::TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()));
-    if https {
-        let roots = roots(host, url)?;
-        problems = &roots.problems;
-        tls = tls.root_certs(ureq::tls::RootCerts::Specific(roots.certs.clone()));
+    // An http:// URL needs the store only if it redirects to https://: without one, such a
+    // redirect fails verification (ureq has no store of its own in this build).
+    match roots(host, url) {
+        Ok(roots) => {
+            problems = &roots.problems;
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(roots.certs.clone()));
+        }
+        Err(e) if https => return Err(e),
+        Err(_) => tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(Vec::new()))),
     }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -297,7 +299,15 @@ pub(super) mod tests {
 
     /// The CA store of the unit tests (set once by the HTTPS tests; the environment is left
     /// alone, as tests run in parallel).
-    pub static ROOTS: OnceLock<Vec<ureq::tls::Certificate<'static>>> = OnceLock::new();
+    pub(in crate::image) static ROOTS: OnceLock<Roots> = OnceLock::new();
+
+    /// Make `certs` the CA store of this test process.
+    pub fn trust(certs: Vec<ureq::tls::Certificate<'static>>) {
+        ROOTS.get_or_init(|| Roots {
+            certs: Arc::new(certs),
+            problems: String::new(),
+        });
+    }
 
     #[test]
     fn proxies_are_chosen_by_scheme_and_no_proxy() {

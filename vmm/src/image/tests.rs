@@ -31,6 +31,8 @@ struct State {
     wrong_ranges: bool,
     /// Hold every file response (not the index) while this is set.
     hold: bool,
+    /// Answer every request with a 302 to this base URL plus the path.
+    redirect_to: Option<String>,
 }
 
 struct Server {
@@ -137,6 +139,15 @@ fn serve(mut conn: impl Conn, st: &Mutex<State>) {
         let file = s.files.get(&path).cloned();
         let is_index = path.ends_with("index.json");
         match file {
+            _ if s.redirect_to.is_some() => (
+                "302 Found",
+                format!(
+                    "Location: {}{path}\r\n",
+                    s.redirect_to.as_deref().unwrap_or("")
+                ),
+                Vec::new(),
+                None,
+            ),
             None => ("404 Not Found", String::new(), b"not found".to_vec(), None),
             Some(_) if s.unavailable && !is_index => (
                 "503 Service Unavailable",
@@ -1119,8 +1130,7 @@ mod tls {
             d
         });
         let ca = std::fs::read(d.join("ca.pem")).unwrap();
-        super::super::net::tests::ROOTS
-            .get_or_init(|| vec![ureq::tls::Certificate::from_pem(&ca).unwrap()]);
+        super::super::net::tests::trust(vec![ureq::tls::Certificate::from_pem(&ca).unwrap()]);
         d
     }
 
@@ -1241,4 +1251,29 @@ fn a_bad_certificate_mid_pull_keeps_the_part_file() {
     assert!(matches!(err, ImageError::Tls { .. }), "{err}");
     assert_eq!(std::fs::read(&part).unwrap(), &data[..1000]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Redirects: http:// to https:// is followed (and verified); https:// to http:// is refused,
+/// as it would drop the protection the https:// index asked for.
+#[test]
+fn https_redirects_are_verified_and_never_downgraded() {
+    let (files, _) = published();
+    let secure = Server::start_tls(files.clone(), "good");
+    let plain = Server::start(files.clone());
+    plain.state.lock().unwrap().redirect_to = Some(secure.url.clone());
+    let cache = temp_cache("https-redirect-up");
+    commands::pull(&opts(&plain, &cache), &["demo".to_string()]).unwrap();
+    assert!(!secure.requests().is_empty());
+    let _ = std::fs::remove_dir_all(&cache);
+
+    let secure2 = Server::start_tls(files.clone(), "good");
+    let plain2 = Server::start(files);
+    secure2.state.lock().unwrap().redirect_to = Some(plain2.url.clone());
+    let cache = temp_cache("https-redirect-down");
+    let err = commands::pull(&opts(&secure2, &cache), &["demo".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("redirect from https://"), "{err}");
+    assert!(plain2.requests().is_empty());
+    assert!(!cache.exists());
 }

@@ -299,7 +299,7 @@ pub(super) mod tests {
 
     /// The CA store of the unit tests (set once by the HTTPS tests; the environment is left
     /// alone, as tests run in parallel).
-    pub(in crate::image) static ROOTS: OnceLock<Roots> = OnceLock::new();
+    pub(super) static ROOTS: OnceLock<Roots> = OnceLock::new();
 
     /// Make `certs` the CA store of this test process.
     pub fn trust(certs: Vec<ureq::tls::Certificate<'static>>) {

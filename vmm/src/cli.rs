@@ -229,8 +229,10 @@ pub enum DiskCommand {
 /// `fugu image ...`: guest images from an index published with `cargo xtask images publish`.
 #[derive(Debug, clap::Args)]
 pub struct ImageArgs {
-    /// The image index: an http:// URL of index.json or a local path (https is not supported:
-    /// this fugu has no TLS). The built-in default is a placeholder until fugu publishes images.
+    /// The image index: an https:// or http:// URL of index.json, or a local path. https://
+    /// is verified against the system's CA store (or SSL_CERT_FILE / SSL_CERT_DIR); the
+    /// https_proxy, http_proxy and no_proxy variables apply. The built-in default is a
+    /// placeholder until fugu publishes images.
     #[arg(long, global = true, value_name = "URL", env = "FUGU_IMAGE_INDEX")]
     pub index: Option<String>,
     /// The image cache [default: $XDG_CACHE_HOME/fugu/images, else ~/.cache/fugu/images].

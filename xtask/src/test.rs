@@ -26,6 +26,10 @@ const TEST_DEBS: &[&str] = &[
     "qemu-utils",
     // systemd-analyze: fugud's unit in the .deb must verify (tests/tests/package.rs).
     "systemd",
+    // openssl makes the HTTPS tests' certificates; python3 serves them (vmm/src/image/tests.rs,
+    // tests/tests/image_https.rs).
+    "openssl",
+    "python3",
 ];
 
 pub fn main(args: &[String]) -> Result {

@@ -1,9 +1,11 @@
-//! Getting an index and image files: plain HTTP (minreq, without TLS) or a local path.
+//! Getting an index and image files: HTTP or HTTPS (the client is in [`super::net`]) or a
+//! local path.
 //!
 //! Downloads append to a `.part` file and resume with `Range: bytes=N-` after a cut
 //! connection or a timeout; the caller checks the SHA-256 before renaming the file.
 
 use super::index::{self, Index};
+use super::net;
 use super::ImageError;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +48,7 @@ impl Default for Limits {
 /// Where an index (and the files next to it) lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
+    /// An http:// or https:// URL.
     Http(String),
     Local(PathBuf),
 }
@@ -57,22 +60,21 @@ impl Location {
             return Err(ImageError::NoIndex);
         }
         let lower = s.to_ascii_lowercase();
-        if lower.starts_with("https://") {
-            return Err(ImageError::HttpsUnsupported);
-        }
-        if lower.starts_with("http://") {
-            let rest = &s["http://".len()..];
-            if rest.is_empty() || rest.starts_with('/') {
-                return Err(ImageError::BadUrl(format!("'{s}' has no host")));
+        for scheme in ["http://", "https://"] {
+            if lower.starts_with(scheme) {
+                let rest = &s[scheme.len()..];
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Err(ImageError::BadUrl(format!("'{s}' has no host")));
+                }
+                return Ok(Location::Http(s.to_string()));
             }
-            return Ok(Location::Http(s.to_string()));
         }
         if let Some(p) = s.strip_prefix("file://") {
             return Ok(Location::Local(PathBuf::from(p)));
         }
         if s.contains("://") {
             return Err(ImageError::BadUrl(format!(
-                "'{s}': only http:// URLs and local paths are supported"
+                "'{s}': only http:// and https:// URLs and local paths are supported"
             )));
         }
         Ok(Location::Local(PathBuf::from(s)))
@@ -84,8 +86,9 @@ impl Location {
             Location::Http(u) => {
                 // Drop a query or fragment, then the last path component.
                 let base = u.split(['?', '#']).next().unwrap_or(u);
+                let host_at = base.find("://").map_or(0, |i| i + 3);
                 let dir = match base.rfind('/') {
-                    Some(i) if i >= "http://".len() => &base[..=i],
+                    Some(i) if i >= host_at => &base[..=i],
                     _ => return Location::Http(format!("{base}/{rel}")),
                 };
                 Location::Http(format!("{dir}{rel}"))
@@ -108,27 +111,12 @@ impl std::fmt::Display for Location {
     }
 }
 
-fn get(url: &str, range_from: u64) -> Result<minreq::ResponseLazy, ImageError> {
-    let mut req = minreq::get(url)
-        .with_timeout(REQUEST_TIMEOUT_S)
-        .with_header("User-Agent", concat!("fugu/", env!("CARGO_PKG_VERSION")));
-    if range_from > 0 {
-        req = req.with_header("Range", format!("bytes={range_from}-"));
-    }
-    req.send_lazy().map_err(|e| ImageError::Network {
-        url: url.to_string(),
-        msg: match e {
-            minreq::Error::HttpsFeatureNotEnabled => ImageError::HttpsUnsupported.to_string(),
-            e => e.to_string(),
-        },
-    })
+fn get(url: &str, range_from: u64) -> Result<net::Response, ImageError> {
+    net::get(url, range_from, Duration::from_secs(REQUEST_TIMEOUT_S))
 }
 
-fn header<'a>(r: &'a minreq::ResponseLazy, name: &str) -> Option<&'a str> {
-    r.headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
+fn header<'a>(r: &'a net::Response, name: &str) -> Option<&'a str> {
+    r.header(name)
 }
 
 /// Fetch, parse and validate an index.
@@ -147,7 +135,7 @@ pub fn fetch_index(loc: &Location) -> Result<Index, ImageError> {
                     std::thread::sleep(Duration::from_millis(300 * attempt));
                 }
                 match get(u, 0) {
-                    Ok(r) if r.status_code == 200 => {
+                    Ok(r) if r.status == 200 => {
                         let mut buf = Vec::new();
                         match r.take(MAX_INDEX_BYTES + 1).read_to_end(&mut buf) {
                             Ok(_) => {
@@ -160,7 +148,7 @@ pub fn fetch_index(loc: &Location) -> Result<Index, ImageError> {
                     Ok(r) => {
                         return Err(ImageError::Network {
                             url,
-                            msg: format!("HTTP {} {}", r.status_code, r.reason_phrase),
+                            msg: format!("HTTP {} {}", r.status, r.reason),
                         })
                     }
                     Err(ImageError::Network { msg, .. }) => last = Some(msg),
@@ -348,7 +336,7 @@ fn download_http(
             Err(e) => return Err(e),
         };
         let mut start = have;
-        match resp.status_code {
+        match resp.status {
             206 => {
                 let cr = header(&resp, "Content-Range").and_then(content_range);
                 match cr {
@@ -398,14 +386,14 @@ fn download_http(
                 continue;
             }
             code if (500..600).contains(&code) => {
-                last_err = format!("HTTP {code} {}", resp.reason_phrase);
+                last_err = format!("HTTP {code} {}", resp.reason);
                 fruitless += 1;
                 continue;
             }
             code => {
                 return Err(ImageError::Network {
                     url: url.to_string(),
-                    msg: format!("HTTP {code} {}", resp.reason_phrase),
+                    msg: format!("HTTP {code} {}", resp.reason),
                 })
             }
         }
@@ -451,9 +439,15 @@ mod tests {
             Location::parse(super::super::DEFAULT_INDEX),
             Err(ImageError::NoIndex)
         ));
+        let s = Location::parse("HTTPS://x:8443/v1/i.json").unwrap();
+        assert_eq!(s.join("a/b.img").to_string(), "HTTPS://x:8443/v1/a/b.img");
+        assert_eq!(
+            Location::parse("https://x").unwrap().join("a").to_string(),
+            "https://x/a"
+        );
         assert!(matches!(
-            Location::parse("https://x/i.json"),
-            Err(ImageError::HttpsUnsupported)
+            Location::parse("https:///i.json"),
+            Err(ImageError::BadUrl(_))
         ));
         assert!(matches!(
             Location::parse("ftp://x/i.json"),

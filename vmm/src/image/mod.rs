@@ -8,12 +8,14 @@
 //! wrong checksum or a broken index is an error that leaves nothing behind in the cache.
 //!
 //! The cache is `$XDG_CACHE_HOME/fugu/images` (else `~/.cache/fugu/images`), or `--cache`.
-//! HTTP is plain `http://` (no TLS in this build); an index may also be a local path.
+//! An index is an `http://` or `https://` URL (TLS verified against the system's CA store,
+//! see [`net`]) or a local path.
 
 pub mod cache;
 pub mod commands;
 pub mod fetch;
 pub mod index;
+pub mod net;
 pub mod run;
 
 /// Used when neither --index nor FUGU_IMAGE_INDEX is given. The `.invalid` top-level domain
@@ -24,10 +26,14 @@ pub const DEFAULT_INDEX: &str = "http://images.fugu-vmm.invalid/v1/index.json";
 /// Everything that can go wrong with images; each message tells the user what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("no image index is configured: {DEFAULT_INDEX} is a placeholder until fugu publishes images; pass --index URL (or set FUGU_IMAGE_INDEX) to an index.json, e.g. one written by `cargo xtask images publish DIR` and served over http")]
+    #[error("no image index is configured: {DEFAULT_INDEX} is a placeholder until fugu publishes images; pass --index URL (or set FUGU_IMAGE_INDEX) to an index.json, e.g. one written by `cargo xtask images publish DIR` and served over http(s)")]
     NoIndex,
-    #[error("https:// is not supported: this fugu is built without TLS; serve the index over http:// (e.g. on a trusted network or loopback) or give a local path to index.json")]
-    HttpsUnsupported,
+    #[error("cannot fetch {url}: TLS with {host} failed: {msg}")]
+    Tls {
+        url: String,
+        host: String,
+        msg: String,
+    },
     #[error("{0}")]
     BadUrl(String),
     #[error("cannot fetch {url}: {msg}")]

@@ -1,6 +1,8 @@
 //! `fugu image pull` against a real HTTP server on loopback: a small Range-capable server
 //! written here with std::net serves a published tree (index.json + files), and can cut a
-//! connection mid-file, fail with 503, or serve bytes that do not match the index.
+//! connection mid-file, fail with 503, or serve bytes that do not match the index. The same
+//! server speaks HTTPS (rustls) with certificates that `openssl` makes for the tests: one
+//! signed by a test CA (trusted), a self-signed one, one for another host name, an expired one.
 
 use super::cache::Cache;
 use super::commands::{self, Options};
@@ -8,7 +10,7 @@ use super::index::{self, Index};
 use super::ImageError;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,8 @@ struct State {
     wrong_ranges: bool,
     /// Hold every file response (not the index) while this is set.
     hold: bool,
+    /// Answer every request with a 302 to this base URL plus the path.
+    redirect_to: Option<String>,
 }
 
 struct Server {
@@ -38,8 +42,21 @@ struct Server {
 
 impl Server {
     fn start(files: HashMap<String, Vec<u8>>) -> Server {
+        Server::start_with(files, None)
+    }
+
+    /// The server over HTTPS with the certificate (and key) `cert`.
+    fn start_tls(files: HashMap<String, Vec<u8>>, cert: &str) -> Server {
+        Server::start_with(files, Some(tls::server_config(cert)))
+    }
+
+    fn start_with(
+        files: HashMap<String, Vec<u8>>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
             files,
             ..State::default()
@@ -49,7 +66,16 @@ impl Server {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let st = st.clone();
-                std::thread::spawn(move || serve(conn, &st));
+                match &tls {
+                    None => std::thread::spawn(move || serve(conn, &st)),
+                    Some(cfg) => {
+                        let Ok(c) = rustls::ServerConnection::new(cfg.clone()) else {
+                            continue;
+                        };
+                        let stream = rustls::StreamOwned::new(c, conn);
+                        std::thread::spawn(move || serve(stream, &st))
+                    }
+                };
             }
         });
         Server { url, state }
@@ -64,8 +90,28 @@ impl Server {
     }
 }
 
-fn serve(conn: TcpStream, st: &Mutex<State>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
+/// A connection the test server answers on: plain TCP or TLS.
+trait Conn: Read + Write {
+    fn close(&mut self);
+}
+
+impl Conn for TcpStream {
+    fn close(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn close(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush();
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn serve(mut conn: impl Conn, st: &Mutex<State>) {
+    // Requests have no body: what the reader buffers past the headers is nothing.
+    let mut reader = BufReader::new(&mut conn);
     let mut first = String::new();
     if reader.read_line(&mut first).is_err() {
         return;
@@ -82,8 +128,8 @@ fn serve(conn: TcpStream, st: &Mutex<State>) {
             }
         }
     }
+    drop(reader);
     let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let mut conn = conn;
     st.lock().unwrap().log.push((path.clone(), range.clone()));
     while !path.ends_with("index.json") && st.lock().unwrap().hold {
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -93,6 +139,15 @@ fn serve(conn: TcpStream, st: &Mutex<State>) {
         let file = s.files.get(&path).cloned();
         let is_index = path.ends_with("index.json");
         match file {
+            _ if s.redirect_to.is_some() => (
+                "302 Found",
+                format!(
+                    "Location: {}{path}\r\n",
+                    s.redirect_to.as_deref().unwrap_or("")
+                ),
+                Vec::new(),
+                None,
+            ),
             None => ("404 Not Found", String::new(), b"not found".to_vec(), None),
             Some(_) if s.unavailable && !is_index => (
                 "503 Service Unavailable",
@@ -148,7 +203,7 @@ fn serve(conn: TcpStream, st: &Mutex<State>) {
     let n = cut_at.unwrap_or(body.len()).min(body.len());
     let _ = conn.write_all(&body[..n]);
     let _ = conn.flush();
-    let _ = conn.shutdown(std::net::Shutdown::Both);
+    conn.close();
 }
 
 fn sha(data: &[u8]) -> String {
@@ -465,14 +520,6 @@ fn the_default_index_is_a_clear_placeholder() {
         err.contains("--index") && err.contains("FUGU_IMAGE_INDEX"),
         "{err}"
     );
-    let https = Options {
-        index: Some("https://example.invalid/index.json".into()),
-        ..o.clone()
-    };
-    let err = commands::pull(&https, &["x".into()])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("https:// is not supported"), "{err}");
 }
 
 /// A published tree of the two boot-program kinds, as `cargo xtask images publish` writes
@@ -977,4 +1024,256 @@ fn run_image_refuses_a_cached_file_that_changed() {
     let e = commands::resolve(Some(cache.clone()), "demo").unwrap_err();
     assert!(matches!(e, ImageError::Damaged { .. }), "{e}");
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// The test certificates, made once per test process with the `openssl` command.
+mod tls {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::{Arc, OnceLock};
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("the HTTPS tests make their certificates with openssl (Debian: apt-get install openssl): {e}")
+            });
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    }
+
+    /// The directory with `ca.pem` (the test CA) and, for each kind of server certificate,
+    /// `KIND.pem` and `KIND.key`: `good` (by the CA, for 127.0.0.1), `wrong-name` (by the CA,
+    /// for wrong.example), `expired` (by the CA, for 127.0.0.1, expired a day ago), and
+    /// `self-signed` (CA:TRUE, as `openssl req -x509` makes it) and `self-signed-leaf`
+    /// (CA:FALSE), both for 127.0.0.1. Also makes the test CA the unit tests' CA store.
+    pub fn dir() -> &'static Path {
+        static DIR: OnceLock<PathBuf> = OnceLock::new();
+        let d = DIR.get_or_init(|| {
+            let d = std::env::temp_dir().join(format!("fugu-tls-test-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ];
+            let run = |args: Vec<String>| {
+                openssl(&d, &args.iter().map(String::as_str).collect::<Vec<_>>())
+            };
+            let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            // The CA.
+            let mut a = v(&["req", "-x509", "-days", "30", "-subj", "/CN=fugu test CA"]);
+            a.extend(v(&ec));
+            a.extend(v(&["-keyout", "ca.key", "-out", "ca.pem"]));
+            run(a);
+            // Certificates the CA signs.
+            for (kind, san, days) in [
+                ("good", "IP:127.0.0.1", "30"),
+                ("wrong-name", "DNS:wrong.example", "30"),
+                ("expired", "IP:127.0.0.1", "-1"),
+            ] {
+                let mut a = v(&["req", "-subj", "/CN=fugu test server"]);
+                a.extend(v(&ec));
+                a.extend(v(&[
+                    "-keyout",
+                    &format!("{kind}.key"),
+                    "-out",
+                    &format!("{kind}.csr"),
+                ]));
+                run(a);
+                std::fs::write(
+                    d.join(format!("{kind}.ext")),
+                    format!("subjectAltName={san}\n"),
+                )
+                .unwrap();
+                run(v(&[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{kind}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    days,
+                    "-extfile",
+                    &format!("{kind}.ext"),
+                    "-out",
+                    &format!("{kind}.pem"),
+                ]));
+            }
+            // Self-signed ones for the right address: as `openssl req -x509` makes them
+            // (CA:TRUE), and a plain end-entity certificate.
+            for (kind, ca) in [("self-signed", "CA:TRUE"), ("self-signed-leaf", "CA:FALSE")] {
+                let mut a = v(&["req", "-x509", "-days", "30", "-subj", "/CN=127.0.0.1"]);
+                a.extend(v(&ec));
+                a.extend(v(&[
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    "-addext",
+                    &format!("basicConstraints=critical,{ca}"),
+                    "-keyout",
+                    &format!("{kind}.key"),
+                    "-out",
+                    &format!("{kind}.pem"),
+                ]));
+                run(a);
+            }
+            d
+        });
+        let ca = std::fs::read(d.join("ca.pem")).unwrap();
+        super::super::net::tests::trust(vec![ureq::tls::Certificate::from_pem(&ca).unwrap()]);
+        d
+    }
+
+    pub fn server_config(kind: &str) -> Arc<rustls::ServerConfig> {
+        let d = dir();
+        let chain = CertificateDer::pem_file_iter(d.join(format!("{kind}.pem")))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(d.join(format!("{kind}.key"))).unwrap();
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+        )
+    }
+}
+
+/// Over HTTPS with a certificate from a CA in the store: the pull verifies every SHA-256,
+/// and a cut connection resumes with a Range request as over HTTP.
+#[test]
+fn pull_over_https_verifies_and_resumes() {
+    let (files, idx) = published();
+    let server = Server::start_tls(files, "good");
+    assert!(server.index_url().starts_with("https://127.0.0.1:"));
+    let disk = &idx.images[0].files[2];
+    server
+        .state
+        .lock()
+        .unwrap()
+        .cut
+        .insert(format!("/v1/{}", disk.path), (200_000, 1));
+    let cache = temp_cache("https-good");
+    let o = opts(&server, &cache);
+    let got = commands::pull(&o, &["demo".to_string()]).unwrap();
+    assert_eq!(got.len(), 1);
+    commands::verify(&o, &[]).unwrap();
+    let ranges: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|(p, _)| p.ends_with(&disk.path))
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(ranges, vec![None, Some("bytes=200000-".to_string())]);
+    commands::list(&o, false).unwrap();
+    assert!(
+        tree(&cache).iter().any(|f| f.starts_with("demo/")),
+        "{:?}",
+        tree(&cache)
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// Certificates that do not verify: each is a TLS error naming the host and the reason,
+/// tried once (no retries), and the cache is left as it was.
+#[test]
+fn bad_certificates_are_refused_and_change_nothing() {
+    for (kind, reason) in [
+        ("self-signed", "is self-signed"),
+        (
+            "self-signed-leaf",
+            "not signed by a CA that this machine trusts",
+        ),
+        ("wrong-name", "not valid for this host name"),
+        ("expired", "has expired"),
+    ] {
+        let (files, _) = published();
+        let server = Server::start_tls(files, kind);
+        let cache = temp_cache(&format!("https-{kind}"));
+        // A cache that already holds something, which must stay as it is.
+        std::fs::create_dir_all(cache.join("other")).unwrap();
+        std::fs::write(cache.join("other/keep"), b"x").unwrap();
+        let before = tree(&cache);
+        let o = opts(&server, &cache);
+        let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ImageError::Tls { .. }), "{kind}: {msg}");
+        assert!(msg.contains("TLS with 127.0.0.1 failed"), "{kind}: {msg}");
+        assert!(msg.contains(reason), "{kind}: {msg}");
+        assert_eq!(tree(&cache), before, "{kind}");
+        assert!(commands::list(&o, false).is_err(), "{kind}");
+        // The handshake failed before any request: the server saw none.
+        assert!(
+            server.requests().is_empty(),
+            "{kind}: {:?}",
+            server.requests()
+        );
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+}
+
+/// A download resumed over HTTPS from a server whose certificate does not verify stops at
+/// once and leaves the `.part` file (the bytes an earlier attempt got) as it was.
+#[test]
+fn a_bad_certificate_mid_pull_keeps_the_part_file() {
+    let (files, idx) = published();
+    let server = Server::start_tls(files.clone(), "self-signed");
+    let file = &idx.images[0].files[0];
+    let dir = temp_cache("https-part");
+    std::fs::create_dir_all(&dir).unwrap();
+    let part = dir.join("kernel.part");
+    let data = &files[&format!("/v1/{}", file.path)];
+    std::fs::write(&part, &data[..1000]).unwrap();
+    struct Quiet;
+    impl super::fetch::Progress for Quiet {
+        fn set(&self, _: u64) {}
+        fn note(&self, _: &str) {}
+    }
+    let src = super::fetch::Location::parse(&server.index_url())
+        .unwrap()
+        .join(&file.path);
+    let err = super::fetch::download(&src, file, &part, &Quiet).unwrap_err();
+    assert!(matches!(err, ImageError::Tls { .. }), "{err}");
+    assert_eq!(std::fs::read(&part).unwrap(), &data[..1000]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Redirects: http:// to https:// is followed (and verified); https:// to http:// is refused,
+/// as it would drop the protection the https:// index asked for.
+#[test]
+fn https_redirects_are_verified_and_never_downgraded() {
+    let (files, _) = published();
+    let secure = Server::start_tls(files.clone(), "good");
+    let plain = Server::start(files.clone());
+    plain.state.lock().unwrap().redirect_to = Some(secure.url.clone());
+    let cache = temp_cache("https-redirect-up");
+    commands::pull(&opts(&plain, &cache), &["demo".to_string()]).unwrap();
+    assert!(!secure.requests().is_empty());
+    let _ = std::fs::remove_dir_all(&cache);
+
+    let secure2 = Server::start_tls(files.clone(), "good");
+    let plain2 = Server::start(files);
+    secure2.state.lock().unwrap().redirect_to = Some(plain2.url.clone());
+    let cache = temp_cache("https-redirect-down");
+    let err = commands::pull(&opts(&secure2, &cache), &["demo".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("redirect from https://"), "{err}");
+    assert!(plain2.requests().is_empty());
+    assert!(!cache.exists());
 }

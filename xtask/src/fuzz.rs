@@ -121,6 +121,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static str>> {
 
 /// Build `targets` with the instrumentation; returns the directory holding the binaries.
 pub fn build(targets: &[&str]) -> Result<PathBuf> {
+    util::ensure_debs(&["g++"], "libFuzzer (built by libfuzzer-sys)")?;
     let triple = host_triple()?;
     step(format!(
         "building {} fuzz target(s) (libFuzzer, {triple})",

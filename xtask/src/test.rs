@@ -27,6 +27,8 @@ const TEST_DEBS: &[&str] = &[
     "qemu-utils",
     // systemd-analyze: fugud's unit in the .deb must verify (tests/tests/package.rs).
     "systemd",
+    // g++: libfuzzer-sys compiles libFuzzer for the fuzz smoke run (xtask fuzz).
+    "g++",
 ];
 
 pub fn main(args: &[String]) -> Result {

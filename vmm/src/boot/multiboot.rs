@@ -356,8 +356,9 @@ mod tests {
     }
 
     /// A BSS end near 4 GiB in a small guest: refused by its size before its zeroes are
-    /// allocated (they were allocated first: up to 4 GiB of host memory, which the
-    /// boot_multiboot fuzz target's malloc limit flags).
+    /// allocated (they were allocated first: up to 4 GiB of host memory, more than an i686
+    /// fugu can address). Found reading the loader for the boot_multiboot fuzz target, whose
+    /// seeds now hold this input (libFuzzer without a sanitizer cannot see allocations).
     #[test]
     fn a_bss_beyond_guest_ram_is_refused_before_it_is_allocated() {
         let mem = MmapMemory::new(&[(0, 4 << 20)]).unwrap();

@@ -680,9 +680,9 @@ fn an_image_kind_allows_only_its_own_file_roles() {
     newer.validate().unwrap();
 }
 
-/// Found by the image_index fuzz target (vmm/fuzz): file sizes from the server that add up to
-/// more than 2^64 passed validation, then `fugu image list` panicked summing them (an
-/// arithmetic overflow; a wrong total in release builds).
+/// Found writing the image_index fuzz target (vmm/fuzz), which panicked on it: file sizes
+/// from the server that add up to more than 2^64 passed validation, then `fugu image list`
+/// panicked summing them (an arithmetic overflow; a wrong total in release builds).
 #[test]
 fn file_sizes_that_overflow_their_sum_are_refused() {
     let (_, linux) = published();

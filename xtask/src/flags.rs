@@ -84,6 +84,18 @@ pub const IMAGES: Spec = Spec {
     positional: true,
 };
 
+pub const FUZZ: Spec = Spec {
+    command: "fuzz",
+    flags: &[
+        with(&["--time"], "seconds"),
+        with(&["--runs"], "a number"),
+        switch(&["--list"]),
+        HELP,
+    ],
+    // the targets to run
+    positional: true,
+};
+
 pub const TEST_MATRIX: Spec = Spec {
     command: "test-matrix",
     flags: &[
@@ -210,7 +222,7 @@ mod tests {
 
     #[test]
     fn every_flag_name_is_unique_within_its_command() {
-        for spec in [BUILD, PACKAGE, TEST, BENCH, IMAGES, TEST_MATRIX] {
+        for spec in [BUILD, PACKAGE, TEST, BENCH, IMAGES, FUZZ, TEST_MATRIX] {
             let mut names: Vec<&str> = spec.flags.iter().flat_map(|f| f.names.to_vec()).collect();
             let n = names.len();
             names.sort();

@@ -8,6 +8,7 @@ mod build;
 mod ci;
 mod deb;
 mod flags;
+mod fuzz;
 mod guests;
 mod images;
 mod kvm_reload;
@@ -41,6 +42,9 @@ commands:
   test-matrix [--list|--probe] [...]  boot the VM matrix (ci/matrix.def); SKIP what this host can't
   test-matrix merge RESULTS...        join several hosts' results (JSON, or JUnit) into one table
   ci generate | check                 write / verify the CI pipelines generated from ci/matrix.def
+  fuzz [--time S] [--runs N] [--list] [TARGET]...
+                                      run the fuzz targets (libFuzzer) on their seed corpus;
+                                      60 s each by default; a crash fails (docs/fuzzing.md)
   help                                this text
 
 targets: i686 (i386, x86), x86_64 (amd64), all, or a full triple";
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         "bench" => bench::main(&args),
         "test-matrix" => test_matrix::main(&args),
         "ci" => ci::main(&args),
+        "fuzz" => fuzz::main(&args),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: formatting, clippy with warnings denied, and every test, built for
-//! both targets. The i686 test binaries run natively on x86_64 hosts.
+//! both targets. The i686 test binaries run natively on x86_64 hosts. Then a short smoke run
+//! of every fuzz target (xtask fuzz).
 
 use crate::build;
 use crate::guests;
@@ -30,6 +31,8 @@ const TEST_DEBS: &[&str] = &[
     // tests/tests/image_https.rs).
     "openssl",
     "python3",
+    // g++: libfuzzer-sys compiles libFuzzer for the fuzz smoke run (xtask fuzz).
+    "g++",
 ];
 
 pub fn main(args: &[String]) -> Result {
@@ -109,6 +112,14 @@ pub fn main(args: &[String]) -> Result {
         let n = run_counting(&mut c)?;
         counts.push((t, n));
     }
+    // Every fuzz target for a few seconds on its seeds (docs/fuzzing.md): the parsers'
+    // harnesses still build, and the seeds still run clean.
+    step(format!(
+        "fuzz smoke ({} targets, {} s each)",
+        crate::fuzz::TARGETS.len(),
+        crate::fuzz::SMOKE_SECS
+    ));
+    crate::fuzz::smoke()?;
     println!();
     for (t, (passed, ignored)) in &counts {
         println!(

@@ -227,6 +227,19 @@ impl Index {
                     ));
                 }
             }
+            // The sizes come from the server: their sum (what `fugu image list` shows and a
+            // pull needs) must not overflow.
+            if img
+                .files
+                .iter()
+                .try_fold(0u64, |sum, f| sum.checked_add(f.size))
+                .is_none()
+            {
+                return Err(format!(
+                    "image '{}': its file sizes add up to more than 2^64 bytes",
+                    img.name
+                ));
+            }
             if let Some((_, allowed)) = img.kind_roles() {
                 if !roles.contains(allowed[0]) {
                     return Err(format!("image '{}' has no {} file", img.name, allowed[0]));
@@ -251,8 +264,11 @@ impl Image {
         KINDS.iter().copied().find(|(k, _)| *k == self.kind)
     }
 
+    /// The bytes of all its files (saturating: [`Index::validate`] refuses an overflow).
     pub fn total_size(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files
+            .iter()
+            .fold(0u64, |sum, f| sum.saturating_add(f.size))
     }
 }
 

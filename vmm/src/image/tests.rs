@@ -784,6 +784,23 @@ fn an_image_kind_allows_only_its_own_file_roles() {
     newer.validate().unwrap();
 }
 
+/// Found writing the image_index fuzz target (vmm/fuzz), which panicked on it: file sizes
+/// from the server that add up to more than 2^64 passed validation, then `fugu image list`
+/// panicked summing them (an arithmetic overflow; a wrong total in release builds).
+#[test]
+fn file_sizes_that_overflow_their_sum_are_refused() {
+    let (_, linux) = published();
+    let mut huge = linux.clone();
+    huge.images[0].files[0].size = u64::MAX;
+    huge.images[0].files[1].size = 2;
+    assert_eq!(huge.images[0].total_size(), u64::MAX);
+    let err = huge.validate().unwrap_err();
+    assert!(err.contains("add up to more than 2^64"), "{err}");
+    let bytes = serde_json::to_vec(&huge).unwrap();
+    let err = crate::image::fetch::parse_index("http://x/index.json", &bytes).unwrap_err();
+    assert!(err.to_string().contains("2^64"), "{err}");
+}
+
 /// Issue 17 defect 2: a server that answers a Range request with another range and cuts
 /// plain GETs kept a pull going for ever: re-downloaded bytes counted as progress and reset
 /// the retry counter (760 requests in 240 s). Only bytes further than ever count now.

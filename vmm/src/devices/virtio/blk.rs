@@ -8,7 +8,7 @@
 
 use super::queue::{io, Chain, QueueError, Virtqueue};
 use super::sys::{poll, EventFd};
-use super::{Activation, Signal, VirtioDevice, Worker, COMMON_FEATURES};
+use super::{Activation, NoSignal, Signal, VirtioDevice, Worker, COMMON_FEATURES};
 use crate::memory::GuestMemory;
 use std::io::Seek;
 use std::os::fd::AsRawFd;
@@ -490,14 +490,6 @@ pub struct BenchResult {
     pub device_per_sec: f64,
     /// 4 KiB `pread`s per second on the same file and offsets.
     pub pread_per_sec: f64,
-}
-
-struct NoSignal;
-
-impl Signal for NoSignal {
-    fn used(&self, _q: u16) {}
-    fn config_changed(&self) {}
-    fn needs_reset(&self) {}
 }
 
 /// The virtio-blk figure for `cargo xtask bench`: `requests` 4 KiB reads at scattered

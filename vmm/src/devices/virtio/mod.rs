@@ -46,6 +46,16 @@ pub trait Signal: Send + Sync {
     fn needs_reset(&self);
 }
 
+/// A [`Signal`] that tells nobody: the benchmarks and the fuzz targets drive the queues
+/// without a transport.
+pub struct NoSignal;
+
+impl Signal for NoSignal {
+    fn used(&self, _queue: u16) {}
+    fn config_changed(&self) {}
+    fn needs_reset(&self) {}
+}
+
 /// What a device gets when the driver sets DRIVER_OK.
 pub struct Activation {
     pub mem: Arc<dyn GuestMemory>,

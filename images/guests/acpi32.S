@@ -18,11 +18,7 @@
 #include "common.inc"
 #define PUSH(x) push %e##x
 #define POP(x) pop %e##x
-        .set MB_MAGIC, 0x1BADB002
-        .set MB_FLAGS, 0x00000003
-        .section .multiboot, "a"
-        .align 4
-        .long MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
+        MULTIBOOT_HEADER
 
         .text
         .code32

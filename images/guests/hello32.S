@@ -6,11 +6,7 @@
  * 0x10 on success (fugu exits (0x10 << 1) | 1 = 33), 0x11 if the loader looked wrong.
  */
 #include "common.inc"
-        .set MB_MAGIC, 0x1BADB002
-        .set MB_FLAGS, 0x00000003
-        .section .multiboot, "a"
-        .align 4
-        .long MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
+        MULTIBOOT_HEADER
 
         .text
         .code32
@@ -55,7 +51,7 @@ _start:
         mov     $msg_above, %esi
         call    puts
         mov     %ebx, %eax
-        call    puthex
+        call    puthex32
         mov     $msg_mib, %esi
         call    puts
         pop     %esi
@@ -68,28 +64,10 @@ bad:    mov     $msg_bad, %esi
         out     %al, $DEBUG_EXIT
         hlt
 
-/* puts: print the NUL-terminated string at %esi, waiting for THR empty. */
-        COM1_PUTS puts, %eax, %edx
+#define PUSH(x) push %e##x
+#define POP(x) pop %e##x
+#include "console.inc"
 
-/* puthex: print %eax as 8 hex digits. */
-puthex: push    %eax
-        push    %ecx
-        push    %esi
-        mov     $hexbuf + 8, %esi
-        mov     $8, %ecx
-6:      dec     %esi
-        push    %eax
-        and     $0xf, %eax
-        mov     hexdigits(%eax), %al
-        mov     %al, (%esi)
-        pop     %eax
-        shr     $4, %eax
-        loop    6b
-        call    puts
-        pop     %esi
-        pop     %ecx
-        pop     %eax
-        ret
 
         .section .rodata
 msg_hello: .asciz "fugu-guest: hello from 32-bit protected mode\n"
@@ -98,10 +76,7 @@ msg_nl:    .asciz "\n"
 msg_bad:   .asciz "fugu-guest: FAIL bad multiboot magic\n"
 msg_above: .asciz "fugu-guest: RAM above 4 GiB (MiB, hex): "
 msg_mib:   .asciz "\n"
-hexdigits: .ascii "0123456789abcdef"
 
-        .data
-hexbuf:    .asciz "00000000"
 
         .bss
         .align 16

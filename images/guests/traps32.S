@@ -8,11 +8,7 @@
  * Exits 0x10 (fugu status 33) when every check passed, 0x11 otherwise.
  */
 #include "common.inc"
-        .set MB_MAGIC, 0x1BADB002
-        .set MB_FLAGS, 0x00000003
-        .section .multiboot, "a"
-        .align 4
-        .long MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
+        MULTIBOOT_HEADER
 
         .text
         .code32
@@ -152,7 +148,9 @@ soft_handler:
         pop     %eax
         iret
 
-        COM1_PUTS puts, %eax, %edx
+#define PUSH(x) push %e##x
+#define POP(x) pop %e##x
+#include "console.inc"
 #include "cpuid32.inc"
 
         .section .rodata

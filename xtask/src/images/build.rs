@@ -263,8 +263,17 @@ pub(super) fn build_one(
                     ))
                 })?;
             let dir = ctx.root.join("images/guests");
-            for f in [guest.source, "common.inc", "guest.ld"] {
-                sources.push(source(ctx, &dir.join(f))?);
+            // The guest, the linker script and every include file (guests include
+            // common.inc, console.inc, cpuid32.inc, ...).
+            let mut inputs = vec![dir.join(guest.source), dir.join("guest.ld")];
+            let mut incs: Vec<PathBuf> = std::fs::read_dir(&dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "inc"))
+                .collect();
+            incs.sort();
+            inputs.extend(incs);
+            for f in inputs {
+                sources.push(source(ctx, &f)?);
             }
             std::fs::copy(&elf, stage.join(format!("{g}.elf")))?;
             files.push(("kernel", format!("{g}.elf"), "none"));

@@ -145,6 +145,26 @@ pub(super) fn need(r: &Recipe, section: &str, key: &str) -> std::result::Result<
         .map_err(Problem::Fail)
 }
 
+/// The Linux builders' initramfs (busybox, `modules` in load order, the check) and disk,
+/// staged in `stage` and listed in `files`; returns the disk's index format (None: raw).
+fn initrd_and_disk(
+    ctx: &Ctx,
+    r: &Recipe,
+    busybox: &[u8],
+    modules: &[(String, Vec<u8>)],
+    stage: &Path,
+    files: &mut Vec<(&'static str, String, &'static str)>,
+    sources: &mut Vec<index::Source>,
+) -> std::result::Result<Option<&'static str>, Problem> {
+    let (initrd, srcs) = initramfs(ctx, r, busybox, modules)?;
+    sources.extend(srcs);
+    std::fs::write(stage.join("initramfs.cpio.gz"), initrd)?;
+    files.push(("initrd", "initramfs.cpio.gz".to_string(), "gzip"));
+    let (file, format) = publish_disk(ctx, r, busybox, stage)?;
+    files.push(("disk", file, "none"));
+    Ok(format)
+}
+
 /// Build one image into out/<name>/ (through out/.<name>.tmp); returns its index entry.
 pub(super) fn build_one(
     ctx: &Ctx,
@@ -209,13 +229,7 @@ pub(super) fn build_one(
             std::fs::copy(&k.bzimage, stage.join("bzImage"))?;
             files.push(("kernel", "bzImage".to_string(), "none"));
             let busybox = deb_member(&deb(&need(r, "initramfs", "busybox")?)?, "bin/busybox")?;
-            let (initrd, srcs) = initramfs(ctx, r, &busybox, &[])?;
-            sources.extend(srcs);
-            std::fs::write(stage.join("initramfs.cpio.gz"), initrd)?;
-            files.push(("initrd", "initramfs.cpio.gz".to_string(), "gzip"));
-            let (file, format) = publish_disk(ctx, r, &busybox, &stage)?;
-            disk_format = format;
-            files.push(("disk", file, "none"));
+            disk_format = initrd_and_disk(ctx, r, &busybox, &[], &stage, &mut files, &mut sources)?;
         }
         "debian-linux" => {
             let kpkg = need(r, "kernel", "package")?;
@@ -242,13 +256,8 @@ pub(super) fn build_one(
                     .join(" ")
             ));
             let busybox = deb_member(&deb(&need(r, "initramfs", "busybox")?)?, "bin/busybox")?;
-            let (initrd, srcs) = initramfs(ctx, r, &busybox, &mods)?;
-            sources.extend(srcs);
-            std::fs::write(stage.join("initramfs.cpio.gz"), initrd)?;
-            files.push(("initrd", "initramfs.cpio.gz".to_string(), "gzip"));
-            let (file, format) = publish_disk(ctx, r, &busybox, &stage)?;
-            disk_format = format;
-            files.push(("disk", file, "none"));
+            disk_format =
+                initrd_and_disk(ctx, r, &busybox, &mods, &stage, &mut files, &mut sources)?;
         }
         "tiny-guest" => {
             let g = need(r, "guest", "name")?;

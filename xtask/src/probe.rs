@@ -29,19 +29,9 @@ pub const CAPABILITIES: &[&str] = &[
     "ipxe",
 ];
 
-/// Capabilities about the host's virtualization: their reasons come before a pending runner's.
-pub const VIRT_CAPABILITIES: &[&str] = &[
-    "kvm",
-    "vmx",
-    "svm",
-    "svm-tcg",
-    "svm-tcg-i386",
-    "pvm",
-    "tdp",
-    "shadow",
-    "paging32",
-    "native-kernel",
-];
+/// Capabilities about the host's virtualization (the first ten of [`CAPABILITIES`]): their
+/// reasons come before a pending runner's.
+pub const VIRT_CAPABILITIES: &[&str] = CAPABILITIES.split_at(10).0;
 
 /// Why the i386 L1 has no network cells: its tools are i386 busybox.
 const I386_L1_NET: &str = "this i386 L1 (32-bit kernel) runs only i386 programs: its tools are \

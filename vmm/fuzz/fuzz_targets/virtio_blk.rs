@@ -3,7 +3,7 @@
 //! from the input, served by the device model on a raw and on a qcow2 disk.
 #![no_main]
 
-use fugu::devices::virtio::blk::{process_queue, qcow2, Disk};
+use fugu::devices::virtio::blk::{process_queue, qcow2, Disk, Scratch};
 use fugu::devices::virtio::queue::{new_queue, QueueConfig, QueueImpl};
 use fugu::devices::virtio::NoSignal;
 use libfuzzer_sys::fuzz_target;
@@ -61,5 +61,5 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut q) = new_queue(which, mem.clone(), &cfg, sel & 4 != 0) else {
         return;
     };
-    let _ = process_queue(disk, &*mem, &mut *q, &NoSignal);
+    let _ = process_queue(disk, &*mem, &mut *q, &NoSignal, &mut Scratch::default());
 });

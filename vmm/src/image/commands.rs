@@ -330,8 +330,7 @@ fn fetch_files(
         bar.set(resumed.min(f.size));
         let r = fetch::download(&src, f, &part, &bar);
         bar.finish();
-        r?;
-        let sum = super::sha256_file(&part)?;
+        let sum = r?;
         if sum != f.sha256 {
             let _ = std::fs::remove_file(&part);
             return Err(ImageError::Checksum {

@@ -7,6 +7,7 @@
 use super::index::{self, Index};
 use super::net;
 use super::ImageError;
+use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -184,13 +185,14 @@ pub trait Progress {
 }
 
 /// Download `file` from `src` into `part`, appending to what an earlier attempt left there.
-/// Returns when `part` holds exactly `file.size` bytes; the caller checks the checksum.
+/// Returns when `part` holds exactly `file.size` bytes, with the hex SHA-256 of those bytes
+/// (hashed as they arrive, not read back); the caller compares it with the index.
 pub fn download(
     src: &Location,
     file: &index::File,
     part: &Path,
     progress: &dyn Progress,
-) -> Result<(), ImageError> {
+) -> Result<String, ImageError> {
     download_with(src, file, part, progress, &Limits::default())
 }
 
@@ -201,7 +203,7 @@ pub fn download_with(
     part: &Path,
     progress: &dyn Progress,
     limits: &Limits,
-) -> Result<(), ImageError> {
+) -> Result<String, ImageError> {
     let what = src.to_string();
     match src {
         Location::Local(p) => {
@@ -211,9 +213,11 @@ pub fn download_with(
             })?;
             let mut to =
                 std::fs::File::create(part).map_err(|e| ImageError::io(part.display(), e))?;
-            copy_counting(&mut from, &mut to, 0, file.size, progress)
+            let mut hash = Hashed::default();
+            copy_counting(&mut from, &mut to, 0, file.size, progress, &mut hash)
                 .map_err(|e| ImageError::io(&what, e))?;
-            check_len(part, file.size, &what)
+            check_len(part, file.size, &what)?;
+            Ok(hash.finish())
         }
         Location::Http(url) => download_http(url, file.size, part, progress, limits),
     }
@@ -234,16 +238,62 @@ fn check_len(part: &Path, size: u64, what: &str) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// The SHA-256 of the first `len` bytes of a `.part` file, kept up to date as bytes are
+/// appended, so that a download is hashed once, as it arrives.
+#[derive(Default)]
+struct Hashed {
+    sha: Sha256,
+    len: u64,
+}
+
+impl Hashed {
+    fn add(&mut self, b: &[u8]) {
+        self.sha.update(b);
+        self.len += b.len() as u64;
+    }
+
+    /// Make the state cover exactly `part[..upto]` before bytes are appended there: nothing
+    /// to do when it already does (the usual case), else hash that prefix again from the file
+    /// (a resumed download, or a write that failed halfway).
+    fn cover(&mut self, part: &Path, upto: u64) -> std::io::Result<()> {
+        if self.len == upto {
+            return Ok(());
+        }
+        *self = Hashed::default();
+        let mut f = std::fs::File::open(part)?.take(upto);
+        let mut buf = vec![0u8; READ_BUF];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            self.add(&buf[..n]);
+        }
+        if self.len != upto {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> String {
+        super::hex(&self.sha.finalize())
+    }
+}
+
+/// Bytes moved per read: large, so that a fast link costs few system calls.
+const READ_BUF: usize = 1 << 20;
+
 /// Copy until EOF or until `limit` bytes are in the file (then stop: the server sent more
-/// than the index says, which the caller reports).
+/// than the index says, which the caller reports). Every byte written is hashed into `hash`.
 fn copy_counting(
     from: &mut dyn Read,
     to: &mut std::fs::File,
     mut done: u64,
     limit: u64,
     progress: &dyn Progress,
+    hash: &mut Hashed,
 ) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; READ_BUF];
     loop {
         let n = from.read(&mut buf)?;
         if n == 0 {
@@ -251,6 +301,7 @@ fn copy_counting(
             return Ok(done);
         }
         to.write_all(&buf[..n])?;
+        hash.add(&buf[..n]);
         done += n as u64;
         progress.set(done);
         if done > limit {
@@ -274,8 +325,13 @@ fn download_http(
     part: &Path,
     progress: &dyn Progress,
     limits: &Limits,
-) -> Result<(), ImageError> {
+) -> Result<String, ImageError> {
     let started = std::time::Instant::now();
+    let mut hash = Hashed {
+        // Not what `part` holds yet: the first append hashes what a past attempt left.
+        len: u64::MAX,
+        ..Hashed::default()
+    };
     let deadline = limits
         .base
         .saturating_add(Duration::from_secs(size / limits.per_second.max(1)));
@@ -295,7 +351,9 @@ fn download_http(
             continue;
         }
         if have == size {
-            return Ok(());
+            hash.cover(part, size)
+                .map_err(|e| ImageError::io(part.display(), e))?;
+            return Ok(hash.finish());
         }
         let gave_up = if fruitless >= limits.fruitless {
             Some(format!(
@@ -404,8 +462,10 @@ fn download_http(
             .truncate(start == 0)
             .open(part)
             .map_err(|e| ImageError::io(part.display(), e))?;
+        hash.cover(part, start)
+            .map_err(|e| ImageError::io(part.display(), e))?;
         let mut body = resp;
-        let result = copy_counting(&mut body, &mut f, start, size, progress);
+        let result = copy_counting(&mut body, &mut f, start, size, progress, &mut hash);
         drop(f);
         let now = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
         if now > size {
@@ -417,7 +477,11 @@ fn download_http(
             });
         }
         match result {
-            Ok(_) if now == size => return Ok(()),
+            Ok(_) if now == size => {
+                hash.cover(part, size)
+                    .map_err(|e| ImageError::io(part.display(), e))?;
+                return Ok(hash.finish());
+            }
             Ok(_) => last_err = format!("connection closed after {now} of {size} bytes"),
             Err(e) => last_err = e.to_string(),
         }

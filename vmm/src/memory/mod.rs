@@ -102,5 +102,46 @@ pub trait GuestMemory: Send + Sync {
     }
 }
 
+/// `[gpa, gpa+len)` as host address ranges appended to `out`, for system calls that move file
+/// data straight between a file and guest RAM (preadv/pwritev, no bounce copy). Nothing is
+/// appended when any byte lies outside RAM. The addresses stay valid while `mem` lives; they
+/// are handed to the kernel only, never turned into Rust references (the guest may change the
+/// bytes at any time).
+pub fn host_iovecs(
+    mem: &dyn GuestMemory,
+    gpa: u64,
+    len: u64,
+    out: &mut Vec<libc::iovec>,
+) -> Result<()> {
+    let err = OutOfRange {
+        addr: gpa,
+        len: usize::try_from(len).unwrap_or(usize::MAX),
+    };
+    let end = gpa.checked_add(len).ok_or(err.clone())?;
+    let keep = out.len();
+    let mut at = gpa;
+    while at < end {
+        let host = mem
+            .regions()
+            .iter()
+            .find(|r| at >= r.gpa && at - r.gpa < r.size)
+            .and_then(|r| {
+                let n = (r.gpa + r.size).min(end) - at;
+                let base = usize::try_from(r.host_addr + (at - r.gpa)).ok()?;
+                Some((base, usize::try_from(n).ok()?, n))
+            });
+        let Some((base, n, n64)) = host else {
+            out.truncate(keep);
+            return Err(err);
+        };
+        out.push(libc::iovec {
+            iov_base: base as *mut libc::c_void,
+            iov_len: n,
+        });
+        at += n64;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

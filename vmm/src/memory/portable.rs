@@ -83,10 +83,22 @@ impl MmapMemory {
         &self,
         gpa: u64,
         len: usize,
-        f: impl FnMut(*mut u8, usize, usize),
+        mut f: impl FnMut(*mut u8, usize, usize),
     ) -> Result<()> {
         let err = OutOfRange { addr: gpa, len };
-        gpa.checked_add(len as u64).ok_or(err.clone())?;
+        let end = gpa.checked_add(len as u64).ok_or(err.clone())?;
+        // Nearly every access lies inside one mapping: one lookup, one call.
+        if let Some(m) = self
+            .maps
+            .iter()
+            .find(|m| gpa >= m.gpa && end <= m.gpa + m.size as u64)
+        {
+            // Below m.size, so it fits a usize.
+            let off = usize::try_from(gpa - m.gpa).map_err(|_| err.clone())?;
+            // SAFETY: off + len <= m.size, inside the mapping.
+            f(unsafe { m.ptr.add(off) }, 0, len);
+            return Ok(());
+        }
         self.walk(gpa, len, |_, _, _| {}).ok_or(err.clone())?;
         self.walk(gpa, len, f).ok_or(err)
     }

@@ -1,7 +1,10 @@
 //! Guest memory through vm-memory's `GuestMemoryMmap` (x86_64 hosts).
 
 use super::{GuestMemory, OutOfRange, Region, Result};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MemoryRegionAddress,
+};
 
 pub struct VmMemory {
     mem: GuestMemoryMmap<()>,
@@ -37,6 +40,20 @@ impl VmMemory {
     }
 }
 
+impl VmMemory {
+    /// The region holding all of `[gpa, gpa+len)` and the offset there: nearly every access
+    /// lies in one region, and vm-memory's region-level copy skips its multi-region iterator.
+    fn within_one_region(
+        &self,
+        gpa: u64,
+        len: usize,
+    ) -> Option<(&GuestRegionMmap<()>, MemoryRegionAddress)> {
+        let (region, at) = self.mem.to_region_addr(GuestAddress(gpa))?;
+        let end = at.0.checked_add(len as u64)?;
+        (end <= region.len()).then_some((region, at))
+    }
+}
+
 impl GuestMemory for VmMemory {
     fn as_vm_memory(&self) -> Option<&GuestMemoryMmap<()>> {
         Some(&self.mem)
@@ -46,6 +63,12 @@ impl GuestMemory for VmMemory {
     }
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<()> {
         // Check first so that a failing access changes nothing, as the portable backend does.
+        if let Some((region, at)) = self.within_one_region(gpa, buf.len()) {
+            return region.read_slice(buf, at).map_err(|_| OutOfRange {
+                addr: gpa,
+                len: buf.len(),
+            });
+        }
         if !self.contains(gpa, buf.len() as u64) {
             return Err(OutOfRange {
                 addr: gpa,
@@ -60,6 +83,12 @@ impl GuestMemory for VmMemory {
             })
     }
     fn write(&self, gpa: u64, buf: &[u8]) -> Result<()> {
+        if let Some((region, at)) = self.within_one_region(gpa, buf.len()) {
+            return region.write_slice(buf, at).map_err(|_| OutOfRange {
+                addr: gpa,
+                len: buf.len(),
+            });
+        }
         if !self.contains(gpa, buf.len() as u64) {
             return Err(OutOfRange {
                 addr: gpa,

@@ -85,7 +85,7 @@ pub struct Desc {
 }
 
 /// A descriptor chain popped from the avail ring.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Chain {
     pub head: u16,
     pub descs: Vec<Desc>,
@@ -112,8 +112,14 @@ impl Chain {
 
 /// A running split virtqueue.
 pub trait Virtqueue: Send {
+    /// Take the next available chain into `chain` (its buffer is reused, so a device that
+    /// keeps one `Chain` allocates nothing per request); `Ok(false)` when the ring is empty.
+    fn pop_into(&mut self, chain: &mut Chain) -> Result<bool, QueueError>;
     /// Take the next available chain, `Ok(None)` when the ring is empty.
-    fn pop(&mut self) -> Result<Option<Chain>, QueueError>;
+    fn pop(&mut self) -> Result<Option<Chain>, QueueError> {
+        let mut chain = Chain::default();
+        Ok(self.pop_into(&mut chain)?.then_some(chain))
+    }
     /// Return a chain to the driver with `len` bytes written.
     fn add_used(&mut self, head: u16, len: u32) -> Result<(), QueueError>;
     /// Whether the driver wants an interrupt for what was added since the last call.
@@ -206,15 +212,16 @@ impl SplitQueue {
         Ok(self.mem.read_u16(self.avail_ring + 2)?)
     }
 
-    fn walk(&self, head: u16) -> Result<Vec<Desc>, QueueError> {
+    /// The chain at `head` into `out` (cleared first).
+    fn walk(&self, head: u16, out: &mut Vec<Desc>) -> Result<(), QueueError> {
         let bad = QueueError::BadChain { head };
+        out.clear();
         let mut table = self.desc_table;
         let mut table_len = self.size as u32;
         let mut ttl = self.size as u32;
         let mut idx = head as u32;
         let mut indirect = false;
         let mut total: u32 = 0;
-        let mut out = Vec::new();
         loop {
             if ttl == 0 || idx >= table_len {
                 return Err(bad);
@@ -246,7 +253,7 @@ impl SplitQueue {
                 write: flags & VRING_DESC_F_WRITE != 0,
             });
             if flags & VRING_DESC_F_NEXT == 0 {
-                return Ok(out);
+                return Ok(());
             }
             idx = next;
             ttl -= 1;
@@ -255,7 +262,7 @@ impl SplitQueue {
 }
 
 impl Virtqueue for SplitQueue {
-    fn pop(&mut self) -> Result<Option<Chain>, QueueError> {
+    fn pop_into(&mut self, chain: &mut Chain) -> Result<bool, QueueError> {
         let avail = self.avail_idx()?;
         fence(Ordering::Acquire);
         if avail.wrapping_sub(self.next_avail) > self.size {
@@ -265,13 +272,14 @@ impl Virtqueue for SplitQueue {
             });
         }
         if avail == self.next_avail {
-            return Ok(None);
+            return Ok(false);
         }
         let slot = (self.next_avail % self.size) as u64;
         let head = self.mem.read_u16(self.avail_ring + 4 + 2 * slot)?;
         self.next_avail = self.next_avail.wrapping_add(1);
-        let descs = self.walk(head)?;
-        Ok(Some(Chain { head, descs }))
+        chain.head = head;
+        self.walk(head, &mut chain.descs)?;
+        Ok(true)
     }
 
     fn add_used(&mut self, head: u16, len: u32) -> Result<(), QueueError> {
@@ -416,29 +424,31 @@ pub mod rustvmm {
     }
 
     impl Virtqueue for RustVmmQueue {
-        fn pop(&mut self) -> Result<Option<Chain>, QueueError> {
+        fn pop_into(&mut self, out: &mut Chain) -> Result<bool, QueueError> {
             let next = self.q.next_avail();
-            let avail = self
-                .q
-                .avail_idx(&self.view, std::sync::atomic::Ordering::Acquire)
-                .map_err(map_err)?
-                .0;
             let mut it = match self.q.iter(&self.view) {
                 Ok(it) => it,
                 Err(virtio_queue::Error::InvalidAvailRingIndex) => {
-                    return Err(QueueError::AvailIndex { avail, next })
+                    // Read again only to name the value: the error path is not hot.
+                    let avail = self
+                        .q
+                        .avail_idx(&self.view, std::sync::atomic::Ordering::Acquire)
+                        .map_err(map_err)?
+                        .0;
+                    return Err(QueueError::AvailIndex { avail, next });
                 }
                 Err(e) => return Err(map_err(e)),
             };
             let Some(chain) = it.next() else {
-                return Ok(None);
+                return Ok(false);
             };
             let head = chain.head_index();
-            let mut descs = Vec::new();
+            out.head = head;
+            out.descs.clear();
             let mut open = true;
             for d in chain {
                 open = d.has_next();
-                descs.push(Desc {
+                out.descs.push(Desc {
                     addr: d.addr().0,
                     len: d.len(),
                     write: d.is_write_only(),
@@ -446,10 +456,10 @@ pub mod rustvmm {
             }
             // The iterator stops silently on a loop, a bad index or an unreadable
             // descriptor: a chain that ends on a "next" flag, or yields nothing, is broken.
-            if descs.is_empty() || open {
+            if out.descs.is_empty() || open {
                 return Err(QueueError::BadChain { head });
             }
-            Ok(Some(Chain { head, descs }))
+            Ok(true)
         }
 
         fn add_used(&mut self, head: u16, len: u32) -> Result<(), QueueError> {

@@ -75,7 +75,7 @@ pub(super) fn blk(ctx: &Ctx) -> Bench {
         fugu: f,
         peer: Some(p),
         note: format!(
-            "{BLK_REQUESTS} scattered 4 KiB reads of a 64 MiB image in the page cache per run: split queue in guest memory → device model (batches of 64) vs pread of the same offsets, in one `fugu bench-blk` process; higher is better; default queue: {}; with the in-house ring (`--backend portable`, as on i686) the ratio was {}× (median)",
+            "{BLK_REQUESTS} scattered 4 KiB reads of a 64 MiB image in the page cache per run: split queue in guest memory → device model (batches of 64; raw images go straight from the file into guest RAM) vs pread of as many other scattered offsets, batches taken in turn in one `fugu bench-blk` process; higher is better; default queue: {}; with the in-house ring (`--backend portable`, as on i686) the ratio was {}× (median)",
             if cfg!(target_arch = "x86_64") { "rust-vmm virtio-queue" } else { "the in-house ring" },
             report::num(inhouse)
         ),

@@ -136,6 +136,15 @@ impl Image {
         }
     }
 
+    /// The file whose bytes are the guest's disk byte for byte (a raw image), for I/O straight
+    /// between it and guest RAM; None when a format maps the bytes (qcow2).
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            Image::Raw { file, .. } => Some(file.as_raw_fd()),
+            Image::Qcow2(_) => None,
+        }
+    }
+
     /// Read at `off`; beyond the image's size reads zeroes (a shorter backing file).
     pub fn read_at(&mut self, buf: &mut [u8], off: u64) -> io::Result<()> {
         match self {

@@ -6,6 +6,7 @@ mod build;
 mod exits;
 mod io;
 mod linux;
+mod many;
 mod memory;
 mod pull;
 mod startup;
@@ -82,6 +83,22 @@ pub const WORKLOADS: &[Workload] = &[
         peer: QEMU,
         unit: "MiB",
         run: memory::memory,
+    },
+    Workload {
+        name: "many-vms-time",
+        what: "50 tiny VMs started together: 99th percentile of the time to their markers",
+        goal: None,
+        peer: QEMU,
+        unit: "s",
+        run: many::many_vms_time,
+    },
+    Workload {
+        name: "many-vms-memory",
+        what: "50 tiny VMs running together: their summed Pss",
+        goal: None,
+        peer: QEMU,
+        unit: "MiB",
+        run: many::many_vms_memory,
     },
     Workload {
         name: "virtio-blk-4k",

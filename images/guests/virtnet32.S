@@ -8,6 +8,10 @@
  * Exit through port 0xf4: 0x10 success (fugu exits 33); 0x11 no device, 0x15 setup,
  * 0x16 no answer.
  *
+ * With NETBENCH defined (netbench32.S, `cargo xtask bench`): full-size frames (1514 bytes),
+ * and after the first answer it prints a start marker and plays NETBENCH_ROUNDS more rounds
+ * of frame out, answer back, then prints a done marker and exits as above.
+ *
  * With BOOT_PROGRAM defined, mbr.S's network boot programs include this check in their
  * protected-mode (or, with BITS64, long-mode) code: the entry is `virtnet_check`, on the
  * boot program's stack, with its variables at fixed addresses; it resets the NIC iPXE used
@@ -40,6 +44,11 @@
         .set NRX, 16
         .set HDRLEN, 10
         .set ETHERTYPE_BE, 0xb588
+#ifdef NETBENCH
+        .set FRAMELEN, 1514             /* a full Ethernet frame without its FCS */
+#else
+        .set FRAMELEN, 60               /* the shortest one */
+#endif
 
         .text
 #ifdef BITS64
@@ -178,7 +187,7 @@ _start:
         rep movsb
         movl    $TXBUF, TXRING
         movl    $0, TXRING + 4
-        movl    $HDRLEN + 60, TXRING + 8
+        movl    $HDRLEN + FRAMELEN, TXRING + 8
         movw    $0, TXRING + 12
 
         movl    $200, tries
@@ -232,6 +241,28 @@ recycle:
         jmp     6b
 
 success:
+#ifdef NETBENCH
+        cmpl    $0, rounds
+        jne     1f
+        mov     $msg_bench, %esi
+        call    puts
+1:      incl    rounds
+        cmpl    $NETBENCH_ROUNDS + 1, rounds
+        je      2f
+        /* The buffer back to the device (%ebx: its index), then the next frame out. */
+        movzwl  rx_avail, %ecx
+        and     $255, %ecx
+        movw    %bx, RXRING + 0x1000 + 4(,%ecx,2)
+        incw    rx_avail
+        mov     rx_avail, %ax
+        mov     %ax, RXRING + 0x1000 + 2
+        xor     %ax, %ax
+        call    notify
+        movl    $200, tries
+        jmp     send
+2:      mov     $msg_bench_done, %esi
+        call    puts
+#endif
         mov     $msg_ok, %esi
         call    puts
         mov     $VIRTIO_OK, %al
@@ -282,6 +313,10 @@ msg_eol:    .asciz "\n"
 msg_ok:     .asciz "fugu-guest: frame from the host received, virtio-net ok\n"
 msg_fail:   .asciz "fugu-guest: FAIL\n"
 str_guest:  .ascii "fugu-guest-frame"
+#ifdef NETBENCH
+msg_bench:  .asciz "fugu-guest: netbench running\n"
+msg_bench_done: .asciz "fugu-guest: netbench done\n"
+#endif
 str_host:   .ascii "fugu-host-frame!"
 
 #ifdef BOOT_PROGRAM
@@ -302,6 +337,10 @@ mac:        .byte 0, 0, 0, 0, 0, 0
 rx_avail:   .word 0
 rx_seen:    .word 0
 tx_avail:   .word 0
+#ifdef NETBENCH
+        .align 4
+rounds:     .long 0
+#endif
 
         .bss
         .align 16

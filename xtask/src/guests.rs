@@ -80,6 +80,15 @@ pub const GUESTS: &[Guest] = &[
         success_status: 33,
     },
     Guest {
+        // virtnet32 as the virtio-net benchmark: full-size frames, 20000 rounds with a host
+        // side that answers every frame (`cargo xtask bench`, virtio-net-rr).
+        name: "netbench32",
+        source: "netbench32.S",
+        arch: "i386",
+        marker: "fugu-guest: netbench done",
+        success_status: 33,
+    },
+    Guest {
         // virtnet32's program in long mode (virtnet64.S includes virtnet32.S).
         name: "virtnet64",
         source: "virtnet64.S",

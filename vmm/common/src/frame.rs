@@ -3,7 +3,8 @@
 //! The tiny virtio-net guests and the network boot programs send one Ethernet frame (type
 //! 0x88b5, payload "fugu-guest-frame"); the host side of their tap answers it
 //! ("fugu-host-frame!") back to the sender. The matrix and the end-to-end tests both run
-//! this responder, in the network namespace that holds the tap.
+//! this responder, in the network namespace that holds the tap; `cargo xtask bench` runs
+//! [`echo`], which answers every frame, for the virtio-net benchmark guest.
 
 use std::ffi::CString;
 use std::io;
@@ -27,8 +28,9 @@ pub fn reply_to(f: &[u8]) -> Option<([u8; 6], Vec<u8>)> {
     reply.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
     reply.extend_from_slice(&ETHERTYPE.to_be_bytes());
     reply.extend_from_slice(HOST_PAYLOAD);
-    // The minimum Ethernet frame without its FCS.
-    reply.resize(60, 0);
+    // As long as the guest's frame (the benchmark sends full-size ones), at least the
+    // minimum Ethernet frame without its FCS.
+    reply.resize(f.len().clamp(60, 1514), 0);
     Some((mac, reply))
 }
 
@@ -46,6 +48,30 @@ pub fn respond(
     wait: Duration,
     stop: Option<&AtomicBool>,
 ) -> Result<[u8; 6], String> {
+    let fd = open_raw(ns, ifname)?;
+    let mut first = None;
+    serve(&fd, wait, stop, &mut |mac| {
+        first = Some(mac);
+        false
+    })?;
+    first.ok_or_else(|| "no frame from the guest reached the host side of the tap".into())
+}
+
+/// Answer every test frame on `ifname` in namespace `ns` until `stop` is set; returns how
+/// many were answered. Run it on a thread of its own, as [`respond`].
+pub fn echo(ns: &str, ifname: &str, stop: &AtomicBool) -> Result<u64, String> {
+    let fd = open_raw(ns, ifname)?;
+    let mut n = 0u64;
+    serve(&fd, Duration::MAX, Some(stop), &mut |_| {
+        n += 1;
+        true
+    })?;
+    Ok(n)
+}
+
+/// Move this thread into namespace `ns` and open a raw socket for the test frame type on
+/// `ifname` there, with a 200 ms receive timeout (to look at the stop flag).
+fn open_raw(ns: &str, ifname: &str) -> Result<OwnedFd, String> {
     let nsfile = std::fs::File::open(format!("/run/netns/{ns}"))
         .map_err(|e| format!("/run/netns/{ns}: {e}"))?;
     let name = CString::new(ifname).map_err(|e| e.to_string())?;
@@ -75,7 +101,6 @@ pub fn respond(
     if unsafe { libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(sll).cast(), len) } != 0 {
         return Err(os_err("bind"));
     }
-    // Wake up every 200 ms to look at `stop` and the deadline.
     let tv = libc::timeval {
         tv_sec: 0,
         tv_usec: 200_000,
@@ -92,6 +117,17 @@ pub fn respond(
             tvlen,
         )
     };
+    Ok(fd)
+}
+
+/// Answer test frames on `fd`, calling `answered` with each sender's MAC, until it returns
+/// false (Ok), `stop` is set or `wait` passes (Ok as well: the caller judges what it got).
+fn serve(
+    fd: &OwnedFd,
+    wait: Duration,
+    stop: Option<&AtomicBool>,
+    answered: &mut dyn FnMut([u8; 6]) -> bool,
+) -> Result<(), String> {
     // A wait too long to add (Duration::MAX) is no deadline: `stop` ends it.
     let deadline = Instant::now().checked_add(wait);
     let mut b = [0u8; 2048];
@@ -99,7 +135,7 @@ pub fn respond(
         if stop.is_some_and(|s| s.load(Ordering::SeqCst))
             || deadline.is_some_and(|d| Instant::now() >= d)
         {
-            return Err("no frame from the guest reached the host side of the tap".into());
+            return Ok(());
         }
         // SAFETY: recv writes at most b.len() bytes into b.
         let got = unsafe { libc::recv(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
@@ -119,7 +155,9 @@ pub fn respond(
             if usize::try_from(sent).ok() != Some(reply.len()) {
                 return Err(os_err("send"));
             }
-            return Ok(mac);
+            if !answered(mac) {
+                return Ok(());
+            }
         }
     }
 }
@@ -140,6 +178,11 @@ mod tests {
         assert_eq!(&reply[12..14], &ETHERTYPE.to_be_bytes());
         assert_eq!(&reply[14..30], HOST_PAYLOAD);
         assert_eq!(reply.len(), 60);
+        // A full-size frame gets a full-size answer.
+        f.resize(1514, 0);
+        assert_eq!(reply_to(&f).unwrap().1.len(), 1514);
+        f.resize(3000, 0);
+        assert_eq!(reply_to(&f).unwrap().1.len(), 1514);
         f[14] = b'x';
         assert!(reply_to(&f).is_none());
         assert!(reply_to(&f[..20]).is_none());

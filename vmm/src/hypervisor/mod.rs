@@ -95,6 +95,17 @@ pub trait Hypervisor: Send + Sync {
     fn create_vm(&self) -> Result<Box<dyn Vm>>;
 }
 
+/// A guest write KVM turns into an eventfd signal (KVM_IOEVENTFD): `len` bytes at `addr` in
+/// port or memory space, and with `datamatch` only writes of that value (the legacy virtio
+/// notify register, shared by every queue, is told apart by the queue number written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoEvent {
+    pub addr: u64,
+    pub len: u32,
+    pub pio: bool,
+    pub datamatch: Option<u64>,
+}
+
 /// A KVM virtual machine.
 pub trait Vm: Send + Sync {
     /// Map `size` bytes of this process at `host_addr` into the guest at `gpa`.
@@ -115,7 +126,10 @@ pub trait Vm: Send + Sync {
     fn create_pit2(&self) -> Result<()>;
     fn set_irq_line(&self, irq: u32, level: bool) -> Result<()>;
     fn register_irqfd(&self, fd: RawFd, gsi: u32, resample_fd: Option<RawFd>) -> Result<()>;
-    fn register_ioeventfd(&self, fd: RawFd, addr: u64, len: u32, pio: bool) -> Result<()>;
+    /// Let KVM signal `fd` for guest writes that match `ev`, without leaving the kernel.
+    fn register_ioeventfd(&self, fd: RawFd, ev: &IoEvent) -> Result<()>;
+    /// Remove a registration made with the same `fd` and `ev`.
+    fn unregister_ioeventfd(&self, fd: RawFd, ev: &IoEvent) -> Result<()>;
     /// Replace the whole GSI routing table (KVM_SET_GSI_ROUTING): the caller includes the
     /// irqchip routes it wants to keep.
     fn set_gsi_routing(&self, entries: &[kvm_abi::kvm_irq_routing_entry]) -> Result<()> {

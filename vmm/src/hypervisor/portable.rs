@@ -149,6 +149,40 @@ impl Vm {
     }
 }
 
+impl Vm {
+    /// KVM_IOEVENTFD, assigning or (`deassign`) removing the registration `ev` of `fd`.
+    fn ioeventfd(&self, fd: RawFd, ev: &super::IoEvent, deassign: bool) -> Result<()> {
+        const DATAMATCH: u32 = 1 << 0;
+        const PIO: u32 = 1 << 1;
+        const DEASSIGN: u32 = 1 << 2;
+        let mut flags = 0;
+        if ev.datamatch.is_some() {
+            flags |= DATAMATCH;
+        }
+        if ev.pio {
+            flags |= PIO;
+        }
+        if deassign {
+            flags |= DEASSIGN;
+        }
+        let req = kvm_ioeventfd {
+            datamatch: ev.datamatch.unwrap_or(0),
+            addr: ev.addr,
+            len: ev.len,
+            fd,
+            flags,
+            ..Default::default()
+        };
+        ioctl_ok(
+            self.raw(),
+            KVM_IOEVENTFD,
+            &req as *const _ as usize,
+            "KVM_IOEVENTFD",
+        )
+        .map(|_| ())
+    }
+}
+
 impl super::Vm for Vm {
     unsafe fn set_user_memory_region(
         &self,
@@ -232,21 +266,11 @@ impl super::Vm for Vm {
         )
         .map(|_| ())
     }
-    fn register_ioeventfd(&self, fd: RawFd, addr: u64, len: u32, pio: bool) -> Result<()> {
-        let req = kvm_ioeventfd {
-            addr,
-            len,
-            fd,
-            flags: if pio { 1 << 1 } else { 0 }, // KVM_IOEVENTFD_FLAG_PIO
-            ..Default::default()
-        };
-        ioctl_ok(
-            self.raw(),
-            KVM_IOEVENTFD,
-            &req as *const _ as usize,
-            "KVM_IOEVENTFD",
-        )
-        .map(|_| ())
+    fn register_ioeventfd(&self, fd: RawFd, ev: &super::IoEvent) -> Result<()> {
+        self.ioeventfd(fd, ev, false)
+    }
+    fn unregister_ioeventfd(&self, fd: RawFd, ev: &super::IoEvent) -> Result<()> {
+        self.ioeventfd(fd, ev, true)
     }
     fn set_gsi_routing(&self, entries: &[kvm_irq_routing_entry]) -> Result<()> {
         // struct kvm_irq_routing: nr, flags, then the entries (8-byte aligned).

@@ -65,6 +65,14 @@ pub struct Vm {
     vm: kvm_ioctls::VmFd,
 }
 
+fn io_event_address(ev: &super::IoEvent) -> IoEventAddress {
+    if ev.pio {
+        IoEventAddress::Pio(ev.addr)
+    } else {
+        IoEventAddress::Mmio(ev.addr)
+    }
+}
+
 impl super::Vm for Vm {
     unsafe fn set_user_memory_region(
         &self,
@@ -127,16 +135,30 @@ impl super::Vm for Vm {
         }
         .map_err(|e| err("KVM_IRQFD", e))
     }
-    fn register_ioeventfd(&self, fd: RawFd, addr: u64, _len: u32, pio: bool) -> Result<()> {
+    fn register_ioeventfd(&self, fd: RawFd, ev: &super::IoEvent) -> Result<()> {
         let efd = borrow_eventfd(fd);
-        let a = if pio {
-            IoEventAddress::Pio(addr)
-        } else {
-            IoEventAddress::Mmio(addr)
-        };
-        self.vm
-            .register_ioevent(&efd, &a, NoDatamatch)
-            .map_err(|e| err("KVM_IOEVENTFD", e))
+        let a = io_event_address(ev);
+        // kvm-ioctls takes the access length from the datamatch type's size.
+        match (ev.datamatch, ev.len) {
+            (None, _) => self.vm.register_ioevent(&efd, &a, NoDatamatch),
+            (Some(v), 1) => self.vm.register_ioevent(&efd, &a, v as u8),
+            (Some(v), 2) => self.vm.register_ioevent(&efd, &a, v as u16),
+            (Some(v), 4) => self.vm.register_ioevent(&efd, &a, v as u32),
+            (Some(v), _) => self.vm.register_ioevent(&efd, &a, v),
+        }
+        .map_err(|e| err("KVM_IOEVENTFD", e))
+    }
+    fn unregister_ioeventfd(&self, fd: RawFd, ev: &super::IoEvent) -> Result<()> {
+        let efd = borrow_eventfd(fd);
+        let a = io_event_address(ev);
+        match (ev.datamatch, ev.len) {
+            (None, _) => self.vm.unregister_ioevent(&efd, &a, NoDatamatch),
+            (Some(v), 1) => self.vm.unregister_ioevent(&efd, &a, v as u8),
+            (Some(v), 2) => self.vm.unregister_ioevent(&efd, &a, v as u16),
+            (Some(v), 4) => self.vm.unregister_ioevent(&efd, &a, v as u32),
+            (Some(v), _) => self.vm.unregister_ioevent(&efd, &a, v),
+        }
+        .map_err(|e| err("KVM_IOEVENTFD", e))
     }
     fn set_gsi_routing(&self, entries: &[super::kvm_abi::kvm_irq_routing_entry]) -> Result<()> {
         let v: Vec<kb::kvm_irq_routing_entry> = entries

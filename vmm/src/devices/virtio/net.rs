@@ -342,6 +342,8 @@ impl VirtioDevice for Net {
                 pending: None,
                 starved: false,
                 buf: vec![0u8; MAX_FRAME + MAX_HDR],
+                rx_buf: vec![0u8; MAX_FRAME + MAX_HDR],
+                chain: Chain::default(),
             };
             w.run(rxk, txk, stop)
         })?);
@@ -376,6 +378,8 @@ pub fn serve_once(
         pending: None,
         starved: false,
         buf: vec![0u8; MAX_FRAME + MAX_HDR],
+        rx_buf: vec![0u8; MAX_FRAME + MAX_HDR],
+        chain: Chain::default(),
     };
     w.tx_all().and_then(|_| w.rx_all())
 }
@@ -388,11 +392,17 @@ struct NetWorker {
     tx: Box<dyn Virtqueue>,
     signal: Arc<dyn Signal>,
     hdr: usize,
-    /// A frame read from the tap that waits for a receive buffer.
-    pending: Option<Vec<u8>>,
+    /// The length of the frame in `rx_buf`, read from the tap, that waits for a receive
+    /// buffer.
+    pending: Option<usize>,
     /// No receive buffers: stop watching the tap until the driver adds some.
     starved: bool,
+    /// Transmit staging (virtio header + frame).
     buf: Vec<u8>,
+    /// The frame read from the tap.
+    rx_buf: Vec<u8>,
+    /// The chain being served, reused so that a frame allocates nothing.
+    chain: Chain,
 }
 
 impl NetWorker {
@@ -442,11 +452,10 @@ impl NetWorker {
         loop {
             self.tx.disable_notification()?;
             let mut used = false;
-            while let Some(chain) = self.tx.pop()? {
-                self.send(&chain);
-                self.tx.add_used(chain.head, 0)?;
-                used = true;
-            }
+            let mut chain = std::mem::take(&mut self.chain);
+            let served = self.tx_into(&mut chain, &mut used);
+            self.chain = chain;
+            served?;
             if used && self.tx.needs_notification()? {
                 self.signal.used(TX as u16);
             }
@@ -454,6 +463,16 @@ impl NetWorker {
                 return Ok(());
             }
         }
+    }
+
+    /// Send what the driver queued, over a reused chain; sets `used` when a buffer went back.
+    fn tx_into(&mut self, chain: &mut Chain, used: &mut bool) -> Result<(), QueueError> {
+        while self.tx.pop_into(chain)? {
+            self.send(chain);
+            self.tx.add_used(chain.head, 0)?;
+            *used = true;
+        }
+        Ok(())
     }
 
     /// Write one chain (virtio header + frame) to the tap; malformed chains are dropped.
@@ -472,44 +491,52 @@ impl NetWorker {
         let _ = (&self.tap.file).write(&self.buf[..n]);
     }
 
+    /// The loop of [`Self::rx_all`] over a reused chain; sets `used` when a buffer went back.
+    fn rx_into(&mut self, chain: &mut Chain, used: &mut bool) -> Result<(), QueueError> {
+        loop {
+            if self.pending.is_none() {
+                match (&self.tap.file).read(&mut self.rx_buf) {
+                    Ok(n) if n >= self.hdr => self.pending = Some(n),
+                    Ok(0) => return Ok(()),
+                    Ok(_) => continue,       // shorter than the header: dropped
+                    Err(_) => return Ok(()), // EAGAIN: nothing more for now
+                }
+            }
+            if !self.rx.pop_into(chain)? {
+                // No buffers: wait for the driver, unless it added some meanwhile.
+                if self.rx.enable_notification()? {
+                    continue;
+                }
+                self.starved = true;
+                return Ok(());
+            }
+            let Some(len) = self.pending.take() else {
+                return Ok(());
+            };
+            let frame = &mut self.rx_buf[..len];
+            if self.hdr == 12 {
+                frame[10..12].copy_from_slice(&1u16.to_le_bytes()); // num_buffers
+            }
+            let written = if chain.readable_len() == 0 && chain.writable_len() >= len as u64 {
+                io::write(&*self.mem, &chain.descs, 0, frame).unwrap_or(0)
+            } else {
+                0 // too small or wrong direction: the frame is dropped
+            };
+            self.rx.add_used(chain.head, written as u32)?;
+            *used = true;
+        }
+    }
+
     /// Move frames from the tap into receive buffers while both exist.
     fn rx_all(&mut self) -> Result<(), QueueError> {
         if !self.link_up.load(Ordering::SeqCst) {
             return Ok(());
         }
         let mut used = false;
-        loop {
-            if self.pending.is_none() {
-                match (&self.tap.file).read(&mut self.buf) {
-                    Ok(n) if n >= self.hdr => self.pending = Some(self.buf[..n].to_vec()),
-                    Ok(0) => break,
-                    Ok(_) => continue, // shorter than the header: dropped
-                    Err(_) => break,   // EAGAIN: nothing more for now
-                }
-            }
-            let Some(chain) = self.rx.pop()? else {
-                // No buffers: wait for the driver, unless it added some meanwhile.
-                if self.rx.enable_notification()? {
-                    continue;
-                }
-                self.starved = true;
-                break;
-            };
-            let Some(mut frame) = self.pending.take() else {
-                break;
-            };
-            if self.hdr == 12 {
-                frame[10..12].copy_from_slice(&1u16.to_le_bytes()); // num_buffers
-            }
-            let written = if chain.readable_len() == 0 && chain.writable_len() >= frame.len() as u64
-            {
-                io::write(&*self.mem, &chain.descs, 0, &frame).unwrap_or(0)
-            } else {
-                0 // too small or wrong direction: the frame is dropped
-            };
-            self.rx.add_used(chain.head, written as u32)?;
-            used = true;
-        }
+        let mut chain = std::mem::take(&mut self.chain);
+        let served = self.rx_into(&mut chain, &mut used);
+        self.chain = chain;
+        served?;
         if used && self.rx.needs_notification()? {
             self.signal.used(RX as u16);
         }

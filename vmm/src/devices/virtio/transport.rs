@@ -14,11 +14,13 @@
 use super::queue::{self, QueueConfig, QueueImpl};
 use super::sys::EventFd;
 use super::{Activation, Signal, VirtioDevice, S_DRIVER_OK, S_FEATURES_OK, S_NEEDS_RESET};
-use crate::devices::pci::config::{Bar, BarKind, ConfigSpace, COMMAND_MEMORY, INTERRUPT_PIN};
+use crate::devices::pci::config::{
+    Bar, BarKind, ConfigSpace, COMMAND_IO, COMMAND_MEMORY, INTERRUPT_PIN,
+};
 use crate::devices::pci::irq::{InterruptController, IntxRaise};
 use crate::devices::pci::msix::{Msix, NO_VECTOR};
 use crate::devices::pci::PciDevice;
-use crate::hypervisor::Vm;
+use crate::hypervisor::{IoEvent, Vm};
 use crate::memory::GuestMemory;
 use crate::sync::lock;
 use std::os::fd::AsRawFd;
@@ -30,6 +32,8 @@ pub const LEGACY_BAR: usize = 0;
 pub const MSIX_BAR: usize = 1;
 pub const MODERN_BAR: usize = 4;
 const LEGACY_BAR_SIZE: u64 = 0x100;
+/// The legacy queue-notify register: the driver writes the queue number (16 bits).
+const LEGACY_NOTIFY: u64 = 0x10;
 const MSIX_BAR_SIZE: u64 = 0x1000;
 const MSIX_PBA_OFFSET: u64 = 0x800;
 const MODERN_BAR_SIZE: u64 = 0x4000;
@@ -117,7 +121,8 @@ pub struct VirtioPci {
     queue_select: u16,
     active: bool,
     vm: Option<Arc<dyn Vm>>,
-    ioevents_at: Option<u64>,
+    /// The notify writes KVM signals a kick eventfd for: (queue, registration).
+    ioevents: Vec<(usize, IoEvent)>,
     rom: Vec<u8>,
     /// Where the PCI_CFG capability sits in configuration space.
     pci_cfg_cap: usize,
@@ -251,7 +256,7 @@ impl VirtioPci {
             queue_select: 0,
             active: false,
             vm,
-            ioevents_at: None,
+            ioevents: Vec::new(),
             rom: Vec::new(),
             pci_cfg_cap,
         })
@@ -367,7 +372,7 @@ impl VirtioPci {
                 }
             }
         }
-        self.register_ioevents();
+        self.sync_ioevents();
         let a = Activation {
             mem: self.mem.clone(),
             queues: qs,
@@ -381,23 +386,75 @@ impl VirtioPci {
         }
     }
 
-    /// Let KVM signal the kick eventfds for writes to the notify area (once per address).
-    fn register_ioevents(&mut self) {
-        let Some(vm) = &self.vm else { return };
-        if self.cfg.command() & COMMAND_MEMORY == 0 {
-            return;
+    /// The notify writes KVM should turn into kicks, given where the BARs are and which
+    /// spaces the command register enables: per queue, its modern notify address (MMIO)
+    /// and the legacy notify port with the queue number as datamatch.
+    fn wanted_ioevents(&self) -> Vec<(usize, IoEvent)> {
+        let mut v = Vec::new();
+        let cmd = self.cfg.command();
+        let modern = self
+            .cfg
+            .bar_address(MODERN_BAR)
+            .filter(|b| *b != 0 && cmd & COMMAND_MEMORY != 0);
+        let legacy = self
+            .cfg
+            .bar_address(LEGACY_BAR)
+            .filter(|b| *b != 0 && cmd & COMMAND_IO != 0);
+        for q in 0..self.kicks.len() {
+            if let Some(base) = modern {
+                v.push((
+                    q,
+                    IoEvent {
+                        addr: base + NOTIFY_OFFSET + NOTIFY_MULTIPLIER as u64 * q as u64,
+                        len: 2,
+                        pio: false,
+                        datamatch: None,
+                    },
+                ));
+            }
+            if let Some(base) = legacy {
+                v.push((
+                    q,
+                    IoEvent {
+                        addr: base + LEGACY_NOTIFY,
+                        len: 2,
+                        pio: true,
+                        datamatch: Some(q as u64),
+                    },
+                ));
+            }
         }
-        let Some(base) = self.cfg.bar_address(MODERN_BAR) else {
-            return;
-        };
-        if self.ioevents_at == Some(base) || base == 0 {
-            return;
+        v
+    }
+
+    /// Bring KVM's ioeventfds in line with [`Self::wanted_ioevents`]: a moved or disabled BAR
+    /// loses its registrations (a stale one would swallow writes meant for whatever sits
+    /// there now). A registration KVM refuses leaves that notify to the userspace path.
+    fn sync_ioevents(&mut self) {
+        let Some(vm) = self.vm.clone() else { return };
+        let wanted = self.wanted_ioevents();
+        let mut kept = Vec::new();
+        for (q, ev) in std::mem::take(&mut self.ioevents) {
+            let fd = self.kicks.get(q).map(|k| k.as_raw_fd());
+            match fd {
+                Some(fd) if !wanted.contains(&(q, ev)) => {
+                    let _ = vm.unregister_ioeventfd(fd, &ev);
+                }
+                Some(_) => kept.push((q, ev)),
+                None => {}
+            }
         }
-        for (i, k) in self.kicks.iter().enumerate() {
-            let addr = base + NOTIFY_OFFSET + NOTIFY_MULTIPLIER as u64 * i as u64;
-            let _ = vm.register_ioeventfd(k.as_raw_fd(), addr, 2, false);
+        for (q, ev) in wanted {
+            if kept.contains(&(q, ev)) {
+                continue;
+            }
+            if let Some(k) = self.kicks.get(q) {
+                if vm.register_ioeventfd(k.as_raw_fd(), &ev).is_ok() {
+                    kept.push((q, ev));
+                }
+            }
         }
-        self.ioevents_at = Some(base);
+        self.ioevents = kept;
     }
 
     fn notify(&self, q: u64) {
@@ -589,7 +646,7 @@ impl VirtioPci {
                 }
             }
             (0x0e, 2) => self.queue_select = v as u16,
-            (0x10, 2) => self.notify(v as u64),
+            (LEGACY_NOTIFY, 2) => self.notify(v as u64),
             (0x12, 1) => self.set_status(v as u8),
             (0x14, 2) if hdr == 0x18 => {
                 let v = self.valid_vector(v as u16);
@@ -627,6 +684,10 @@ impl PciDevice for VirtioPci {
     fn config_write(&mut self, off: usize, data: &[u8]) {
         self.cfg.write(off, data);
         lock(&self.shared.msix).config_written(&self.cfg);
+        if self.active || !self.ioevents.is_empty() {
+            // A BAR moved or a space was switched off under registered notify writes.
+            self.sync_ioevents();
+        }
         if self.touches_pci_cfg_data(off, data.len()) {
             if let Some((bar, at, len)) = self.pci_cfg_access() {
                 let w = self.cfg.u32(self.pci_cfg_cap + PCI_CFG_DATA).to_le_bytes();

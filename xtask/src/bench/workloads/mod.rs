@@ -8,6 +8,7 @@ mod io;
 mod linux;
 mod many;
 mod memory;
+mod net;
 mod pull;
 mod startup;
 
@@ -107,6 +108,14 @@ pub const WORKLOADS: &[Workload] = &[
         peer: "pread",
         unit: "req/s",
         run: io::blk,
+    },
+    Workload {
+        name: "virtio-net-rr",
+        what: "virtio-net round trips of full-size frames, guest → tap → host echo → guest",
+        goal: None,
+        peer: QEMU,
+        unit: "rounds/s",
+        run: net::rr,
     },
     Workload {
         name: "qcow2-4k-read",

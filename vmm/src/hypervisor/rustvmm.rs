@@ -65,12 +65,37 @@ pub struct Vm {
     vm: kvm_ioctls::VmFd,
 }
 
-fn io_event_address(ev: &super::IoEvent) -> IoEventAddress {
-    if ev.pio {
+/// Assign or remove the ioeventfd `ev` of `fd`. kvm-ioctls takes the access length from the
+/// datamatch value's type; a value wider than the access could never match and is refused.
+fn ioevent(vm: &kvm_ioctls::VmFd, fd: RawFd, ev: &super::IoEvent, assign: bool) -> Result<()> {
+    fn call<T: Into<u64>>(
+        vm: &kvm_ioctls::VmFd,
+        efd: &EventFd,
+        a: &IoEventAddress,
+        v: T,
+        assign: bool,
+    ) -> std::result::Result<(), kvm_ioctls::Error> {
+        if assign {
+            vm.register_ioevent(efd, a, v)
+        } else {
+            vm.unregister_ioevent(efd, a, v)
+        }
+    }
+    let efd = borrow_eventfd(fd);
+    let a = if ev.pio {
         IoEventAddress::Pio(ev.addr)
     } else {
         IoEventAddress::Mmio(ev.addr)
+    };
+    let wide = || Error::from_errno("KVM_IOEVENTFD", libc::EINVAL);
+    match (ev.datamatch, ev.len) {
+        (None, _) => call(vm, &efd, &a, NoDatamatch, assign),
+        (Some(v), 1) => call(vm, &efd, &a, u8::try_from(v).map_err(|_| wide())?, assign),
+        (Some(v), 2) => call(vm, &efd, &a, u16::try_from(v).map_err(|_| wide())?, assign),
+        (Some(v), 4) => call(vm, &efd, &a, u32::try_from(v).map_err(|_| wide())?, assign),
+        (Some(v), _) => call(vm, &efd, &a, v, assign),
     }
+    .map_err(|e| err("KVM_IOEVENTFD", e))
 }
 
 impl super::Vm for Vm {
@@ -136,29 +161,10 @@ impl super::Vm for Vm {
         .map_err(|e| err("KVM_IRQFD", e))
     }
     fn register_ioeventfd(&self, fd: RawFd, ev: &super::IoEvent) -> Result<()> {
-        let efd = borrow_eventfd(fd);
-        let a = io_event_address(ev);
-        // kvm-ioctls takes the access length from the datamatch type's size.
-        match (ev.datamatch, ev.len) {
-            (None, _) => self.vm.register_ioevent(&efd, &a, NoDatamatch),
-            (Some(v), 1) => self.vm.register_ioevent(&efd, &a, v as u8),
-            (Some(v), 2) => self.vm.register_ioevent(&efd, &a, v as u16),
-            (Some(v), 4) => self.vm.register_ioevent(&efd, &a, v as u32),
-            (Some(v), _) => self.vm.register_ioevent(&efd, &a, v),
-        }
-        .map_err(|e| err("KVM_IOEVENTFD", e))
+        ioevent(&self.vm, fd, ev, true)
     }
     fn unregister_ioeventfd(&self, fd: RawFd, ev: &super::IoEvent) -> Result<()> {
-        let efd = borrow_eventfd(fd);
-        let a = io_event_address(ev);
-        match (ev.datamatch, ev.len) {
-            (None, _) => self.vm.unregister_ioevent(&efd, &a, NoDatamatch),
-            (Some(v), 1) => self.vm.unregister_ioevent(&efd, &a, v as u8),
-            (Some(v), 2) => self.vm.unregister_ioevent(&efd, &a, v as u16),
-            (Some(v), 4) => self.vm.unregister_ioevent(&efd, &a, v as u32),
-            (Some(v), _) => self.vm.unregister_ioevent(&efd, &a, v),
-        }
-        .map_err(|e| err("KVM_IOEVENTFD", e))
+        ioevent(&self.vm, fd, ev, false)
     }
     fn set_gsi_routing(&self, entries: &[super::kvm_abi::kvm_irq_routing_entry]) -> Result<()> {
         let v: Vec<kb::kvm_irq_routing_entry> = entries

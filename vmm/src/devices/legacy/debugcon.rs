@@ -1,6 +1,9 @@
 //! The firmware debug console on port 0x402 (QEMU's "debugcon"): SeaBIOS prints its log
 //! there once a read of the port returns 0xE9. fugu shows that log on stderr, a line at a
-//! time (with seconds since the VM was created), when FUGU_TRACE contains "firmware"; otherwise it is dropped.
+//! time (with seconds since the VM was created), when FUGU_TRACE contains "firmware".
+//! Otherwise the port reads as absent (0xFF), so SeaBIOS does not log at all: every byte
+//! it writes is an exit to fugu, thousands per boot, and on hosts whose KVM emulates the
+//! firmware that is a tenth of a second of boot time for a log nobody reads.
 
 use crate::devices::bus::BusDevice;
 
@@ -26,6 +29,10 @@ impl DebugCon {
 
 impl BusDevice for DebugCon {
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        if !self.show {
+            data.fill(0xff);
+            return;
+        }
         data.fill(0);
         if let Some(b) = data.first_mut() {
             *b = IDENT;
@@ -47,5 +54,19 @@ impl BusDevice for DebugCon {
                 self.line.push(b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_identifies_itself_only_when_the_log_is_shown() {
+        let mut b = [0u8; 1];
+        DebugCon::new(true).read(0, &mut b);
+        assert_eq!(b[0], IDENT, "SeaBIOS logs here");
+        DebugCon::new(false).read(0, &mut b);
+        assert_eq!(b[0], 0xff, "reads as no device: SeaBIOS stays silent");
     }
 }

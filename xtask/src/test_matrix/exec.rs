@@ -75,6 +75,41 @@ pub fn execute(spec: &BootSpec, interrupted: &AtomicBool) -> Outcome {
     }
 }
 
+/// Wait for fugu as [`Proc::wait`] does, and press the guest's power button (SIGPWR) once
+/// when the serial log first shows `spec.press_power_button`.
+fn wait_pressing(
+    child: &mut Proc,
+    spec: &BootSpec,
+    interrupted: &AtomicBool,
+) -> std::io::Result<Waited> {
+    let Some(line) = &spec.press_power_button else {
+        return child.wait(spec.timeout, Duration::from_millis(20), Some(interrupted));
+    };
+    let deadline = std::time::Instant::now() + spec.timeout;
+    let mut pressed = false;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(Waited::Exited(s));
+        }
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            child.kill();
+            return Ok(Waited::Interrupted);
+        }
+        if std::time::Instant::now() >= deadline {
+            child.kill();
+            return Ok(Waited::TimedOut);
+        }
+        if !pressed && tail_file(&spec.serial_log, usize::MAX).contains(line.as_str()) {
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill(2) on the child this function waits for; no memory is shared.
+                unsafe { libc::kill(pid, libc::SIGPWR) };
+            }
+            pressed = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Boot (through `wrapper`, e.g. `ip netns exec NS`, when given) and judge the result.
 fn boot(spec: &BootSpec, wrapper: &[&str], interrupted: &AtomicBool) -> Outcome {
     let with_tail = |reason: String| {
@@ -134,7 +169,7 @@ fn boot(spec: &BootSpec, wrapper: &[&str], interrupted: &AtomicBool) -> Outcome 
         Ok(c) => c,
         Err(e) => return Outcome::fail(format!("cannot start {}: {e}", spec.program.display())),
     };
-    let status = match child.wait(spec.timeout, Duration::from_millis(20), Some(interrupted)) {
+    let status = match wait_pressing(&mut child, spec, interrupted) {
         Ok(Waited::Exited(s)) => s,
         Ok(Waited::Interrupted) => return with_tail("interrupted".into()),
         Ok(Waited::TimedOut) => {
@@ -290,5 +325,23 @@ mod tests {
             "{tail}"
         );
         std::fs::remove_dir_all(d).unwrap();
+    }
+
+    /// The matrix presses the power button (SIGPWR) once the guest says it waits for it; a
+    /// guest that never says so is not signalled and runs into its timeout.
+    #[test]
+    fn the_power_button_is_pressed_when_the_guest_waits_for_it() {
+        let d = tmp("button");
+        let no = AtomicBool::new(false);
+        // A stand-in VM: says it waits, and on SIGPWR writes the marker and exits 33.
+        let script = "trap 'echo \"hello from the guest\" >> \"$0\"; exit 33' PWR; \
+                      echo waiting >> \"$0\"; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; exit 7";
+        let mut s = fake(&d, "pressed", script, 60);
+        s.press_power_button = Some("waiting".into());
+        assert_eq!(execute(&s, &no), Outcome::Pass);
+        let mut never = fake(&d, "never", script, 2);
+        never.press_power_button = Some("something the guest never prints".into());
+        assert!(reason(&execute(&never, &no)).contains("timed out"));
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -28,6 +28,7 @@ pub fn fake(dir: &Path, name: &str, script: &str, timeout_s: u64) -> BootSpec {
         file_checks: vec![],
         net: None,
         accept_after_init: None,
+        press_power_button: None,
     }
 }
 

@@ -2,13 +2,18 @@
 //! initramfs, which loads the virtio modules and runs the image's check as /init: the marker
 //! on the virtio disk, a DHCP lease from dnsmasq on a tap and a ping of the server, then
 //! "fugu-check: PASS" and status 33 through port 0xf4; the disk cells end instead through the
-//! guest kernel's ACPI power-off (status 0), having reported that the kernel took its CPUs
-//! from fugu's MADT. Always the userspace level.
+//! guest's power button and the kernel's ACPI power-off (status 0), having reported that the
+//! kernel took its CPUs from fugu's MADT. Always the userspace level.
 
 use super::{cell_net, disk_only, image_file, Artifacts, Base, BootSpec};
 use crate::matrix_def::Cell;
 use crate::netcheck;
 use std::ffi::OsString;
+
+/// What check/init prints once acpid listens for the power button (`fugu.end=button`), and
+/// what acpid's handler prints when the press arrived.
+const WAITING_FOR_BUTTON: &str = "fugu-check: waiting for the power button";
+const BUTTON_PRESSED: &str = "fugu-check: power button pressed, powering off";
 
 pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec, String> {
     let name = format!("debian-{}", cell.get("guest"));
@@ -55,8 +60,10 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     } else {
         "console=ttyS0 panic=-1".to_string()
     };
-    // The disk cells end through the guest's ACPI power-off (S5: status 0) and report that
-    // the kernel took its CPUs from fugu's MADT; the network cells end through port 0xf4.
+    // The disk cells report that the kernel took its CPUs from fugu's MADT, then wait for the
+    // power button: the matrix presses it (SIGPWR to fugu), the kernel's ACPI button driver
+    // reports it, busybox acpid powers off, and the VM ends through ACPI S5 (status 0). The
+    // network cells end through port 0xf4.
     let acpi_end = cell.get("check") == "virtio-disk";
     let mut markers = vec![
         "fugu-check: started as /init".to_string(),
@@ -68,8 +75,9 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
         cmdline.push_str(" fugu.check=disk");
     }
     if acpi_end {
-        cmdline.push_str(" fugu.end=poweroff");
+        cmdline.push_str(" fugu.end=button");
         markers.push("fugu-check: acpi: the kernel took its CPUs from the MADT".into());
+        markers.push(BUTTON_PRESSED.into());
     }
     args.extend(["--cmdline".into(), cmdline.into()]);
     args.extend(["--disk".into(), img.clone().into()]);
@@ -87,6 +95,7 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
         expect_markers: markers,
         files: vec![(img, disk)],
         net,
+        press_power_button: acpi_end.then(|| WAITING_FOR_BUTTON.to_string()),
         ..base.into_spec()
     })
 }

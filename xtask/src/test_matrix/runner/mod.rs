@@ -148,6 +148,7 @@ impl Base {
             file_checks: vec![],
             net: None,
             accept_after_init: None,
+            press_power_button: None,
         }
     }
 }
@@ -173,6 +174,9 @@ pub struct BootSpec {
     /// it came after the kernel started init ("Run /sbin/init" in the serial log), i.e. from
     /// the host's known user-mode limit, beyond the kernel level. The markers still decide.
     pub accept_after_init: Option<(i32, &'static str)>,
+    /// Once the serial log shows this line, press the guest's power button: SIGPWR to fugu
+    /// (docs/acpi.md), as a host shutting the VM down gracefully would.
+    pub press_power_button: Option<String>,
 }
 
 /// The serial line after which a failure belongs to userspace, not to the kernel level.

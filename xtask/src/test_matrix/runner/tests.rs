@@ -145,8 +145,13 @@ fn debian_runner_boots_the_stock_kernel_with_its_initramfs_to_the_check() {
         after("--disk").ends_with(".disk.ext4"),
         "a raw disk is copied as such"
     );
-    // The disk cell ends through ACPI power-off (status 0) and checks the MADT was used.
-    assert!(after("--cmdline").contains("fugu.end=poweroff"));
+    // The disk cell checks the MADT was used, waits for the power button, which the matrix
+    // presses, and ends through ACPI power-off (status 0).
+    assert!(after("--cmdline").contains("fugu.end=button"));
+    assert_eq!(
+        spec.press_power_button.as_deref(),
+        Some("fugu-check: waiting for the power button")
+    );
     assert_eq!(spec.expect_status, 0);
     assert!(spec.net.as_ref().is_some_and(|n| n.dhcp.is_some()));
     assert_eq!(
@@ -155,7 +160,8 @@ fn debian_runner_boots_the_stock_kernel_with_its_initramfs_to_the_check() {
             "fugu-check: started as /init",
             "fugu-check: disk: marker ok",
             "fugu-check: PASS",
-            "fugu-check: acpi: the kernel took its CPUs from the MADT"
+            "fugu-check: acpi: the kernel took its CPUs from the MADT",
+            "fugu-check: power button pressed, powering off"
         ]
     );
     // The network cell ends through port 0xf4; a qcow2 disk is preferred and copied as qcow2.

@@ -14,6 +14,8 @@ use std::ffi::OsString;
 /// what acpid's handler prints when the press arrived.
 const WAITING_FOR_BUTTON: &str = "fugu-check: waiting for the power button";
 const BUTTON_PRESSED: &str = "fugu-check: power button pressed, powering off";
+/// The vCPUs of the disk cells: all of them must come up from the MADT.
+const ACPI_CPUS: u32 = 4;
 
 pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec, String> {
     let name = format!("debian-{}", cell.get("guest"));
@@ -60,10 +62,10 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     } else {
         "console=ttyS0 panic=-1".to_string()
     };
-    // The disk cells report that the kernel took its CPUs from fugu's MADT, then wait for the
-    // power button: the matrix presses it (SIGPWR to fugu), the kernel's ACPI button driver
-    // reports it, busybox acpid powers off, and the VM ends through ACPI S5 (status 0). The
-    // network cells end through port 0xf4.
+    // The disk cells (4 vCPUs) report that the kernel took all its CPUs from fugu's MADT,
+    // then wait for the power button: the matrix presses it (SIGPWR to fugu), the kernel's
+    // ACPI button driver reports it, busybox acpid powers off, and the VM ends through ACPI
+    // S5 (status 0). The network cells end through port 0xf4.
     let acpi_end = cell.get("check") == "virtio-disk";
     let mut markers = vec![
         "fugu-check: started as /init".to_string(),
@@ -76,12 +78,17 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     }
     if acpi_end {
         cmdline.push_str(" fugu.end=button");
-        markers.push("fugu-check: acpi: the kernel took its CPUs from the MADT".into());
+        markers.push(format!(
+            "fugu-check: acpi: the kernel took its CPUs from the MADT ({ACPI_CPUS} online)"
+        ));
         markers.push(BUTTON_PRESSED.into());
     }
     args.extend(["--cmdline".into(), cmdline.into()]);
     args.extend(["--disk".into(), img.clone().into()]);
     args.extend(["--memory".into(), "256M".into()]);
+    if acpi_end {
+        args.extend(["--cpus".into(), ACPI_CPUS.to_string().into()]);
+    }
     if let Some(net) = &net {
         args.extend([
             "--net".into(),

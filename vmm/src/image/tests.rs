@@ -1342,7 +1342,16 @@ mod keys {
         let out = gpg(&home).arg("--export").output().unwrap();
         assert!(out.status.success() && !out.stdout.is_empty(), "{out:?}");
         std::fs::write(&keyring, out.stdout).unwrap();
+        stop_agent(&home);
         Key { home, keyring }
+    }
+
+    /// gpg started an agent for the home; it is not left running after the tests.
+    fn stop_agent(home: &Path) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", home)
+            .args(["--kill", "gpg-agent"])
+            .output();
     }
 
     pub fn good() -> &'static Key {
@@ -1366,6 +1375,7 @@ mod keys {
             .unwrap();
         child.stdin.take().unwrap().write_all(data).unwrap();
         let out = child.wait_with_output().unwrap();
+        stop_agent(&key.home);
         assert!(out.status.success(), "gpg --detach-sign: {out:?}");
         out.stdout
     }

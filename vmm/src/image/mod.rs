@@ -43,7 +43,7 @@ pub enum ImageError {
         sig: String,
         msg: String,
     },
-    #[error("refusing image index {url}: its signature does not verify: {msg}; nothing was pulled (--insecure-skip-signature uses it unsigned, for those who must)")]
+    #[error("refusing image index {url}: signature check failed: {msg}; nothing was pulled (--insecure-skip-signature uses it unsigned, for those who must)")]
     Signature { url: String, msg: String },
     #[error("cannot fetch {url}: {msg}")]
     Network { url: String, msg: String },

@@ -121,8 +121,7 @@ pub fn judge(success: bool, status: &str, stderr: &str) -> Result<String, Refuse
         _ => {
             let detail = stderr
                 .lines()
-                .filter(|l| !l.trim().is_empty())
-                .last()
+                .rfind(|l| !l.trim().is_empty())
                 .unwrap_or("no good signature reported");
             Err(Refused(format!(
                 "gpgv did not accept it: {}",

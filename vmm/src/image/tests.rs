@@ -1470,7 +1470,7 @@ fn the_index_signature_is_checked_before_anything_is_pulled() {
     set("/v1/index.json", Some(index.clone()));
     // Garbage instead of a signature.
     set("/v1/index.json.asc", Some(b"not a signature".to_vec()));
-    refused("garbage", "signature does not verify");
+    refused("garbage", "signature check failed");
     // No signature at all.
     set("/v1/index.json.asc", None);
     refused("unsigned", "has no signature");

@@ -77,6 +77,11 @@ struct Key {
 }
 
 fn make_key(dir: &Path, name: &str) -> Key {
+    make_key_with(dir, name, "")
+}
+
+/// [`make_key`] with a passphrase on the secret key ("" for none).
+fn make_key_with(dir: &Path, name: &str, passphrase: &str) -> Key {
     use std::os::unix::fs::DirBuilderExt;
     let home = dir.join(format!("gnupg-{name}"));
     std::fs::DirBuilder::new()
@@ -86,7 +91,8 @@ fn make_key(dir: &Path, name: &str) -> Key {
     let gpg = |args: &[&str]| {
         let mut c = Command::new("gpg");
         c.env("GNUPGHOME", &home)
-            .args(["--batch", "--quiet", "--passphrase", ""])
+            .args(["--batch", "--quiet", "--pinentry-mode", "loopback"])
+            .args(["--passphrase", passphrase])
             .args(args);
         c
     };
@@ -98,12 +104,7 @@ fn make_key(dir: &Path, name: &str) -> Key {
         "never",
     ]));
     let secret = dir.join(format!("{name}-secret.asc"));
-    let o = run(&mut gpg(&[
-        "--pinentry-mode",
-        "loopback",
-        "--armor",
-        "--export-secret-keys",
-    ]));
+    let o = run(&mut gpg(&["--armor", "--export-secret-keys"]));
     assert!(o.status.success() && !o.stdout.is_empty(), "{}", text(&o));
     std::fs::write(&secret, &o.stdout).unwrap();
     let keyring = dir.join(format!("{name}.gpg"));
@@ -229,8 +230,10 @@ fn field(deb: &Path, name: &str) -> String {
         .to_string()
 }
 
+/// No key, a file that is not a key, a key locked by a passphrase that is not given: each
+/// stops the release with a clear error before anything is written.
 #[test]
-fn without_a_key_nothing_is_built_or_written() {
+fn without_a_usable_key_nothing_is_built_or_written() {
     let Some((pkgs, xtask)) = inputs() else {
         return;
     };
@@ -249,15 +252,39 @@ fn without_a_key_nothing_is_built_or_written() {
     let o = release(&xtask, Some(&bogus), &pkgs, &out, None);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("FUGU_SIGNING_KEY"), "{}", text(&o));
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(
-        left,
-        [std::ffi::OsString::from("not-a-key.asc")],
+    // A key with a passphrase, without the passphrase: refused before anything is built,
+    // saying what is missing; with it, the release is made.
+    let locked = make_key_with(&dir, "locked", "a passphrase");
+    let o = release(&xtask, Some(&locked.secret), &pkgs, &out, None);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot sign") && text(&o).contains("FUGU_SIGNING_PASSPHRASE_FILE"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !out.exists() && !dir.join("dist.partial").exists(),
         "half a release"
     );
+    std::fs::write(dir.join("passphrase"), "a passphrase\n").unwrap();
+    let mut c = Command::new(&xtask);
+    c.env_remove("GNUPGHOME")
+        .env("FUGU_SIGNING_KEY", &locked.secret)
+        .env("FUGU_SIGNING_PASSPHRASE_FILE", dir.join("passphrase"))
+        .arg("release")
+        .arg("--from")
+        .arg(&pkgs)
+        .arg("--out")
+        .arg(&out);
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join("SHA256SUMS.asc").is_file());
+    let o = run(Command::new("gpgv")
+        .arg("--keyring")
+        .arg(&locked.keyring)
+        .arg(out.join("SHA256SUMS.asc"))
+        .arg(out.join("SHA256SUMS")));
+    assert!(o.status.success(), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

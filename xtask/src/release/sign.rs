@@ -49,6 +49,7 @@ impl Signer {
                 )));
             }
             s.fingerprint = s.one_secret_key(None, &path.display().to_string())?;
+            s.probe()?;
             return Ok(s);
         }
         let id = value.to_string_lossy().into_owned();
@@ -65,7 +66,30 @@ impl Signer {
             fingerprint: String::new(),
         };
         s.fingerprint = s.one_secret_key(Some(&id), &format!("key id '{id}'"))?;
+        s.probe()?;
         Ok(s)
+    }
+
+    /// Sign a few bytes now, so that a key gpg cannot use (a passphrase, a missing agent)
+    /// stops the release before the long builds rather than after them.
+    fn probe(&self) -> Result {
+        let dir = private_home()?;
+        let data = dir.join("probe");
+        let result = std::fs::write(&data, b"fugu release signing probe\n")
+            .map_err(Error::from)
+            .and_then(|()| self.detach_sign(&data, &dir.join("probe.asc")));
+        let _ = std::fs::remove_dir_all(&dir);
+        result.map_err(|e| {
+            let hint = if std::env::var_os(PASSPHRASE_VAR).is_none() {
+                format!("\n(a key with a passphrase needs {PASSPHRASE_VAR}, a file holding it)")
+            } else {
+                String::new()
+            };
+            Error::fail(format!(
+                "{KEY_VAR}: key {} cannot sign; nothing was built or written: {e}{hint}",
+                self.fingerprint
+            ))
+        })
     }
 
     /// gpg in batch mode on this signer's home.

@@ -145,7 +145,9 @@ pub fn fetch_index(loc: &Location, policy: &Policy) -> Result<Index, ImageError>
         let sig_loc = loc.signature();
         let sig = match fetch_small(&sig_loc, signature::MAX_SIGNATURE_BYTES) {
             Ok(sig) => sig,
-            Err(ImageError::Network { msg, .. }) => {
+            // Not there: the index is unsigned. Any other failure (a timeout, a 503) is a
+            // network error like any other, not a verdict on the index.
+            Err(ImageError::Network { msg, .. }) if is_absent(&sig_loc, &msg) => {
                 return Err(ImageError::Unsigned {
                     url,
                     sig: sig_loc.to_string(),
@@ -169,6 +171,14 @@ pub fn fetch_index(loc: &Location, policy: &Policy) -> Result<Index, ImageError>
         })?;
     }
     parse_index(&url, &bytes)
+}
+
+/// Whether a failed fetch of `loc` means that the file does not exist.
+fn is_absent(loc: &Location, msg: &str) -> bool {
+    match loc {
+        Location::Local(p) => !p.exists(),
+        Location::Http(_) => msg.starts_with("HTTP 404 ") || msg.starts_with("HTTP 410 "),
+    }
 }
 
 /// A small file (an index or its signature), whole: at most `max + 1` bytes are read, so

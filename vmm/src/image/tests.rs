@@ -1474,6 +1474,18 @@ fn the_index_signature_is_checked_before_anything_is_pulled() {
     // No signature at all.
     set("/v1/index.json.asc", None);
     refused("unsigned", "has no signature");
+    // A server that fails to send the signature is a network error, not an unsigned index.
+    set("/v1/index.json.asc", Some(keys::sign(keys::good(), &index)));
+    server.state.lock().unwrap().unavailable = true;
+    let cache = temp_cache("sig503");
+    let err = commands::pull(&signed_opts(&server, &cache, keys::good()), &name).unwrap_err();
+    assert!(
+        matches!(&err, ImageError::Network { url, msg } if url.ends_with("index.json.asc") && msg.contains("503")),
+        "{err}"
+    );
+    assert!(!cache.exists());
+    server.state.lock().unwrap().unavailable = false;
+    set("/v1/index.json.asc", None);
     // Spelled out: the unsigned index is used.
     let cache = temp_cache("skip");
     let o = Options {

@@ -1299,12 +1299,11 @@ fn https_redirects_are_verified_and_never_downgraded() {
     assert!(!cache.exists());
 }
 
-/// Test signing keys, made once per test process with `gpg` in a private GNUPGHOME (never
-/// the user's): `good` signs, `other` is a second key that is not in `good`'s keyring.
+/// Test signing keys, made with `gpg` in a private GNUPGHOME each (never the user's) and
+/// removed with it when the test ends.
 mod keys {
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
-    use std::sync::OnceLock;
 
     pub struct Key {
         pub home: PathBuf,
@@ -1320,30 +1319,42 @@ mod keys {
         c
     }
 
-    fn make(name: &str) -> Key {
-        use std::os::unix::fs::DirBuilderExt;
-        let home =
-            std::env::temp_dir().join(format!("fugu-sig-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&home)
-            .unwrap();
-        let out = gpg(&home)
-            .args(["--passphrase", "", "--quick-gen-key"])
-            .arg(format!("fugu {name} test key <{name}@fugu.invalid>"))
-            .args(["ed25519", "sign", "never"])
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("the signature tests make their keys with gpg (Debian: apt-get install gnupg): {e}")
-            });
-        assert!(out.status.success(), "gpg --quick-gen-key: {out:?}");
-        let keyring = home.join("keyring.gpg");
-        let out = gpg(&home).arg("--export").output().unwrap();
-        assert!(out.status.success() && !out.stdout.is_empty(), "{out:?}");
-        std::fs::write(&keyring, out.stdout).unwrap();
-        stop_agent(&home);
-        Key { home, keyring }
+    impl Key {
+        pub fn new(name: &str) -> Key {
+            use std::os::unix::fs::DirBuilderExt;
+            let home =
+                std::env::temp_dir().join(format!("fugu-sig-test-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&home);
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&home)
+                .unwrap();
+            let key = Key {
+                keyring: home.join("keyring.gpg"),
+                home,
+            };
+            let out = gpg(&key.home)
+                .args(["--passphrase", "", "--quick-gen-key"])
+                .arg(format!("fugu {name} test key <{name}@fugu.invalid>"))
+                .args(["ed25519", "sign", "never"])
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("the signature tests make their keys with gpg (Debian: apt-get install gnupg): {e}")
+                });
+            assert!(out.status.success(), "gpg --quick-gen-key: {out:?}");
+            let out = gpg(&key.home).arg("--export").output().unwrap();
+            assert!(out.status.success() && !out.stdout.is_empty(), "{out:?}");
+            std::fs::write(&key.keyring, out.stdout).unwrap();
+            stop_agent(&key.home);
+            key
+        }
+    }
+
+    impl Drop for Key {
+        fn drop(&mut self) {
+            stop_agent(&self.home);
+            let _ = std::fs::remove_dir_all(&self.home);
+        }
     }
 
     /// gpg started an agent for the home; it is not left running after the tests.
@@ -1352,16 +1363,6 @@ mod keys {
             .env("GNUPGHOME", home)
             .args(["--kill", "gpg-agent"])
             .output();
-    }
-
-    pub fn good() -> &'static Key {
-        static K: OnceLock<Key> = OnceLock::new();
-        K.get_or_init(|| make("good"))
-    }
-
-    pub fn other() -> &'static Key {
-        static K: OnceLock<Key> = OnceLock::new();
-        K.get_or_init(|| make("other"))
     }
 
     /// An armored detached signature of `data`.
@@ -1394,12 +1395,10 @@ fn signed_opts(server: &Server, cache: &std::path::Path, key: &keys::Key) -> Opt
 /// `--insecure-skip-signature` (Policy::Skip) takes the unsigned one.
 #[test]
 fn the_index_signature_is_checked_before_anything_is_pulled() {
+    let (good, other) = (keys::Key::new("good"), keys::Key::new("other"));
     let (mut files, _) = published();
     let index = files["/v1/index.json"].clone();
-    files.insert(
-        "/v1/index.json.asc".into(),
-        keys::sign(keys::good(), &index),
-    );
+    files.insert("/v1/index.json.asc".into(), keys::sign(&good, &index));
     let server = Server::start(files);
     let name = ["demo".to_string()];
     let file_requests = |s: &Server| {
@@ -1418,7 +1417,7 @@ fn the_index_signature_is_checked_before_anything_is_pulled() {
     let refused = |tag: &str, want: &str| {
         let cache = temp_cache(tag);
         let before = file_requests(&server);
-        let err = commands::pull(&signed_opts(&server, &cache, keys::good()), &name)
+        let err = commands::pull(&signed_opts(&server, &cache, &good), &name)
             .unwrap_err()
             .to_string();
         assert!(
@@ -1432,39 +1431,36 @@ fn the_index_signature_is_checked_before_anything_is_pulled() {
             "{tag}: an image file was requested"
         );
         assert!(!cache.exists(), "{tag}: the cache was created");
-        let err = commands::list(&signed_opts(&server, &cache, keys::good()), false).unwrap_err();
+        let err = commands::list(&signed_opts(&server, &cache, &good), false).unwrap_err();
         assert!(err.to_string().contains(want), "{tag}: list: {err}");
     };
 
     // Signed with the key of the keyring: pulled, and listed.
     let cache = temp_cache("signed");
-    let got = commands::pull(&signed_opts(&server, &cache, keys::good()), &name).unwrap();
+    let got = commands::pull(&signed_opts(&server, &cache, &good), &name).unwrap();
     assert_eq!(got.len(), 1);
-    commands::list(&signed_opts(&server, &cache, keys::good()), false).unwrap();
+    commands::list(&signed_opts(&server, &cache, &good), false).unwrap();
     let _ = std::fs::remove_dir_all(&cache);
 
     // The same index against a keyring that lacks the signer.
     let cache = temp_cache("otherkey");
-    let err = commands::pull(&signed_opts(&server, &cache, keys::other()), &name).unwrap_err();
+    let err = commands::pull(&signed_opts(&server, &cache, &other), &name).unwrap_err();
     assert!(err.to_string().contains("not in the keyring"), "{err}");
     assert!(!cache.exists());
 
     // Signed by another key.
-    set(
-        "/v1/index.json.asc",
-        Some(keys::sign(keys::other(), &index)),
-    );
+    set("/v1/index.json.asc", Some(keys::sign(&other, &index)));
     refused("wrongkey", "not in the keyring");
     // A good signature of other bytes, and the index changed after signing.
     set(
         "/v1/index.json.asc",
-        Some(keys::sign(keys::good(), b"another index")),
+        Some(keys::sign(&good, b"another index")),
     );
     refused("otherbytes", "does not match");
     let mut changed = index.clone();
     let at = changed.len() - 2;
     changed.insert(at, b' ');
-    set("/v1/index.json.asc", Some(keys::sign(keys::good(), &index)));
+    set("/v1/index.json.asc", Some(keys::sign(&good, &index)));
     set("/v1/index.json", Some(changed));
     refused("changed", "does not match");
     set("/v1/index.json", Some(index.clone()));
@@ -1475,10 +1471,10 @@ fn the_index_signature_is_checked_before_anything_is_pulled() {
     set("/v1/index.json.asc", None);
     refused("unsigned", "has no signature");
     // A server that fails to send the signature is a network error, not an unsigned index.
-    set("/v1/index.json.asc", Some(keys::sign(keys::good(), &index)));
+    set("/v1/index.json.asc", Some(keys::sign(&good, &index)));
     server.state.lock().unwrap().unavailable = true;
     let cache = temp_cache("sig503");
-    let err = commands::pull(&signed_opts(&server, &cache, keys::good()), &name).unwrap_err();
+    let err = commands::pull(&signed_opts(&server, &cache, &good), &name).unwrap_err();
     assert!(
         matches!(&err, ImageError::Network { url, msg } if url.ends_with("index.json.asc") && msg.contains("503")),
         "{err}"
@@ -1499,6 +1495,7 @@ fn the_index_signature_is_checked_before_anything_is_pulled() {
 /// A local index is held to the same rule: its signature is `index.json.asc` beside it.
 #[test]
 fn a_local_index_needs_its_signature_too() {
+    let good = keys::Key::new("local");
     let (files, _) = published();
     let dir = temp_cache("local-tree");
     for (path, data) in &files {
@@ -1512,14 +1509,14 @@ fn a_local_index_needs_its_signature_too() {
         index: Some(index.display().to_string()),
         cache: Some(cache.clone()),
         progress: false,
-        signature: Policy::Verify(keys::good().keyring.clone()),
+        signature: Policy::Verify(good.keyring.clone()),
     };
     let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
     assert!(err.to_string().contains("has no signature"), "{err}");
     assert!(!cache.exists());
     std::fs::write(
         dir.join("v1/index.json.asc"),
-        keys::sign(keys::good(), &std::fs::read(&index).unwrap()),
+        keys::sign(&good, &std::fs::read(&index).unwrap()),
     )
     .unwrap();
     commands::pull(&o, &["demo".to_string()]).unwrap();

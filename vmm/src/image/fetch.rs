@@ -141,6 +141,13 @@ fn header<'a>(r: &'a net::Response, name: &str) -> Option<&'a str> {
 pub fn fetch_index(loc: &Location, policy: &Policy) -> Result<Index, ImageError> {
     let url = loc.to_string();
     let bytes = fetch_small(loc, MAX_INDEX_BYTES)?;
+    if bytes.len() as u64 > MAX_INDEX_BYTES {
+        // Said as such, not as a signature over the truncated bytes that fails.
+        return Err(ImageError::BadIndex {
+            url,
+            msg: format!("larger than {MAX_INDEX_BYTES} bytes"),
+        });
+    }
     if let Policy::Verify(keyring) = policy {
         let sig_loc = loc.signature();
         let sig = match fetch_small(&sig_loc, signature::MAX_SIGNATURE_BYTES) {

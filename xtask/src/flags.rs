@@ -51,6 +51,20 @@ pub const PACKAGE: Spec = Spec {
     positional: false,
 };
 
+pub const RELEASE: Spec = Spec {
+    command: "release",
+    flags: &[
+        with(&["--target"], "a value"),
+        with(&["--from"], "a directory"),
+        with(&["--images"], "a directory"),
+        with(&["--out"], "a directory"),
+        with(&["--suite"], "a name"),
+        switch(&["--no-lintian"]),
+        HELP,
+    ],
+    positional: false,
+};
+
 pub const TEST: Spec = Spec {
     command: "test",
     flags: &[HELP],
@@ -222,7 +236,16 @@ mod tests {
 
     #[test]
     fn every_flag_name_is_unique_within_its_command() {
-        for spec in [BUILD, PACKAGE, TEST, BENCH, IMAGES, FUZZ, TEST_MATRIX] {
+        for spec in [
+            BUILD,
+            PACKAGE,
+            RELEASE,
+            TEST,
+            BENCH,
+            IMAGES,
+            FUZZ,
+            TEST_MATRIX,
+        ] {
             let mut names: Vec<&str> = spec.flags.iter().flat_map(|f| f.names.to_vec()).collect();
             let n = names.len();
             names.sort();

@@ -16,6 +16,7 @@ mod matrix_def;
 mod netcheck;
 mod package;
 mod probe;
+mod release;
 mod svm_tcg;
 mod targets;
 mod test;
@@ -34,6 +35,10 @@ commands:
   package [--target T]... [--check-reproducible] [--no-lintian]
                                       release .tar.gz, .deb and SHA256SUMS in target/package/
                                       (default: all targets)
+  release [--from DIR] [--images DIR] [--out DIR] [--suite S] [--target T]... [--no-lintian]
+                                      signed release in target/release-dist/: packages,
+                                      SHA256SUMS(.asc), apt repository, signed image index;
+                                      key: FUGU_SIGNING_KEY (docs/release.md)
   images [--only NAME]... [--check-reproducible] | --update-pins | publish DIR
                                       guest images from pinned Debian packages + index.json
                                       (target/images/out/; see docs/images.md)
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "build" => build::main(&args),
         "package" => package::main(&args),
+        "release" => release::main(&args),
         "images" => images::main(&args),
         "test" => test::main(&args),
         "bench" => bench::main(&args),

@@ -36,6 +36,10 @@ pub struct Layout {
     pub work: PathBuf,
     /// The artifacts and SHA256SUMS (recreated on every run).
     pub out: PathBuf,
+    /// The public signing keys (binary keyring) that the .deb installs as
+    /// /usr/share/keyrings/fugu-archive-keyring.gpg: `cargo xtask release` passes the key it
+    /// signs with; a plain `package` has none to ship.
+    pub keyring: Option<PathBuf>,
 }
 
 impl Layout {
@@ -45,7 +49,7 @@ impl Layout {
     }
 
     /// This source tree, artifacts in target/<name>/, builds shared with [`Layout::standard`].
-    fn in_tree(name: &str) -> Layout {
+    pub fn in_tree(name: &str) -> Layout {
         let root = util::root();
         let t = root.join("target");
         Layout {
@@ -53,6 +57,7 @@ impl Layout {
             work: t.join(format!("{name}-work")),
             out: t.join(name),
             src: root,
+            keyring: None,
         }
     }
 
@@ -65,6 +70,7 @@ impl Layout {
             build: base.join("build"),
             work: base.join("work"),
             out: base.join("out"),
+            keyring: None,
         }
     }
 }
@@ -127,7 +133,7 @@ pub fn for_tests() -> Result<PathBuf> {
 }
 
 /// SOURCE_DATE_EPOCH from the environment, else the time of the last commit.
-fn source_date_epoch(src: &Path) -> Result<u64> {
+pub fn source_date_epoch(src: &Path) -> Result<u64> {
     if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
         return v.trim().parse().map_err(|_| {
             Error::usage(format!(
@@ -499,6 +505,15 @@ fn debian_package(
         0o644,
     )?;
     install(&l.src.join("README.md"), &doc.join("README.md"), 0o644)?;
+    // The keys `fugu image` checks an index's signature against (docs/images.md), where apt
+    // keeps a repository's keys too.
+    if let Some(k) = &l.keyring {
+        install(
+            k,
+            &stage.join("usr/share/keyrings/fugu-archive-keyring.gpg"),
+            0o644,
+        )?;
+    }
     let template = |name: &str, f: &BTreeMap<String, String>| -> Result<String> {
         deb::render(&read(&l.src.join("packaging/debian").join(name))?, f)
     };
@@ -543,7 +558,7 @@ fn debian_package(
 }
 
 /// SHA256SUMS over `artifacts` (all in `out`), in the format `sha256sum -c` reads.
-fn write_sha256sums(out: &Path, artifacts: &[PathBuf]) -> Result<PathBuf> {
+pub fn write_sha256sums(out: &Path, artifacts: &[PathBuf]) -> Result<PathBuf> {
     let mut names: Vec<&str> = artifacts.iter().map(|p| file_name(p)).collect();
     names.sort();
     let o = Command::new("sha256sum")

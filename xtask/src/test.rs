@@ -33,6 +33,12 @@ const TEST_DEBS: &[&str] = &[
     "python3",
     // g++: libfuzzer-sys compiles libFuzzer for the fuzz smoke run (xtask fuzz).
     "g++",
+    // gpg makes the signing tests' keys and signs; gpgv checks signatures (fugu image, the
+    // release); apt-get installs from the signed repository into a private root
+    // (vmm/src/image/tests.rs, tests/tests/release.rs).
+    "gnupg",
+    "gpgv",
+    "apt",
 ];
 
 pub fn main(args: &[String]) -> Result {
@@ -106,6 +112,9 @@ pub fn main(args: &[String]) -> Result {
             c.env("FUGU_REQUIRE_ALL", "1");
         }
         c.env("FUGU_PACKAGE_DIR", &packages);
+        // tests/tests/release.rs runs `xtask release --from FUGU_PACKAGE_DIR` with its own
+        // test keys: this very xtask.
+        c.env("FUGU_XTASK_BIN", std::env::current_exe()?);
         for (bt, path) in &bins {
             c.env(format!("FUGU_BIN_{}", bt.short().to_uppercase()), path);
         }

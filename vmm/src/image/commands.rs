@@ -3,6 +3,7 @@
 use super::cache::{Cache, Cached, Entry};
 use super::fetch::{self, Location, Progress};
 use super::index::{self, Image};
+use super::signature::Policy;
 use super::ImageError;
 use std::path::PathBuf;
 
@@ -15,6 +16,8 @@ pub struct Options {
     pub cache: Option<PathBuf>,
     /// Draw progress bars (when stderr is a terminal).
     pub progress: bool,
+    /// How the index is trusted: its signature against a keyring, or not at all.
+    pub signature: Policy,
 }
 
 impl Options {
@@ -40,7 +43,7 @@ pub fn list(opts: &Options, cached_only: bool) -> Result<(), ImageError> {
     };
     if !cached_only {
         let loc = opts.location()?;
-        let idx = fetch::fetch_index(&loc)?;
+        let idx = fetch::fetch_index(&loc, &opts.signature)?;
         println!(
             "{:<16} {:<6} {:<10} {:>10}  {:<8} description",
             "NAME", "ARCH", "KIND", "SIZE", "CACHED"
@@ -136,7 +139,7 @@ impl Progress for Bar {
 /// `fugu image pull NAME...`
 pub fn pull(opts: &Options, names: &[String]) -> Result<Vec<Cached>, ImageError> {
     let loc = opts.location()?;
-    let idx = fetch::fetch_index(&loc)?;
+    let idx = fetch::fetch_index(&loc, &opts.signature)?;
     let cache = Cache::open(opts.cache.clone())?;
     // Every name must exist before anything is downloaded.
     let mut images = Vec::new();

@@ -6,6 +6,7 @@
 
 use super::index::{self, Index};
 use super::net;
+use super::signature::{self, Policy};
 use super::ImageError;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -81,6 +82,22 @@ impl Location {
         Ok(Location::Local(PathBuf::from(s)))
     }
 
+    /// The index's detached signature: the same URL or path with `.asc` appended to the
+    /// file name (before a query or fragment).
+    pub fn signature(&self) -> Location {
+        match self {
+            Location::Http(u) => {
+                let end = u.find(['?', '#']).unwrap_or(u.len());
+                Location::Http(format!("{}.asc{}", &u[..end], &u[end..]))
+            }
+            Location::Local(p) => {
+                let mut s = p.as_os_str().to_owned();
+                s.push(".asc");
+                Location::Local(PathBuf::from(s))
+            }
+        }
+    }
+
     /// A file published next to the index (`rel` is a validated relative path).
     pub fn join(&self, rel: &str) -> Location {
         match self {
@@ -120,14 +137,77 @@ fn header<'a>(r: &'a net::Response, name: &str) -> Option<&'a str> {
     r.header(name)
 }
 
-/// Fetch, parse and validate an index.
-pub fn fetch_index(loc: &Location) -> Result<Index, ImageError> {
+/// Fetch, check the signature of (unless `policy` says to skip it), parse and validate an
+/// index. The bytes that are verified are the bytes that are parsed.
+pub fn fetch_index(loc: &Location, policy: &Policy) -> Result<Index, ImageError> {
     let url = loc.to_string();
-    let bytes = match loc {
-        Location::Local(p) => std::fs::read(p).map_err(|e| ImageError::Network {
+    let bytes = fetch_small(loc, MAX_INDEX_BYTES)?;
+    if bytes.len() as u64 > MAX_INDEX_BYTES {
+        // Said as such, not as a signature over the truncated bytes that fails.
+        return Err(ImageError::BadIndex {
+            url,
+            msg: format!("larger than {MAX_INDEX_BYTES} bytes"),
+        });
+    }
+    if let Policy::Verify(keyring) = policy {
+        let sig_loc = loc.signature();
+        let sig = match fetch_small(&sig_loc, signature::MAX_SIGNATURE_BYTES) {
+            Ok(sig) => sig,
+            // Not there: the index is unsigned. Any other failure (a timeout, a 503) is a
+            // network error like any other, not a verdict on the index.
+            Err(ImageError::Network { msg, .. }) if is_absent(&sig_loc, &msg) => {
+                return Err(ImageError::Unsigned {
+                    url,
+                    sig: sig_loc.to_string(),
+                    msg,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        if sig.len() as u64 > signature::MAX_SIGNATURE_BYTES {
+            return Err(ImageError::Signature {
+                url,
+                msg: format!(
+                    "{sig_loc} is larger than {} bytes",
+                    signature::MAX_SIGNATURE_BYTES
+                ),
+            });
+        }
+        signature::verify(&bytes, &sig, keyring).map_err(|r| ImageError::Signature {
             url: url.clone(),
-            msg: e.to_string(),
-        })?,
+            msg: r.0,
+        })?;
+    }
+    parse_index(&url, &bytes)
+}
+
+/// Whether a failed fetch of `loc` means that the file does not exist.
+fn is_absent(loc: &Location, msg: &str) -> bool {
+    match loc {
+        Location::Local(p) => !p.exists(),
+        Location::Http(_) => msg.starts_with("HTTP 404 ") || msg.starts_with("HTTP 410 "),
+    }
+}
+
+/// A small file (an index or its signature), whole: at most `max + 1` bytes are read, so
+/// that the caller can tell a file that is too large.
+fn fetch_small(loc: &Location, max: u64) -> Result<Vec<u8>, ImageError> {
+    let url = loc.to_string();
+    Ok(match loc {
+        Location::Local(p) => {
+            let f = std::fs::File::open(p).map_err(|e| ImageError::Network {
+                url: url.clone(),
+                msg: e.to_string(),
+            })?;
+            let mut buf = Vec::new();
+            f.take(max + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| ImageError::Network {
+                    url: url.clone(),
+                    msg: e.to_string(),
+                })?;
+            buf
+        }
         Location::Http(u) => {
             let mut last = None;
             let mut body = None;
@@ -138,7 +218,7 @@ pub fn fetch_index(loc: &Location) -> Result<Index, ImageError> {
                 match get(u, 0) {
                     Ok(r) if r.status == 200 => {
                         let mut buf = Vec::new();
-                        match r.take(MAX_INDEX_BYTES + 1).read_to_end(&mut buf) {
+                        match r.take(max + 1).read_to_end(&mut buf) {
                             Ok(_) => {
                                 body = Some(buf);
                                 break;
@@ -161,8 +241,7 @@ pub fn fetch_index(loc: &Location) -> Result<Index, ImageError> {
                 msg: last.unwrap_or_default(),
             })?
         }
-    };
-    parse_index(&url, &bytes)
+    })
 }
 
 pub fn parse_index(url: &str, bytes: &[u8]) -> Result<Index, ImageError> {

@@ -17,6 +17,7 @@ pub mod fetch;
 pub mod index;
 pub mod net;
 pub mod run;
+pub mod signature;
 
 /// Used when neither --index nor FUGU_IMAGE_INDEX is given. The `.invalid` top-level domain
 /// never resolves: fugu has no public image server yet, and this says so clearly instead of
@@ -36,6 +37,14 @@ pub enum ImageError {
     },
     #[error("{0}")]
     BadUrl(String),
+    #[error("refusing image index {url}: it has no signature ({sig}: {msg}); fugu trusts only a signed index (--insecure-skip-signature uses it unsigned, for those who must)")]
+    Unsigned {
+        url: String,
+        sig: String,
+        msg: String,
+    },
+    #[error("refusing image index {url}: signature check failed: {msg}; nothing was pulled (--insecure-skip-signature uses it unsigned, for those who must)")]
+    Signature { url: String, msg: String },
     #[error("cannot fetch {url}: {msg}")]
     Network { url: String, msg: String },
     #[error("broken image index {url}: {msg}")]

@@ -1,6 +1,7 @@
 //! `fugu image ...` and `fugu run --image NAME`, as called from main.rs.
 
 use super::commands::{self, Options};
+use super::signature::Policy;
 use crate::cli::{BootArg, ImageArgs, ImageCommand, RunArgs};
 use std::path::PathBuf;
 
@@ -14,6 +15,11 @@ pub fn main(args: ImageArgs) -> u8 {
         index: args.index,
         cache: args.cache,
         progress: std::io::stderr().is_terminal(),
+        signature: match (args.insecure_skip_signature, args.keyring) {
+            (true, _) => Policy::Skip,
+            (false, Some(k)) => Policy::Verify(k),
+            (false, None) => Policy::default(),
+        },
     };
     let result = match &args.command {
         ImageCommand::List { cached } => commands::list(&opts, *cached),

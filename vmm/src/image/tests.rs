@@ -7,6 +7,7 @@
 use super::cache::Cache;
 use super::commands::{self, Options};
 use super::index::{self, Index};
+use super::signature::Policy;
 use super::ImageError;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -279,6 +280,8 @@ fn opts(server: &Server, cache: &std::path::Path) -> Options {
         index: Some(server.index_url()),
         cache: Some(cache.to_path_buf()),
         progress: false,
+        // These tests are about transfer and cache; the signature has its own tests below.
+        signature: Policy::Skip,
     }
 }
 
@@ -514,6 +517,7 @@ fn the_default_index_is_a_clear_placeholder() {
         index: None,
         cache: Some(temp_cache("default")),
         progress: false,
+        signature: Policy::default(),
     };
     let err = commands::list(&o, false).unwrap_err().to_string();
     assert!(
@@ -1293,4 +1297,242 @@ fn https_redirects_are_verified_and_never_downgraded() {
     assert!(err.contains("redirect from https://"), "{err}");
     assert!(plain2.requests().is_empty());
     assert!(!cache.exists());
+}
+
+/// Test signing keys, made with `gpg` in a private GNUPGHOME each (never the user's) and
+/// removed with it when the test ends.
+mod keys {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+
+    pub struct Key {
+        pub home: PathBuf,
+        /// Its public key alone, binary, as the package's keyring is.
+        pub keyring: PathBuf,
+    }
+
+    fn gpg(home: &Path) -> Command {
+        let mut c = Command::new("gpg");
+        c.env("GNUPGHOME", home)
+            .env("LC_ALL", "C")
+            .args(["--batch", "--quiet", "--no-tty"]);
+        c
+    }
+
+    impl Key {
+        pub fn new(name: &str) -> Key {
+            use std::os::unix::fs::DirBuilderExt;
+            let home =
+                std::env::temp_dir().join(format!("fugu-sig-test-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&home);
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&home)
+                .unwrap();
+            let key = Key {
+                keyring: home.join("keyring.gpg"),
+                home,
+            };
+            let out = gpg(&key.home)
+                .args(["--passphrase", "", "--quick-gen-key"])
+                .arg(format!("fugu {name} test key <{name}@fugu.invalid>"))
+                .args(["ed25519", "sign", "never"])
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("the signature tests make their keys with gpg (Debian: apt-get install gnupg): {e}")
+                });
+            assert!(out.status.success(), "gpg --quick-gen-key: {out:?}");
+            let out = gpg(&key.home).arg("--export").output().unwrap();
+            assert!(out.status.success() && !out.stdout.is_empty(), "{out:?}");
+            std::fs::write(&key.keyring, out.stdout).unwrap();
+            stop_agent(&key.home);
+            key
+        }
+    }
+
+    impl Drop for Key {
+        fn drop(&mut self) {
+            stop_agent(&self.home);
+            let _ = std::fs::remove_dir_all(&self.home);
+        }
+    }
+
+    /// gpg started an agent for the home; it is not left running after the tests.
+    fn stop_agent(home: &Path) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", home)
+            .args(["--kill", "gpg-agent"])
+            .output();
+    }
+
+    /// An armored detached signature of `data`.
+    pub fn sign(key: &Key, data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut child = gpg(&key.home)
+            .args(["--armor", "--detach-sign", "--output", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        stop_agent(&key.home);
+        assert!(out.status.success(), "gpg --detach-sign: {out:?}");
+        out.stdout
+    }
+}
+
+fn signed_opts(server: &Server, cache: &std::path::Path, key: &keys::Key) -> Options {
+    Options {
+        signature: Policy::Verify(key.keyring.clone()),
+        ..opts(server, cache)
+    }
+}
+
+/// A signed index is pulled; an unsigned one, one signed by a key outside the keyring, one
+/// whose signature is for other bytes, and one changed after signing are refused with a
+/// clear error, before any image file is requested and with nothing left in the cache.
+/// `--insecure-skip-signature` (Policy::Skip) takes the unsigned one.
+#[test]
+fn the_index_signature_is_checked_before_anything_is_pulled() {
+    let (good, other) = (keys::Key::new("good"), keys::Key::new("other"));
+    let (mut files, _) = published();
+    let index = files["/v1/index.json"].clone();
+    files.insert("/v1/index.json.asc".into(), keys::sign(&good, &index));
+    let server = Server::start(files);
+    let name = ["demo".to_string()];
+    let file_requests = |s: &Server| {
+        s.requests()
+            .iter()
+            .filter(|(p, _)| !p.contains("index.json"))
+            .count()
+    };
+    let set = |path: &str, body: Option<Vec<u8>>| {
+        let files = &mut server.state.lock().unwrap().files;
+        match body {
+            Some(b) => files.insert(path.into(), b),
+            None => files.remove(path),
+        };
+    };
+    let refused = |tag: &str, want: &str| {
+        let cache = temp_cache(tag);
+        let before = file_requests(&server);
+        let err = commands::pull(&signed_opts(&server, &cache, &good), &name)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("refusing image index") && err.contains(want),
+            "{tag}: {err}"
+        );
+        assert!(err.contains("--insecure-skip-signature"), "{tag}: {err}");
+        assert_eq!(
+            file_requests(&server),
+            before,
+            "{tag}: an image file was requested"
+        );
+        assert!(!cache.exists(), "{tag}: the cache was created");
+        let err = commands::list(&signed_opts(&server, &cache, &good), false).unwrap_err();
+        assert!(err.to_string().contains(want), "{tag}: list: {err}");
+    };
+
+    // Signed with the key of the keyring: pulled, and listed.
+    let cache = temp_cache("signed");
+    let got = commands::pull(&signed_opts(&server, &cache, &good), &name).unwrap();
+    assert_eq!(got.len(), 1);
+    commands::list(&signed_opts(&server, &cache, &good), false).unwrap();
+    let _ = std::fs::remove_dir_all(&cache);
+
+    // The same index against a keyring that lacks the signer.
+    let cache = temp_cache("otherkey");
+    let err = commands::pull(&signed_opts(&server, &cache, &other), &name).unwrap_err();
+    assert!(err.to_string().contains("not in the keyring"), "{err}");
+    assert!(!cache.exists());
+
+    // Signed by another key.
+    set("/v1/index.json.asc", Some(keys::sign(&other, &index)));
+    refused("wrongkey", "not in the keyring");
+    // A good signature of other bytes, and the index changed after signing.
+    set(
+        "/v1/index.json.asc",
+        Some(keys::sign(&good, b"another index")),
+    );
+    refused("otherbytes", "does not match");
+    let mut changed = index.clone();
+    let at = changed.len() - 2;
+    changed.insert(at, b' ');
+    set("/v1/index.json.asc", Some(keys::sign(&good, &index)));
+    set("/v1/index.json", Some(changed));
+    refused("changed", "does not match");
+    set("/v1/index.json", Some(index.clone()));
+    // Garbage instead of a signature.
+    set("/v1/index.json.asc", Some(b"not a signature".to_vec()));
+    refused("garbage", "signature check failed");
+    // No signature at all.
+    set("/v1/index.json.asc", None);
+    refused("unsigned", "has no signature");
+    // A server that fails to send the signature is a network error, not an unsigned index.
+    set("/v1/index.json.asc", Some(keys::sign(&good, &index)));
+    server.state.lock().unwrap().unavailable = true;
+    let cache = temp_cache("sig503");
+    let err = commands::pull(&signed_opts(&server, &cache, &good), &name).unwrap_err();
+    assert!(
+        matches!(&err, ImageError::Network { url, msg } if url.ends_with("index.json.asc") && msg.contains("503")),
+        "{err}"
+    );
+    assert!(!cache.exists());
+    server.state.lock().unwrap().unavailable = false;
+    set("/v1/index.json.asc", None);
+    // Spelled out: the unsigned index is used.
+    let cache = temp_cache("skip");
+    let o = Options {
+        signature: Policy::Skip,
+        ..opts(&server, &cache)
+    };
+    commands::pull(&o, &name).unwrap();
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// A local index is held to the same rule: its signature is `index.json.asc` beside it.
+#[test]
+fn a_local_index_needs_its_signature_too() {
+    let good = keys::Key::new("local");
+    let (files, _) = published();
+    let dir = temp_cache("local-tree");
+    for (path, data) in &files {
+        let p = dir.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    let index = dir.join("v1/index.json");
+    let cache = temp_cache("local-cache");
+    let o = Options {
+        index: Some(index.display().to_string()),
+        cache: Some(cache.clone()),
+        progress: false,
+        signature: Policy::Verify(good.keyring.clone()),
+    };
+    let err = commands::pull(&o, &["demo".to_string()]).unwrap_err();
+    assert!(err.to_string().contains("has no signature"), "{err}");
+    assert!(!cache.exists());
+    std::fs::write(
+        dir.join("v1/index.json.asc"),
+        keys::sign(&good, &std::fs::read(&index).unwrap()),
+    )
+    .unwrap();
+    commands::pull(&o, &["demo".to_string()]).unwrap();
+    assert!(cache.join("demo").is_dir());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn the_signature_sits_beside_the_index() {
+    use super::fetch::Location;
+    let sig = |s: &str| Location::parse(s).unwrap().signature().to_string();
+    assert_eq!(
+        sig("https://h/v1/index.json"),
+        "https://h/v1/index.json.asc"
+    );
+    assert_eq!(sig("http://h/i.json?x=1#f"), "http://h/i.json.asc?x=1#f");
+    assert_eq!(sig("/srv/v1/index.json"), "/srv/v1/index.json.asc");
 }

@@ -16,11 +16,22 @@ pub(super) fn publish(out: &Path, idx: &index::Index, dir: &Path) -> Result {
             std::fs::rename(&tmp, &to)?;
         }
     }
+    // A signature of an earlier index would not match the new one: `release --images`
+    // signs this one.
+    match std::fs::remove_file(dir.join("index.json.asc")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     // The index goes last, so a server never lists a file that is not there yet.
     let json = serde_json::to_string_pretty(idx).map_err(|e| Error::fail(e.to_string()))? + "\n";
     write_atomic(&dir.join("index.json"), json.as_bytes())?;
     println!(
-        "published {} image(s) to {}; serve it with any static HTTP server, e.g.\n    python3 -m http.server -d {} 8000\nand point fugu at it:\n    fugu image list --index http://HOST:8000/index.json",
+        "published {} image(s) to {}; fugu needs the index signed:\n    \
+         FUGU_SIGNING_KEY=KEY.asc cargo xtask release --images {} (docs/release.md)\n\
+         then serve target/release-dist/images with any static HTTP server, e.g.\n    \
+         python3 -m http.server -d target/release-dist/images 8000\nand point fugu at it:\n    \
+         fugu image list --index http://HOST:8000/index.json \
+         (or, unsigned: --insecure-skip-signature)",
         idx.images.len(),
         dir.display(),
         dir.display()

@@ -64,6 +64,8 @@ pub(super) fn pull(ctx: &Ctx) -> Bench {
             .arg(server.url("index.json"))
             .arg("--cache")
             .arg(&cache)
+            // The transfer is measured, not gpgv: the bench index is not signed.
+            .arg("--insecure-skip-signature")
             .args(["pull", "bench-blob"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -182,7 +182,10 @@ mod tests {
                 "boot-ipxe",
                 "boot-linux",
                 "startup",
-                "memory-overhead"
+                "memory-overhead",
+                "many-vms-time",
+                "many-vms-memory",
+                "virtio-net-rr"
             ]
         );
     }

@@ -230,14 +230,7 @@ got:    movzwl  rx_seen, %ecx
         repe cmpsb
         je      success
 recycle:
-        movzwl  rx_avail, %ecx
-        and     $255, %ecx
-        movw    %bx, RXRING + 0x1000 + 4(,%ecx,2)
-        incw    rx_avail
-        mov     rx_avail, %ax
-        mov     %ax, RXRING + 0x1000 + 2
-        xor     %ax, %ax
-        call    notify
+        call    give_back
         jmp     6b
 
 success:
@@ -249,15 +242,8 @@ success:
 1:      incl    rounds
         cmpl    $NETBENCH_ROUNDS + 1, rounds
         je      2f
-        /* The buffer back to the device (%ebx: its index), then the next frame out. */
-        movzwl  rx_avail, %ecx
-        and     $255, %ecx
-        movw    %bx, RXRING + 0x1000 + 4(,%ecx,2)
-        incw    rx_avail
-        mov     rx_avail, %ax
-        mov     %ax, RXRING + 0x1000 + 2
-        xor     %ax, %ax
-        call    notify
+        /* The buffer back to the device, then the next frame out. */
+        call    give_back
         movl    $200, tries
         jmp     send
 2:      mov     $msg_bench_done, %esi
@@ -295,6 +281,17 @@ setup_queue:
         mov     %ecx, %eax
         out     %eax, %dx
         ret
+
+/* give_back: receive buffer %ebx back into the avail ring, and tell the device. */
+give_back:
+        movzwl  rx_avail, %ecx
+        and     $255, %ecx
+        movw    %bx, RXRING + 0x1000 + 4(,%ecx,2)
+        incw    rx_avail
+        mov     rx_avail, %ax
+        mov     %ax, RXRING + 0x1000 + 2
+        xor     %ax, %ax
+        jmp     notify
 
 /* notify: queue %ax. */
 notify: mov     iobase, %edx

@@ -142,3 +142,33 @@ pub fn unmet(reason: &str) {
 pub fn frame_responder(ns: &str, ifname: &str, wait: Duration) -> Result<[u8; 6], String> {
     fugu_common::frame::respond(ns, ifname, wait, None)
 }
+
+/// Start a Python program (`python3 -c program args...`) that serves on loopback and prints
+/// its port on its first line; returns the child and the port. Panics with the line when the
+/// first line is not a port.
+pub fn python_server(
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    what: &str,
+) -> (std::process::Child, u16) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    match line.trim().parse() {
+        Ok(port) => (child, port),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the {what} server did not start: {line:?}")
+        }
+    }
+}

@@ -6,7 +6,6 @@
 //! and `no_proxy`.
 
 use fugu_e2e::{fugu_builds, tempdir, unmet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -196,22 +195,8 @@ impl HttpsServer {
 
     /// A Python program that prints its port first.
     fn python(program: &str, args: &[PathBuf]) -> HttpsServer {
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("the HTTPS server did not start: {line:?}")
-        });
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (child, port) = fugu_e2e::python_server(program, &args, "HTTPS");
         HttpsServer { child, port }
     }
 

@@ -11,7 +11,6 @@
 //! xtask, which these tests run as `xtask release --from DIR`).
 
 use fugu_e2e::{fugu_builds, tempdir, unmet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -160,22 +159,7 @@ srv.serve_forever()
 
 impl Server {
     fn start(root: &Path) -> Server {
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(SERVER_PY)
-            .arg(root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("the HTTP server did not start: {line:?}")
-        });
+        let (child, port) = fugu_e2e::python_server(SERVER_PY, &[root.as_os_str()], "HTTP");
         Server { child, port }
     }
 

@@ -172,3 +172,27 @@ pub fn python_server(
         }
     }
 }
+
+/// Publish a tree with one image, "demo" (kind bios-disk: one disk of `size` pseudo-random
+/// bytes) into `dir` (`index.json` and `demo/disk.img`); returns the disk's bytes.
+pub fn publish_demo_image(dir: &std::path::Path, size: u32) -> Vec<u8> {
+    let data: Vec<u8> = (0u32..size)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::create_dir_all(dir.join("demo")).expect("create the demo folder");
+    std::fs::write(dir.join("demo/disk.img"), &data).expect("write the demo disk");
+    let index = format!(
+        r#"{{"format": "fugu-image-index", "format_version": 1,
+           "created": "2026-01-01T00:00:00Z", "images": [
+           {{"name": "demo", "arch": "amd64", "kind": "bios-disk", "description": "",
+             "revision": 1, "created": "2026-01-01T00:00:00Z", "min_fugu_version": "0.1.0",
+             "cmdline": "", "files": [{{"role": "disk", "path": "demo/disk.img",
+             "size": {}, "sha256": "{}", "compression": "none"}}],
+             "provenance": {{"recipe": "images/demo.image", "recipe_sha256": "",
+             "packages": []}}}}]}}"#,
+        data.len(),
+        fugu_common::digest::sha256_bytes(&data)
+    );
+    std::fs::write(dir.join("index.json"), index).expect("write the index");
+    data
+}

@@ -93,28 +93,10 @@ fn make_certs(dir: &Path) {
     }
 }
 
-/// A published tree with one image, "demo" (kind bios-disk, one 300 KB disk); returns the
-/// disk's bytes.
+/// A published tree with one image, "demo" (kind bios-disk, one 300 KB disk) under `v1/`;
+/// returns the disk's bytes.
 fn publish(dir: &Path) -> Vec<u8> {
-    let data: Vec<u8> = (0u32..300_000)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::create_dir_all(dir.join("v1/demo")).unwrap();
-    std::fs::write(dir.join("v1/demo/disk.img"), &data).unwrap();
-    let index = format!(
-        r#"{{"format": "fugu-image-index", "format_version": 1,
-           "created": "2026-01-01T00:00:00Z", "images": [
-           {{"name": "demo", "arch": "amd64", "kind": "bios-disk", "description": "",
-             "revision": 1, "created": "2026-01-01T00:00:00Z", "min_fugu_version": "0.1.0",
-             "cmdline": "", "files": [{{"role": "disk", "path": "demo/disk.img",
-             "size": {}, "sha256": "{}", "compression": "none"}}],
-             "provenance": {{"recipe": "images/demo.image", "recipe_sha256": "",
-             "packages": []}}}}]}}"#,
-        data.len(),
-        fugu_common::digest::sha256_bytes(&data)
-    );
-    std::fs::write(dir.join("v1/index.json"), index).unwrap();
-    data
+    fugu_e2e::publish_demo_image(&dir.join("v1"), 300_000)
 }
 
 /// Python's http.server over TLS on 127.0.0.1 (a free port), serving `root`.

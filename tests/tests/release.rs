@@ -177,24 +177,7 @@ impl Drop for Server {
 
 /// A published image tree with one image, "demo" (a bios-disk of 64 KiB).
 fn image_tree(dir: &Path) {
-    let data: Vec<u8> = (0u32..65536)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::create_dir_all(dir.join("demo")).unwrap();
-    std::fs::write(dir.join("demo/disk.img"), &data).unwrap();
-    let index = format!(
-        r#"{{"format": "fugu-image-index", "format_version": 1,
-           "created": "2026-01-01T00:00:00Z", "images": [
-           {{"name": "demo", "arch": "amd64", "kind": "bios-disk", "description": "",
-             "revision": 1, "created": "2026-01-01T00:00:00Z", "min_fugu_version": "0.1.0",
-             "cmdline": "", "files": [{{"role": "disk", "path": "demo/disk.img",
-             "size": {}, "sha256": "{}", "compression": "none"}}],
-             "provenance": {{"recipe": "images/demo.image", "recipe_sha256": "",
-             "packages": []}}}}]}}"#,
-        data.len(),
-        fugu_common::digest::sha256_bytes(&data)
-    );
-    std::fs::write(dir.join("index.json"), index).unwrap();
+    fugu_e2e::publish_demo_image(dir, 65536);
 }
 
 /// The .debs of `dir`.

@@ -166,28 +166,30 @@ fn note(r: &Runs, what: &str) -> String {
     )
 }
 
-pub(super) fn many_vms_time(ctx: &Ctx) -> Bench {
+/// One row from the fleets: `figure` of each run on both sides, and what it is.
+fn row(ctx: &Ctx, figure: fn(&Fleet) -> f64, what: &str) -> Bench {
     let r = runs(ctx)?;
     Ok(Measured {
-        fugu: r.fugu.iter().map(|f| f.p99_s).collect(),
-        peer: (!r.peer.is_empty()).then(|| r.peer.iter().map(|f| f.p99_s).collect()),
-        note: note(
-            &r,
-            "the figure is the 99th percentile of the time from the first start to each guest's marker on COM1 (QEMU through SeaBIOS, fugu directly)",
-        ),
+        fugu: r.fugu.iter().map(figure).collect(),
+        peer: (!r.peer.is_empty()).then(|| r.peer.iter().map(figure).collect()),
+        note: note(&r, what),
     })
 }
 
+pub(super) fn many_vms_time(ctx: &Ctx) -> Bench {
+    row(
+        ctx,
+        |f| f.p99_s,
+        "the figure is the 99th percentile of the time from the first start to each guest's marker on COM1 (QEMU through SeaBIOS, fugu directly)",
+    )
+}
+
 pub(super) fn many_vms_memory(ctx: &Ctx) -> Bench {
-    let r = runs(ctx)?;
-    Ok(Measured {
-        fugu: r.fugu.iter().map(|f| f.pss_mib).collect(),
-        peer: (!r.peer.is_empty()).then(|| r.peer.iter().map(|f| f.pss_mib).collect()),
-        note: note(
-            &r,
-            "the figure is the summed Pss of the 50 processes once every guest printed its marker (shared pages counted once, guest RAM touched included)",
-        ),
-    })
+    row(
+        ctx,
+        |f| f.pss_mib,
+        "the figure is the summed Pss of the 50 processes once every guest printed its marker (shared pages counted once, guest RAM touched included)",
+    )
 }
 
 #[cfg(test)]

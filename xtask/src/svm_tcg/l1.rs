@@ -25,6 +25,9 @@ pub const MARK: &str = "fugu-l1:";
 /// the outer run tells a dead L1 from a cell that is still booting (never shown as progress).
 pub const BEAT: &str = "fugu-l1-beat:";
 pub const BEAT_SECS: u64 = 15;
+/// What the inner script's last line says (with the run's exit status) before it powers the
+/// L1 off: an L1 that ends without it was reset.
+pub const RUN_END: &str = "test-matrix exit";
 /// Where the i386 L1 puts its busybox and applet links (a tmpfs in the overlay root).
 const I386_BIN: &str = "/run/fugu-l1/bin";
 
@@ -531,7 +534,7 @@ modprobe kvm_amd npt=1 || {{ mark "modprobe kvm_amd failed"; off; }}
 mark "kvm_amd npt=$(cat /sys/module/kvm_amd/parameters/npt) nested=$(cat /sys/module/kvm_amd/parameters/nested) nrips=$(cat /sys/module/kvm_amd/parameters/nrips)"
 ip link set lo up
 ( while sleep {beat_secs}; do echo "{BEAT} $(cut -d' ' -f1 /proc/uptime)"; done ) &
-( {cmd} ; mark "test-matrix exit $?" ) 2>&1 | cat
+( {cmd} ; mark "{RUN_END} $?" ) 2>&1 | cat
 off
 "#,
         beat_secs = BEAT_SECS,
@@ -572,7 +575,9 @@ pub fn qemu_args(k: &Kernel, initrd: &Path, share: &Path) -> Vec<String> {
         initrd.display().to_string(),
         "-append".into(),
         format!(
-            "console=ttyS0 panic=-1 quiet loglevel=4 fugu.l1={}",
+            // A soft lockup of the L1 (TCG stuck in an L2's VMRUN) is a panic, so a stuck L1
+            // dies at once with a reason instead of after the outer run's silence limit.
+            "console=ttyS0 panic=-1 softlockup_panic=1 quiet loglevel=4 fugu.l1={}",
             k.arch.host()
         ),
         "-virtfs".into(),

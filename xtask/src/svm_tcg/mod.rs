@@ -17,6 +17,7 @@
 //! build of this xtask, with i386 busybox as the shell ([`l1::Arch`]).
 
 pub mod l1;
+mod rescue;
 
 use crate::matrix_def::{Cell, Def};
 use crate::probe::Probe;
@@ -24,6 +25,7 @@ use crate::test_matrix::report::results::{Results, Status, Suite};
 use crate::test_matrix::{self, CellResult, Options, Outcome, Runner};
 use crate::util::{self, step};
 use fugu_common::proc::{Proc, Waited};
+use rescue::{Death, Rescue};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -200,103 +202,38 @@ fn run_l1(
         share,
     };
 
-    // QEMU 7.2's TCG sometimes corrupts the L1 kernel's stack in the thread running an L2 (the
-    // L1 panics, "corrupted stack end detected inside scheduler", or stops answering): the
-    // L1 is a test fixture with a known emulator bug, so a fresh L1 runs the cells the dead
-    // one had not reported, and a cell it died during that then passes is FLAKY, naming why.
-    let mut results: HashMap<String, CellResult> = HashMap::new();
-    let mut died_during: HashMap<String, String> = HashMap::new();
-    for attempt in 1..=L1_BOOTS {
-        let todo: Vec<Cell> = cells
-            .iter()
-            .filter(|c| !results.contains_key(&c.id()))
-            .cloned()
-            .collect();
+    // QEMU 7.2's TCG now and then kills the L1 while an L2 runs: fresh L1s run what a dead
+    // one left ([`rescue`]).
+    let mut rescue = Rescue::default();
+    loop {
+        let todo = rescue.todo(cells);
         if todo.is_empty() {
             break;
         }
+        let attempt = rescue.next_boot();
         let subset = (todo.len() < cells.len()).then_some(todo.as_slice());
         match l1.run(def, &todo, subset, o, attempt, interrupted) {
-            Ok(done) => {
-                for r in done {
-                    results.insert(r.cell.id(), r);
-                }
-                break;
-            }
+            Ok(done) => rescue.finished(done),
             Err(death) => {
-                let last = attempt == L1_BOOTS || interrupted.load(Ordering::SeqCst);
+                let why = death.reason.clone();
+                let left = todo.len() - death.reported.len();
+                let last_chance = interrupted.load(Ordering::SeqCst);
+                let again = rescue.died(host, &todo, death, last_chance);
                 step(format!(
-                    "{host}: the L1 died ({}){}",
-                    death.error.reason,
-                    if last {
-                        String::new()
+                    "{host}: the L1 died ({why}){}",
+                    if again {
+                        format!("; a fresh L1 runs what it did not report ({left} cell(s) at most)")
                     } else {
-                        format!(
-                            "; a fresh L1 runs the {} cell(s) it did not report",
-                            todo.len() - death.reported.len()
-                        )
+                        String::new()
                     }
                 ));
-                for id in &death.running {
-                    died_during.insert(id.clone(), death.error.reason.clone());
-                }
-                for r in death.reported {
-                    results.insert(r.cell.id(), r);
-                }
-                if last {
-                    for c in &todo {
-                        results.entry(c.id()).or_insert_with(|| CellResult {
-                            cell: c.clone(),
-                            outcome: Outcome::Fail {
-                                reason: format!(
-                                    "the {host} L1 did not run it: {}",
-                                    death.error.reason
-                                ),
-                                tail: death.error.tail.clone(),
-                            },
-                            secs: 0.0,
-                        });
-                    }
+                if !again {
                     break;
                 }
             }
         }
     }
-    Ok(cells
-        .iter()
-        .map(|c| {
-            let mut r = results.remove(&c.id()).unwrap_or_else(|| CellResult {
-                cell: c.clone(),
-                outcome: Outcome::fail(format!("the {host} L1 did not report this cell")),
-                secs: 0.0,
-            });
-            if let Some(why) = died_during.get(&c.id()) {
-                r.outcome = after_a_dead_l1(r.outcome, why);
-            }
-            r
-        })
-        .collect())
-}
-
-/// Boots of an L1 per class: the first, and fresh ones for what a dead L1 left.
-const L1_BOOTS: u32 = 3;
-
-/// A cell's outcome in a fresh L1, when an earlier L1 died while it ran.
-fn after_a_dead_l1(outcome: Outcome, why: &str) -> Outcome {
-    let note = format!("an earlier L1 died while it ran ({why})");
-    match outcome {
-        Outcome::Pass => Outcome::Flaky {
-            note: format!("flaky: passed in a fresh L1; {note}"),
-        },
-        Outcome::Flaky { note: n } => Outcome::Flaky {
-            note: format!("{n}; {note}"),
-        },
-        Outcome::Fail { reason, tail } => Outcome::Fail {
-            reason: format!("{reason}; {note}"),
-            tail,
-        },
-        other => other,
-    }
+    Ok(rescue.results(host, cells))
 }
 
 /// One class's L1: what it boots and where its files live.
@@ -307,13 +244,6 @@ struct L1 {
     xtask: PathBuf,
     base: PathBuf,
     share: PathBuf,
-}
-
-/// How an L1 died: why, the cells it reported before, and those it was running.
-struct Death {
-    error: L1Error,
-    reported: Vec<CellResult>,
-    running: Vec<String>,
 }
 
 impl L1 {
@@ -329,7 +259,8 @@ impl L1 {
     ) -> Result<Vec<CellResult>, Death> {
         let host = self.arch.host();
         let died = |error: L1Error| Death {
-            error,
+            reason: error.reason,
+            tail: error.tail,
             reported: Vec::new(),
             running: Vec::new(),
         };
@@ -398,7 +329,7 @@ impl L1 {
             if attempt == 1 {
                 String::new()
             } else {
-                format!(" again (boot {attempt} of {L1_BOOTS})")
+                format!(" again (boot {attempt}, at most {})", rescue::MAX_BOOTS)
             },
             self.kernel.package,
             self.kernel.version,
@@ -406,6 +337,7 @@ impl L1 {
             console.display()
         ));
         let started = Instant::now();
+        let started_at = std::time::SystemTime::now();
         let ended = boot(
             &self.kernel,
             &initrd,
@@ -432,6 +364,12 @@ impl L1 {
                 Err(e) => L1Error {
                     reason: match panic_line(&text) {
                         Some(p) => format!("its kernel panicked: {p}"),
+                        // The inner script always reports its run's end before powering off: an L1
+                        // that ended without it was reset (a triple fault; QEMU has -no-reboot).
+                        None if !text.contains(l1::RUN_END) => format!(
+                            "it was reset before its run ended (a triple fault in the L1), \
+                             writing no results; QEMU ended: {end}"
+                        ),
                         None => format!(
                             "it wrote no results ({}: {e}); it ended: {end}",
                             results_path.display()
@@ -443,17 +381,21 @@ impl L1 {
             Err(e) => e,
         };
         let reported = partial(cells, &text);
+        // The cell it was running: one this boot started (its log in the share is newer than
+        // the boot) and did not report.
         let running = cells
             .iter()
             .filter(|c| !reported.iter().any(|r| r.cell == **c))
             .filter(|c| {
-                logs.join(format!("{}.vmm.log", c.id().replace('/', "-")))
-                    .exists()
+                std::fs::metadata(logs.join(format!("{}.vmm.log", c.id().replace('/', "-"))))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= started_at)
             })
             .map(Cell::id)
             .collect();
         Err(Death {
-            error,
+            reason: error.reason,
+            tail: error.tail,
             reported,
             running,
         })
@@ -765,26 +707,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cell_an_l1_died_during_is_flaky_when_it_passes_in_a_fresh_one() {
-        let why = "its kernel panicked: corrupted stack end detected inside scheduler";
-        match after_a_dead_l1(Outcome::Pass, why) {
-            Outcome::Flaky { note } => {
-                assert!(note.contains("passed in a fresh L1"), "{note}");
-                assert!(note.contains("corrupted stack end"), "{note}");
-            }
-            o => panic!("{o:?}"),
-        }
-        match after_a_dead_l1(Outcome::fail("timed out"), why) {
-            Outcome::Fail { reason, .. } => {
-                assert!(
-                    reason.starts_with("timed out; an earlier L1 died"),
-                    "{reason}"
-                )
-            }
-            o => panic!("{o:?}"),
-        }
-        let skip = Outcome::Skip { reason: "x".into() };
-        assert_eq!(after_a_dead_l1(skip.clone(), why), skip);
+    fn a_panicked_l1_says_why() {
         let console = "[   99.85] Kernel panic - not syncing: corrupted stack end detected\n";
         assert_eq!(
             panic_line(console).as_deref(),

@@ -53,7 +53,12 @@ impl Daemon {
         }
     }
 
+    /// fugud with its VMs running as nobody (the package's fugu-vm is not on a test host).
     fn spawn(bin: &Path, dir: &Path) -> Child {
+        Self::spawn_with(bin, dir, &["--vm-user", "nobody"])
+    }
+
+    fn spawn_with(bin: &Path, dir: &Path, extra: &[&str]) -> Child {
         let log = std::fs::File::create(dir.join("fugud.log")).unwrap();
         Command::new(bin)
             .arg0("fugud")
@@ -64,6 +69,7 @@ impl Daemon {
             .args(["--group", NOGROUP, "--stop-timeout", "10"])
             .arg("--state-dir")
             .arg(dir.join("state"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -318,6 +324,22 @@ fn fugud_runs_three_vms_with_console_stop_kill_and_permissions() {
     }
     let pids: Vec<i32> = ["one", "two", "three"].iter().map(|n| d.pid(n)).collect();
     d.wait_console("one", "waiting for the power button");
+    // None of them names a user: each runs as fugud's --vm-user, with no capabilities.
+    for p in &pids {
+        let st = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+        let field = |name: &str| -> Vec<String> {
+            st.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().map(String::from).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(field("Uid:"), ["65534"; 4], "VM process {p}: {st}");
+        assert_eq!(
+            field("CapEff:"),
+            ["0000000000000000"],
+            "VM process {p}: {st}"
+        );
+    }
     d.wait_console("three", "holding, the power button is ignored");
 
     // Console: two readers of one; the first holds the input, the second is told it does
@@ -620,6 +642,18 @@ fn a_bad_configuration_keeps_fugud_from_starting_and_the_i686_build_serves_too()
         assert_eq!(status.code(), Some(1), "{build}: {log}");
         assert!(
             log.contains("fugu.toml:3: vm.a.cpus: 0 vCPUs: give 1 to 255"),
+            "{build}: {log}"
+        );
+        assert!(!dir.join("fugu.sock").exists());
+        // A --vm-user that does not exist: fugud says so before it starts anything.
+        std::fs::write(dir.join("fugu.toml"), "").unwrap();
+        let status = Daemon::spawn_with(&bin, &dir, &["--vm-user", "no-such-user-fugu"])
+            .wait()
+            .unwrap();
+        let log = std::fs::read_to_string(dir.join("fugud.log")).unwrap();
+        assert_eq!(status.code(), Some(1), "{build}: {log}");
+        assert!(
+            log.contains("--vm-user/--vm-group: no such user 'no-such-user-fugu'"),
             "{build}: {log}"
         );
         assert!(!dir.join("fugu.sock").exists());

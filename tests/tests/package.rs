@@ -463,6 +463,12 @@ fn installed_daemon_starts_with_its_autostart_vms() {
         ok(Command::new("getent").args(["group", "fugu"])).starts_with("fugu:"),
         "postinst did not create group fugu"
     );
+    let vm_user = ok(Command::new("getent").args(["passwd", "fugu-vm"]));
+    let vm_uid = vm_user.split(':').nth(2).unwrap_or_default().to_string();
+    assert!(
+        vm_user.starts_with("fugu-vm:") && vm_uid != "0",
+        "postinst did not create the system user fugu-vm: {vm_user}"
+    );
     let conffiles = ok(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "fugu"]));
     assert!(conffiles.contains("/etc/fugu/fugu.toml"), "{conffiles}");
     let text = std::fs::read_to_string(unit).unwrap();
@@ -523,6 +529,18 @@ fn installed_daemon_starts_with_its_autostart_vms() {
         row.starts_with("boot ") && row.contains(" running "),
         "{status}"
     );
+    // The VM names no user: fugud runs it as fugu-vm, with no capabilities left.
+    let pid = row.split_whitespace().nth(2).unwrap_or_default();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), [vm_uid.as_str(); 4], "{proc_status}");
+    assert_eq!(field("CapEff:"), ["0000000000000000"], "{proc_status}");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let s = daemon.wait().unwrap();

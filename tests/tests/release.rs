@@ -433,6 +433,8 @@ impl AptRoot {
         }
         std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
         std::fs::write(root.join("etc/gshadow"), "root:*::\n").unwrap();
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        std::fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
         let mut status = String::new();
         for (pkg, multi) in [
             ("libc6", "same"),
@@ -590,11 +592,18 @@ fn apt_installs_upgrades_and_purges_from_the_signed_repository() {
             format!("fugu {}", old_version.replacen('~', "-", 1)),
             "{arch}"
         );
-        // postinst made the group in the private root's /etc/group.
+        // postinst made the group and the VMs' system user in the private root's files.
         let group = std::fs::read_to_string(apt.root.join("etc/group")).unwrap();
         assert!(
             group.lines().any(|l| l.starts_with("fugu:")),
             "{arch}: {group}"
+        );
+        let passwd = std::fs::read_to_string(apt.root.join("etc/passwd")).unwrap();
+        assert!(
+            passwd.lines().any(
+                |l| l.starts_with("fugu-vm:") && l.ends_with(":/nonexistent:/usr/sbin/nologin")
+            ),
+            "{arch}: {passwd}"
         );
         let conf = apt.root.join("etc/fugu/fugu.toml");
         let mut changed = std::fs::read_to_string(&conf).unwrap();

@@ -187,7 +187,19 @@ pub struct FugudCli {
     /// Console output kept per VM, in KiB (the oldest is dropped).
     #[arg(long, value_name = "KIB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=65536))]
     pub console_log: u32,
+    /// Who a VM runs as when its table names no `user` and fugud runs as root: each VM opens
+    /// what it needs as root, then drops to this user (no capabilities, no_new_privs) before
+    /// the guest runs. The fugu package creates the system user fugu-vm; `root` keeps VMs
+    /// root (not recommended).
+    #[arg(long, value_name = "USER", default_value = VM_USER)]
+    pub vm_user: String,
+    /// The group of --vm-user's VMs (default: that user's primary group).
+    #[arg(long, value_name = "GROUP")]
+    pub vm_group: Option<String>,
 }
+
+/// The system user fugud's VMs run as unless told otherwise (created by the package).
+pub const VM_USER: &str = "fugu-vm";
 
 /// `fugu disk ...`.
 #[derive(Debug, clap::Args)]

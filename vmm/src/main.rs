@@ -273,7 +273,8 @@ fn setup(args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>),
     // Resolved before anything is opened; the drop itself comes once the VM is set up.
     let drop_to = match &args.user {
         Some(user) => Some(
-            fugu::privileges::resolve(user, args.group.as_deref()).map_err(SetupError::Usage)?,
+            fugu::privileges::resolve(user, args.group.as_deref())
+                .map_err(|e| SetupError::Usage(format!("--user/--group: {e}")))?,
         ),
         None => None,
     };

@@ -18,14 +18,45 @@ pub struct Ids {
     pub gid: u32,
 }
 
-/// Resolve `--user USER` (a name or a number) and `--group GROUP` (default: the user's
-/// primary group) before anything is opened. Errors are command-line mistakes.
-pub fn resolve(user: &str, group: Option<&str>) -> Result<Ids, String> {
+/// Why a user or group given to run a VM as cannot be used. The messages name what was given
+/// ("user X"), not the option: the caller says which option or key it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdError {
+    /// A name with a NUL byte.
+    NotAName(String),
+    NoSuchUser(String),
+    NoSuchGroup(String),
+    /// A bare uid with no entry in the user database, and no group given.
+    NoPrimaryGroup(String),
+    /// Root as the user or group to drop to.
+    Root,
+}
+
+impl std::fmt::Display for IdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdError::NotAName(n) => write!(f, "{n:?} is not a name"),
+            IdError::NoSuchUser(u) => write!(f, "no such user '{u}'"),
+            IdError::NoSuchGroup(g) => write!(f, "no such group '{g}'"),
+            IdError::NoPrimaryGroup(u) => write!(
+                f,
+                "user {u} has no entry in the user database: give its group too"
+            ),
+            IdError::Root => write!(f, "give an unprivileged user and group, not root"),
+        }
+    }
+}
+
+impl std::error::Error for IdError {}
+
+/// Resolve the user to run as (a name or a number) and the group (default: the user's
+/// primary group) before anything is opened.
+pub fn resolve(user: &str, group: Option<&str>) -> Result<Ids, IdError> {
     let (uid, primary) = match lookup_user(user)? {
         Some(ids) => ids,
         None => match user.parse::<u32>() {
             Ok(uid) => (uid, None),
-            Err(_) => return Err(format!("--user {user}: no such user")),
+            Err(_) => return Err(IdError::NoSuchUser(user.to_string())),
         },
     };
     let gid = match group {
@@ -33,21 +64,19 @@ pub fn resolve(user: &str, group: Option<&str>) -> Result<Ids, String> {
             Some(gid) => gid,
             None => g
                 .parse::<u32>()
-                .map_err(|_| format!("--group {g}: no such group"))?,
+                .map_err(|_| IdError::NoSuchGroup(g.to_string()))?,
         },
-        None => primary.ok_or_else(|| {
-            format!("--user {user} has no entry in the user database: give its --group too")
-        })?,
+        None => primary.ok_or_else(|| IdError::NoPrimaryGroup(user.to_string()))?,
     };
     if uid == 0 || gid == 0 {
-        return Err("--user/--group: give an unprivileged user and group, not root".into());
+        return Err(IdError::Root);
     }
     Ok(Ids { uid, gid })
 }
 
 /// (uid, primary gid) of user `name` (a name, or a number with an entry), or None.
-pub fn lookup_user(name: &str) -> Result<Option<(u32, Option<u32>)>, String> {
-    let c = std::ffi::CString::new(name).map_err(|_| format!("--user {name:?}: not a name"))?;
+pub fn lookup_user(name: &str) -> Result<Option<(u32, Option<u32>)>, IdError> {
+    let c = std::ffi::CString::new(name).map_err(|_| IdError::NotAName(name.to_string()))?;
     let mut buf = vec![0 as libc::c_char; 16 << 10];
     // SAFETY: getpwnam_r/getpwuid_r write into `pw` and `buf` (with its length) only, and
     // set `res` to null or to `pw`.
@@ -65,8 +94,8 @@ pub fn lookup_user(name: &str) -> Result<Option<(u32, Option<u32>)>, String> {
 }
 
 /// The gid of group `name` (a name, or a number with an entry), or None.
-pub fn lookup_group(name: &str) -> Result<Option<u32>, String> {
-    let c = std::ffi::CString::new(name).map_err(|_| format!("--group {name:?}: not a name"))?;
+pub fn lookup_group(name: &str) -> Result<Option<u32>, IdError> {
+    let c = std::ffi::CString::new(name).map_err(|_| IdError::NotAName(name.to_string()))?;
     let mut buf = vec![0 as libc::c_char; 64 << 10];
     // SAFETY: as in lookup_user, with struct group.
     unsafe {
@@ -297,15 +326,25 @@ mod tests {
                 gid: 65534
             })
         );
-        assert!(resolve("root", None).unwrap_err().contains("not root"));
-        assert!(resolve("0", Some("1")).is_err());
-        assert!(resolve("no-such-user-fugu", None)
+        assert_eq!(resolve("root", None), Err(IdError::Root));
+        assert!(resolve("root", None)
             .unwrap_err()
-            .contains("no such user"));
-        assert!(resolve("65534", Some("no-such-group-fugu"))
-            .unwrap_err()
-            .contains("no such group"));
-        assert!(resolve("a\0b", None).is_err());
+            .to_string()
+            .contains("not root"));
+        assert_eq!(resolve("0", Some("1")), Err(IdError::Root));
+        assert_eq!(
+            resolve("no-such-user-fugu", None),
+            Err(IdError::NoSuchUser("no-such-user-fugu".into()))
+        );
+        assert_eq!(
+            resolve("65534", Some("no-such-group-fugu")),
+            Err(IdError::NoSuchGroup("no-such-group-fugu".into()))
+        );
+        assert_eq!(
+            resolve("4000000000", None),
+            Err(IdError::NoPrimaryGroup("4000000000".into()))
+        );
+        assert!(matches!(resolve("a\0b", None), Err(IdError::NotAName(_))));
     }
 
     /// Not root: switching to anyone else is refused, staying who we are is nothing to do.

@@ -330,7 +330,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
                 u.get_ref(),
                 vm.group.as_ref().map(|g| g.get_ref().as_str()),
             )
-            .map_err(|e| at(u.span(), "user", e))?;
+            .map_err(|e| at(u.span(), "user", e.to_string()))?;
             push(&mut args, "--user", u.get_ref());
             if let Some(g) = &vm.group {
                 push(&mut args, "--group", g.get_ref());
@@ -349,7 +349,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
             None => None,
             Some(o) => Some(
                 crate::privileges::lookup_user(o.get_ref())
-                    .map_err(|e| at(o.span(), "owner", e))?
+                    .map_err(|e| at(o.span(), "owner", e.to_string()))?
                     .map(|(uid, _)| uid)
                     .ok_or_else(|| {
                         at(o.span(), "owner", format!("no such user '{}'", o.get_ref()))
@@ -360,7 +360,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
             None => None,
             Some(o) => Some(
                 crate::privileges::lookup_group(o.get_ref())
-                    .map_err(|e| at(o.span(), "owner_group", e))?
+                    .map_err(|e| at(o.span(), "owner_group", e.to_string()))?
                     .ok_or_else(|| {
                         at(
                             o.span(),

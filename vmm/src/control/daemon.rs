@@ -33,6 +33,8 @@ struct Opts {
     socket_gid: u32,
     console_cap: usize,
     stop_timeout: u64,
+    /// Who VMs that name no user run as (None: as fugud itself).
+    vm_ids: Option<crate::privileges::Ids>,
 }
 
 struct Shared {
@@ -109,14 +111,45 @@ pub fn main(cli: FugudCli) -> ExitCode {
     }
 }
 
+/// Who the VMs that name no `user` run as: --vm-user when fugud is root (checked before any
+/// VM starts), nobody else when it is not (it cannot switch) or when told `root`.
+fn vm_ids(cli: &FugudCli) -> Result<Option<crate::privileges::Ids>, String> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || (cli.vm_user == "root" && cli.vm_group.is_none()) {
+        if root {
+            log("VMs that name no user run as root (--vm-user root)");
+        }
+        return Ok(None);
+    }
+    crate::privileges::resolve(&cli.vm_user, cli.vm_group.as_deref())
+        .map(Some)
+        .map_err(|e| {
+            let hint = if cli.vm_user == crate::cli::VM_USER {
+                format!(
+                    " (the fugu package creates it; by hand: useradd --system --user-group \
+                     --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {}), \
+                     or give --vm-user",
+                    crate::cli::VM_USER
+                )
+            } else {
+                String::new()
+            };
+            format!("--vm-user/--vm-group: {e}{hint}")
+        })
+}
+
 fn serve(cli: FugudCli) -> Result<(), String> {
-    let socket_gid = crate::privileges::lookup_group(&cli.group)?.ok_or_else(|| {
-        format!(
+    let socket_gid = crate::privileges::lookup_group(&cli.group)
+        .map_err(|e| format!("--group: {e}"))?
+        .ok_or_else(|| {
+            format!(
             "group '{}' does not exist: create it (groupadd --system {0}; the fugu package does) \
              or give --group",
             cli.group
         )
-    })?;
+        })?;
+    let vm_ids = vm_ids(&cli)?;
     let vmm = std::fs::read_link("/proc/self/exe")
         .map_err(|e| format!("cannot find fugu's own binary (/proc/self/exe): {e}"))?;
     let config = config::load(&cli.config)?;
@@ -133,6 +166,7 @@ fn serve(cli: FugudCli) -> Result<(), String> {
                 .unwrap_or(256)
                 .saturating_mul(1024),
             stop_timeout: cli.stop_timeout,
+            vm_ids,
         },
         vms: Mutex::new(BTreeMap::new()),
         ended: Condvar::new(),
@@ -467,7 +501,7 @@ fn supervise(
         pid,
         handle,
         ready,
-    } = match vmproc::spawn(&shared.opts.vmm, &spec) {
+    } = match vmproc::spawn(&shared.opts.vmm, &spec, shared.opts.vm_ids) {
         Ok(p) => p,
         Err(e) => {
             let _ = started.send(Err(format!(
@@ -1279,6 +1313,7 @@ mod tests {
                 socket_gid: 0,
                 console_cap: 1024,
                 stop_timeout: 1,
+                vm_ids: None,
             },
             vms: Mutex::new(BTreeMap::new()),
             ended: Condvar::new(),

@@ -70,8 +70,13 @@ pub struct VmProcess {
     pub ready: File,
 }
 
-/// Start `vmm run <spec.args> --serial stdio` with the console on pipes.
-pub fn spawn(vmm: &std::path::Path, spec: &VmSpec) -> std::io::Result<VmProcess> {
+/// Start `vmm run <spec.args> --serial stdio` with the console on pipes; a VM whose options
+/// name no user runs as `run_as` when given (fugu drops to it once the VM is set up).
+pub fn spawn(
+    vmm: &std::path::Path,
+    spec: &VmSpec,
+    run_as: Option<crate::privileges::Ids>,
+) -> std::io::Result<VmProcess> {
     let mut fds: [RawFd; 2] = [-1, -1];
     // SAFETY: pipe2 writes two descriptors into `fds`.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -86,6 +91,7 @@ pub fn spawn(vmm: &std::path::Path, spec: &VmSpec) -> std::io::Result<VmProcess>
     cmd.arg0("fugu")
         .arg("run")
         .args(&spec.args)
+        .args(run_as_args(&spec.args, run_as))
         .args(["--serial", "stdio"])
         .current_dir(&spec.cwd)
         .env(READY_FD_ENV, READY_FD.to_string())
@@ -122,6 +128,25 @@ pub fn spawn(vmm: &std::path::Path, spec: &VmSpec) -> std::io::Result<VmProcess>
         child,
         ready: File::from(rd),
     })
+}
+
+/// `--user UID --group GID` for a VM whose options name no user, when fugud has one for it.
+fn run_as_args(args: &[String], run_as: Option<crate::privileges::Ids>) -> Vec<String> {
+    match run_as {
+        Some(ids)
+            if !args
+                .iter()
+                .any(|a| a == "--user" || a.starts_with("--user=")) =>
+        {
+            vec![
+                "--user".into(),
+                ids.uid.to_string(),
+                "--group".into(),
+                ids.gid.to_string(),
+            ]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Wait for "ready" on the pipe: true once the VM is set up, false when the process ended
@@ -198,6 +223,21 @@ pub fn is_fugu_vm(pid: i32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_vm_naming_no_user_runs_as_fugud_s_vm_user() {
+        let ids = Some(crate::privileges::Ids { uid: 999, gid: 998 });
+        let own: Vec<String> = ["--kernel", "k"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            super::run_as_args(&own, ids),
+            ["--user", "999", "--group", "998"]
+        );
+        assert!(super::run_as_args(&own, None).is_empty());
+        for named in [["--user", "alice"], ["--user=alice", "--kernel"]] {
+            let args: Vec<String> = named.iter().map(|s| s.to_string()).collect();
+            assert!(super::run_as_args(&args, ids).is_empty(), "{args:?}");
+        }
+    }
+
     #[test]
     fn the_pipe_says_ready_then_how_the_vm_ended() {
         let mut p = std::io::Cursor::new(b"ready\nend: guest powered off\n".to_vec());

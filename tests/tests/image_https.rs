@@ -21,6 +21,7 @@ const SCRUBBED: &[&str] = &[
     "ALL_PROXY",
     "no_proxy",
     "NO_PROXY",
+    "FUGU_IMAGE_INDEX",
 ];
 
 fn have(tool: &str, arg: &str) -> bool {
@@ -119,7 +120,8 @@ print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
 
-/// An HTTP proxy that serves CONNECT only, logging each request line to a file.
+/// An HTTP proxy that serves CONNECT only, to this machine only (403 for any other host, so
+/// no test reaches the network), logging each request line to a file.
 const PROXY_PY: &str = r#"
 import socket, sys, threading
 log = sys.argv[1]
@@ -154,6 +156,10 @@ def handle(c):
         c.close()
         return
     host, port = parts[1].rsplit(":", 1)
+    if host != "127.0.0.1":
+        c.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        c.close()
+        return
     u = socket.create_connection((host, int(port)))
     c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
     threading.Thread(target=pipe, args=(c, u), daemon=True).start()
@@ -367,6 +373,38 @@ fn pull_over_https_through_a_proxy_on_both_builds() {
         let o = pull_env(&bin, &server.index(), &cache, Some(&ca), &env);
         assert!(o.status.success(), "{build}: {o:?}");
         assert_eq!(seen(), before, "{build}: no_proxy was not honoured");
+        // No --index: the default index is this release's assets, asked for over https
+        // (the proxy refuses to go out); the error names it and how to use another.
+        let mut c = Command::new(&bin);
+        for v in SCRUBBED {
+            c.env_remove(v);
+        }
+        let o = c
+            .env("https_proxy", &proxy_url)
+            .args(["image", "--cache"])
+            .arg(dir.join("c3"))
+            .args(["pull", "demo"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(!o.status.success(), "{build}: {o:?}");
+        assert!(
+            err.contains(&format!(
+                "https://github.com/fugu-vmm/fugu/releases/download/v{version}/index.json"
+            )) && err.contains("fugu's default image index")
+                && err.contains("--index")
+                && err.contains("FUGU_IMAGE_INDEX"),
+            "{build}: {err}"
+        );
+        assert!(
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("CONNECT github.com:443 "),
+            "{build}: the default index was not asked for through the proxy"
+        );
+        assert!(!dir.join("c3").join("demo").exists(), "{build}");
     }
     drop((server, proxy));
     let _ = std::fs::remove_dir_all(&dir);

@@ -552,3 +552,71 @@ fn installed_daemon_starts_with_its_autostart_vms() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The .deb's maintainer scripts on a system run by systemd, simulated: a private mount
+/// namespace with /run/systemd/system, and systemctl, deb-systemd-invoke and getent
+/// replaced by stubs that log their arguments. An upgrade reloads the units and restarts a
+/// running fugud (try-restart: a stopped one stays stopped); a first install only reloads;
+/// removal stops fugud, an upgrade's prerm leaves it running.
+#[test]
+fn maintainer_scripts_restart_fugud_on_upgrade_and_stop_it_on_removal() {
+    let Some(dir) = package_dir() else { return };
+    if !is_root() {
+        fugu_e2e::unmet("the maintainer scripts' test needs root (a private mount namespace)");
+        return;
+    }
+    let deb = deb(&dir, "amd64");
+    let tmp = scratch("scripts");
+    ok(Command::new("dpkg-deb")
+        .arg("--control")
+        .arg(&deb)
+        .arg(tmp.join("control")));
+    let stubs = tmp.join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let log = tmp.join("calls.log");
+    for tool in ["systemctl", "deb-systemd-invoke", "getent"] {
+        let p = stubs.join(tool);
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\necho \"{tool} $*\" >> '{}'\n", log.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let script = |name: &str, args: &str| -> String {
+        let _ = std::fs::remove_file(&log);
+        let inner = format!(
+            "mount -t tmpfs none /run && mkdir -p /run/systemd/system && \
+             PATH='{}':$PATH sh '{}' {args}",
+            stubs.display(),
+            tmp.join("control").join(name).display()
+        );
+        let o = run(Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(&inner)
+            .env_remove("DPKG_ROOT"));
+        assert!(o.status.success(), "{name} {args}: {o:?}");
+        std::fs::read_to_string(&log).unwrap_or_default()
+    };
+    let calls = script("postinst", "configure 0.1.0~old");
+    assert!(calls.contains("systemctl daemon-reload"), "{calls}");
+    assert!(
+        calls.contains("deb-systemd-invoke try-restart fugud.service"),
+        "{calls}"
+    );
+    let calls = script("postinst", "configure");
+    assert!(calls.contains("systemctl daemon-reload"), "{calls}");
+    assert!(
+        !calls.contains("deb-systemd-invoke"),
+        "first install: {calls}"
+    );
+    let calls = script("prerm", "remove");
+    assert!(
+        calls.contains("deb-systemd-invoke stop fugud.service"),
+        "{calls}"
+    );
+    let calls = script("prerm", "upgrade 0.1.1");
+    assert!(!calls.contains("deb-systemd-invoke"), "upgrade: {calls}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -243,8 +243,8 @@ pub enum DiskCommand {
 pub struct ImageArgs {
     /// The image index: an https:// or http:// URL of index.json, or a local path. https://
     /// is verified against the system's CA store (or SSL_CERT_FILE / SSL_CERT_DIR); the
-    /// https_proxy, http_proxy and no_proxy variables apply. The built-in default is a
-    /// placeholder until fugu publishes images.
+    /// https_proxy, http_proxy and no_proxy variables apply. The default is the signed index
+    /// published with this fugu release (its GitHub release assets).
     #[arg(long, global = true, value_name = "URL", env = "FUGU_IMAGE_INDEX")]
     pub index: Option<String>,
     /// The image cache [default: $XDG_CACHE_HOME/fugu/images, else ~/.cache/fugu/images].

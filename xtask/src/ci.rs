@@ -53,34 +53,41 @@ fn release_workflow() -> String {
          jobs:\n\
          \x20 release:\n\
          \x20   runs-on: ubuntu-latest\n\
-         \x20   timeout-minutes: 90\n\
+         \x20   # Debian: the guest images are built from pinned Debian packages through apt.\n\
+         \x20   container: debian:12\n\
+         \x20   timeout-minutes: 120\n\
          \x20   steps:\n\
-         \x20     - uses: actions/checkout@v4\n\
-         \x20     - name: Tools (gpg, gpgv, dpkg-scanpackages, lintian, the i686 target)\n\
+         \x20     - name: Tools (git, a C toolchain for both targets, gpg, dpkg-dev, lintian, gh)\n\
          \x20       run: |\n\
-         \x20         sudo apt-get update\n\
-         \x20         sudo apt-get install -y --no-install-recommends gnupg gpgv dpkg-dev binutils lintian gcc-multilib\n\
-         \x20         rustup target add i686-unknown-linux-gnu\n\
+         \x20         apt-get update\n\
+         \x20         apt-get install -y --no-install-recommends ca-certificates curl git gcc gcc-multilib libc6-dev gnupg gpgv dpkg-dev binutils lintian gh\n\
+         \x20     - uses: actions/checkout@v4\n\
+         \x20     - uses: dtolnay/rust-toolchain@stable\n\
+         \x20       with:\n\
+         \x20         targets: i686-unknown-linux-gnu\n\
+         \x20     - name: The guest images, published flat (the default index of this release's fugu)\n\
+         \x20       run: cargo xtask images publish target/images/published\n\
          \x20     - name: The signing key, from the repository secret\n\
          \x20       env:\n\
          \x20         KEY: ${{ secrets.FUGU_SIGNING_KEY }}\n\
          \x20       run: |\n\
          \x20         umask 077\n\
          \x20         printf '%s\\n' \"$KEY\" > \"$RUNNER_TEMP/fugu-signing-key.asc\"\n\
-         \x20     - name: Signed release (packages, SHA256SUMS.asc, apt repository)\n\
+         \x20     - name: Signed release (packages, SHA256SUMS.asc, apt repository, signed image index)\n\
          \x20       env:\n\
          \x20         FUGU_SIGNING_KEY: ${{ runner.temp }}/fugu-signing-key.asc\n\
-         \x20       run: cargo xtask release\n\
+         \x20       run: cargo xtask release --images target/images/published\n\
          \x20     - name: Forget the key\n\
          \x20       if: always()\n\
          \x20       run: rm -f \"$RUNNER_TEMP/fugu-signing-key.asc\"\n\
-         \x20     - name: Release assets\n\
+         \x20     - name: Release assets (fugu's default image index is images/index.json of the tag)\n\
          \x20       env:\n\
          \x20         GH_TOKEN: ${{ github.token }}\n\
+         \x20         GH_REPO: ${{ github.repository }}\n\
          \x20       run: |\n\
          \x20         cd target/release-dist\n\
          \x20         gh release create \"$GITHUB_REF_NAME\" --verify-tag --title \"fugu $GITHUB_REF_NAME\" \\\n\
-         \x20           SHA256SUMS SHA256SUMS.asc fugu-archive-keyring.gpg fugu-archive-keyring.asc ./*.deb ./*.tar.gz\n\
+         \x20           SHA256SUMS SHA256SUMS.asc fugu-archive-keyring.gpg fugu-archive-keyring.asc ./*.deb ./*.tar.gz ./images/*\n\
          \x20     - name: The apt repository, for the static server that serves it\n\
          \x20       uses: actions/upload-artifact@v4\n\
          \x20       with:\n\

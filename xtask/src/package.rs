@@ -484,11 +484,13 @@ fn debian_package(
         b"/etc/fugu/fugu.toml\n",
         0o644,
     )?;
-    install(
-        &debian.join("postinst"),
-        &stage.join("DEBIAN/postinst"),
-        0o755,
-    )?;
+    for script in ["postinst", "prerm"] {
+        install(
+            &debian.join(script),
+            &stage.join("DEBIAN").join(script),
+            0o755,
+        )?;
+    }
     install(
         &docs.bash,
         &stage.join("usr/share/bash-completion/completions/fugu"),

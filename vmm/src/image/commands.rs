@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// Options shared by the subcommands.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// --index / FUGU_IMAGE_INDEX; None means the placeholder default.
+    /// --index / FUGU_IMAGE_INDEX; None means the default ([`super::DEFAULT_INDEX`]).
     pub index: Option<String>,
     /// --cache; None means the XDG cache directory.
     pub cache: Option<PathBuf>,
@@ -21,8 +21,17 @@ pub struct Options {
 }
 
 impl Options {
-    fn location(&self) -> Result<Location, ImageError> {
-        Location::parse(self.index.as_deref().unwrap_or(super::DEFAULT_INDEX))
+    /// Where the index is, and the index, checked; a failure with the default index says
+    /// what that index is and how to use another.
+    fn index(&self) -> Result<(Location, index::Index), ImageError> {
+        let fetched = Location::parse(self.index.as_deref().unwrap_or(super::DEFAULT_INDEX))
+            .and_then(|loc| fetch::fetch_index(&loc, &self.signature).map(|idx| (loc, idx)));
+        match fetched {
+            Err(e) if self.index.is_none() => Err(ImageError::DefaultIndex {
+                source: Box::new(e),
+            }),
+            other => other,
+        }
     }
 }
 
@@ -42,8 +51,7 @@ pub fn list(opts: &Options, cached_only: bool) -> Result<(), ImageError> {
         })
     };
     if !cached_only {
-        let loc = opts.location()?;
-        let idx = fetch::fetch_index(&loc, &opts.signature)?;
+        let (loc, idx) = opts.index()?;
         println!(
             "{:<16} {:<6} {:<10} {:>10}  {:<8} description",
             "NAME", "ARCH", "KIND", "SIZE", "CACHED"
@@ -138,8 +146,7 @@ impl Progress for Bar {
 
 /// `fugu image pull NAME...`
 pub fn pull(opts: &Options, names: &[String]) -> Result<Vec<Cached>, ImageError> {
-    let loc = opts.location()?;
-    let idx = fetch::fetch_index(&loc, &opts.signature)?;
+    let (loc, idx) = opts.index()?;
     let cache = Cache::open(opts.cache.clone())?;
     // Every name must exist before anything is downloaded.
     let mut images = Vec::new();

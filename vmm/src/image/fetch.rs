@@ -58,9 +58,6 @@ pub enum Location {
 impl Location {
     /// `--index` as the user gave it: http://..., file://... or a path.
     pub fn parse(s: &str) -> Result<Location, ImageError> {
-        if s == super::DEFAULT_INDEX {
-            return Err(ImageError::NoIndex);
-        }
         let lower = s.to_ascii_lowercase();
         for scheme in ["http://", "https://"] {
             if lower.starts_with(scheme) {
@@ -578,10 +575,17 @@ mod tests {
 
     #[test]
     fn locations_parse_and_join() {
-        assert!(matches!(
-            Location::parse(super::super::DEFAULT_INDEX),
-            Err(ImageError::NoIndex)
-        ));
+        // The default's images are its release's other assets, beside it.
+        assert_eq!(
+            Location::parse(super::super::DEFAULT_INDEX)
+                .unwrap()
+                .join("debian-amd64.vmlinuz")
+                .to_string(),
+            format!(
+                "https://github.com/fugu-vmm/fugu/releases/download/v{}/debian-amd64.vmlinuz",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
         let s = Location::parse("HTTPS://x:8443/v1/i.json").unwrap();
         assert_eq!(s.join("a/b.img").to_string(), "HTTPS://x:8443/v1/a/b.img");
         assert_eq!(

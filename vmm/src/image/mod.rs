@@ -19,16 +19,21 @@ pub mod net;
 pub mod run;
 pub mod signature;
 
-/// Used when neither --index nor FUGU_IMAGE_INDEX is given. The `.invalid` top-level domain
-/// never resolves: fugu has no public image server yet, and this says so clearly instead of
-/// contacting a host nobody controls.
-pub const DEFAULT_INDEX: &str = "http://images.fugu-vmm.invalid/v1/index.json";
+/// Used when neither --index nor FUGU_IMAGE_INDEX is given: the signed image index published
+/// with this very release (its assets: index.json, index.json.asc and the image files, side
+/// by side; `cargo xtask images publish --flat`, docs/release.md). Pinned to the version, so
+/// a fugu binary reads the index its release was tested with.
+pub const DEFAULT_INDEX: &str = concat!(
+    "https://github.com/fugu-vmm/fugu/releases/download/v",
+    env!("CARGO_PKG_VERSION"),
+    "/index.json"
+);
 
 /// Everything that can go wrong with images; each message tells the user what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("no image index is configured: {DEFAULT_INDEX} is a placeholder until fugu publishes images; pass --index URL (or set FUGU_IMAGE_INDEX) to an index.json, e.g. one written by `cargo xtask images publish DIR` and served over http(s)")]
-    NoIndex,
+    #[error("{source}\n(that is fugu's default image index, the images of its release v{version}; to use another index — a mirror, or a local tree of `cargo xtask images publish` — pass --index URL|PATH or set FUGU_IMAGE_INDEX)", version = env!("CARGO_PKG_VERSION"))]
+    DefaultIndex { source: Box<ImageError> },
     #[error("cannot fetch {url}: TLS with {host} failed: {msg}")]
     Tls {
         url: String,

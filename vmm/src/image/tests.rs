@@ -512,17 +512,24 @@ fn a_malformed_index_is_refused_and_leaves_nothing() {
 }
 
 #[test]
-fn the_default_index_is_a_clear_placeholder() {
-    let o = Options {
-        index: None,
-        cache: Some(temp_cache("default")),
-        progress: false,
-        signature: Policy::default(),
-    };
-    let err = commands::list(&o, false).unwrap_err().to_string();
+fn the_default_index_is_this_release_s_assets_and_its_errors_say_how_to_use_another() {
+    assert_eq!(
+        super::DEFAULT_INDEX,
+        format!(
+            "https://github.com/fugu-vmm/fugu/releases/download/v{}/index.json",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let e = ImageError::DefaultIndex {
+        source: Box::new(ImageError::BadUrl("HTTP 404".into())),
+    }
+    .to_string();
+    assert!(e.starts_with("HTTP 404\n"), "{e}");
     assert!(
-        err.contains("--index") && err.contains("FUGU_IMAGE_INDEX"),
-        "{err}"
+        e.contains("fugu's default image index")
+            && e.contains("--index")
+            && e.contains("FUGU_IMAGE_INDEX"),
+        "{e}"
     );
 }
 

@@ -2,20 +2,30 @@
 
 use super::*;
 
-/// Copy the built images and index.json into DIR, which any static HTTP server can serve.
+/// The name of an image's file in a published tree: `IMAGE.FILE`, side by side with
+/// index.json and every other image's files. Flat, because a GitHub release's assets (where
+/// fugu's default index lives) are one flat list of names.
+fn flat_name(image: &str, path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    format!("{image}.{file}")
+}
+
+/// Copy the built images and index.json into DIR, flat (see [`flat_name`]), which any static
+/// HTTP server, or a release's assets, can serve.
 pub(super) fn publish(out: &Path, idx: &index::Index, dir: &Path) -> Result {
     std::fs::create_dir_all(dir)?;
-    for img in &idx.images {
-        let d = dir.join(&img.name);
-        std::fs::create_dir_all(&d)?;
-        for f in &img.files {
+    let mut published = idx.clone();
+    for img in &mut published.images {
+        for f in &mut img.files {
             let from = out.join(&f.path);
+            f.path = flat_name(&img.name, &f.path);
             let to = dir.join(&f.path);
             let tmp = to.with_extension("publish-tmp");
             std::fs::copy(&from, &tmp)?;
             std::fs::rename(&tmp, &to)?;
         }
     }
+    let idx = &published;
     // A signature of an earlier index would not match the new one: `release --images`
     // signs this one.
     match std::fs::remove_file(dir.join("index.json.asc")) {
@@ -37,6 +47,21 @@ pub(super) fn publish(out: &Path, idx: &index::Index, dir: &Path) -> Result {
         dir.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn published_files_are_flat_and_named_after_their_image() {
+        assert_eq!(
+            super::flat_name("debian-amd64", "debian-amd64/vmlinuz"),
+            "debian-amd64.vmlinuz"
+        );
+        assert_eq!(
+            super::flat_name("mbr-i386", "disk.img"),
+            "mbr-i386.disk.img"
+        );
+    }
 }
 
 pub(super) fn update_pins(recipes: &[Recipe]) -> Result {

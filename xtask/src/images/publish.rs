@@ -49,21 +49,6 @@ pub(super) fn publish(out: &Path, idx: &index::Index, dir: &Path) -> Result {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn published_files_are_flat_and_named_after_their_image() {
-        assert_eq!(
-            super::flat_name("debian-amd64", "debian-amd64/vmlinuz"),
-            "debian-amd64.vmlinuz"
-        );
-        assert_eq!(
-            super::flat_name("mbr-i386", "disk.img"),
-            "mbr-i386.disk.img"
-        );
-    }
-}
-
 pub(super) fn update_pins(recipes: &[Recipe]) -> Result {
     let mut changed = 0;
     let mut kept = Vec::new();
@@ -112,4 +97,19 @@ pub(super) fn update_pins(recipes: &[Recipe]) -> Result {
     }
     println!("{changed} pin(s) updated; review with git diff images/");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn published_files_are_flat_and_named_after_their_image() {
+        assert_eq!(
+            super::flat_name("debian-amd64", "debian-amd64/vmlinuz"),
+            "debian-amd64.vmlinuz"
+        );
+        assert_eq!(
+            super::flat_name("mbr-i386", "disk.img"),
+            "mbr-i386.disk.img"
+        );
+    }
 }

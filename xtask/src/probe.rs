@@ -22,6 +22,7 @@ pub const CAPABILITIES: &[&str] = &[
     "shadow",
     "paging32",
     "native-kernel",
+    "nested",
     "tap",
     "netns",
     "dnsmasq",
@@ -29,9 +30,9 @@ pub const CAPABILITIES: &[&str] = &[
     "ipxe",
 ];
 
-/// Capabilities about the host's virtualization (the first ten of [`CAPABILITIES`]): their
+/// Capabilities about the host's virtualization (the first eleven of [`CAPABILITIES`]): their
 /// reasons come before a pending runner's.
-pub const VIRT_CAPABILITIES: &[&str] = CAPABILITIES.split_at(10).0;
+pub const VIRT_CAPABILITIES: &[&str] = CAPABILITIES.split_at(11).0;
 
 /// Why the i386 L1 has no network cells: its tools are i386 busybox.
 const I386_L1_NET: &str = "this i386 L1 (32-bit kernel) runs only i386 programs: its tools are \
@@ -367,6 +368,25 @@ impl Probe {
                         "needs a KVM that runs guest kernel code itself; {}",
                         self.module_desc()
                     ))
+                }
+            }
+            "nested" => {
+                let m = ["kvm_intel", "kvm_amd"]
+                    .into_iter()
+                    .find(|m| self.has_module(m));
+                match m {
+                    Some(m) => match self.param(&format!("{m}.nested")) {
+                        Some("Y" | "1") => None,
+                        v => Some(format!(
+                            "needs nested virtualization: {m} is loaded with nested={} \
+                             (modprobe {m} nested=1)",
+                            v.unwrap_or("?")
+                        )),
+                    },
+                    None => Some(format!(
+                        "needs nested virtualization (kvm_intel or kvm_amd with nested=1); {}",
+                        self.module_desc()
+                    )),
                 }
             }
             "tap" => self

@@ -151,7 +151,7 @@ fn initrd_and_disk(
     ctx: &Ctx,
     r: &Recipe,
     busybox: &[u8],
-    modules: &[(String, Vec<u8>)],
+    modules: &Modules,
     stage: &Path,
     files: &mut Vec<(&'static str, String, &'static str)>,
     sources: &mut Vec<index::Source>,
@@ -229,7 +229,15 @@ pub(super) fn build_one(
             std::fs::copy(&k.bzimage, stage.join("bzImage"))?;
             files.push(("kernel", "bzImage".to_string(), "none"));
             let busybox = deb_member(&deb(&need(r, "initramfs", "busybox")?)?, "bin/busybox")?;
-            disk_format = initrd_and_disk(ctx, r, &busybox, &[], &stage, &mut files, &mut sources)?;
+            disk_format = initrd_and_disk(
+                ctx,
+                r,
+                &busybox,
+                &Modules::default(),
+                &stage,
+                &mut files,
+                &mut sources,
+            )?;
         }
         "debian-linux" => {
             let kpkg = need(r, "kernel", "package")?;
@@ -247,14 +255,32 @@ pub(super) fn build_one(
                 .split_whitespace()
                 .map(str::to_string)
                 .collect();
-            let mods = modules(&tree.join("lib/modules").join(&kver), &wanted)?;
+            let kdir = tree.join("lib/modules").join(&kver);
+            let boot = modules(&kdir, &wanted)?;
+            // The nested check's modules: those the boot list does not load already.
+            let hv_wanted: Vec<String> = r
+                .get("initramfs", "hypervisor_modules")
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            let hypervisor: Vec<(String, Vec<u8>)> = modules(&kdir, &hv_wanted)?
+                .into_iter()
+                .filter(|(m, _)| !boot.iter().any(|(b, _)| b == m))
+                .collect();
+            let names = |l: &[(String, Vec<u8>)]| {
+                l.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(" ")
+            };
             step(format!(
-                "{name}: modules, in load order: {}",
-                mods.iter()
-                    .map(|m| m.0.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                "{name}: modules, in load order: {}{}",
+                names(&boot),
+                if hypervisor.is_empty() {
+                    String::new()
+                } else {
+                    format!("; for the nested check: {}", names(&hypervisor))
+                }
             ));
+            let mods = Modules { boot, hypervisor };
             let busybox = deb_member(&deb(&need(r, "initramfs", "busybox")?)?, "bin/busybox")?;
             disk_format =
                 initrd_and_disk(ctx, r, &busybox, &mods, &stage, &mut files, &mut sources)?;

@@ -2,13 +2,23 @@
 
 use super::*;
 
+/// Kernel modules for an initramfs, each list in load order (dependencies first).
+#[derive(Default)]
+pub(super) struct Modules {
+    /// Loaded by the check at every boot (/etc/fugu-modules).
+    pub boot: Vec<(String, Vec<u8>)>,
+    /// Loaded only by the nested check (`fugu.check=nested`, /etc/fugu-hypervisor-modules):
+    /// KVM and its vendor modules, which fail to load where the CPU offers no VMX/SVM.
+    pub hypervisor: Vec<(String, Vec<u8>)>,
+}
+
 /// The initramfs: busybox, the check as /init, the udhcpc script, optional modules and
 /// their load order; sorted newc cpio, fixed mtimes, `gzip -n`.
 pub(super) fn initramfs(
     ctx: &Ctx,
     r: &Recipe,
     busybox: &[u8],
-    mods: &[(String, Vec<u8>)],
+    mods: &Modules,
 ) -> std::result::Result<(Vec<u8>, Vec<index::Source>), Problem> {
     let init_path = ctx.root.join("images").join(need(r, "initramfs", "init")?);
     let dhcp_path = ctx.root.join("images/check/udhcpc");
@@ -39,24 +49,29 @@ pub(super) fn initramfs(
     for d in ["proc", "sys", "mnt", "tmp", "sbin"] {
         a.add(d, cpio::Entry::Dir);
     }
-    for (m, data) in mods {
-        a.add(
-            &format!("lib/modules/{m}.ko"),
-            cpio::Entry::File {
-                data: data.clone(),
-                exec: false,
-            },
-        );
-    }
-    if !mods.is_empty() {
-        let list: String = mods.iter().map(|(m, _)| format!("{m}.ko\n")).collect();
-        a.add(
-            "etc/fugu-modules",
-            cpio::Entry::File {
-                data: list.into_bytes(),
-                exec: false,
-            },
-        );
+    for (list_file, list) in [
+        ("etc/fugu-modules", &mods.boot),
+        ("etc/fugu-hypervisor-modules", &mods.hypervisor),
+    ] {
+        for (m, data) in list {
+            a.add(
+                &format!("lib/modules/{m}.ko"),
+                cpio::Entry::File {
+                    data: data.clone(),
+                    exec: false,
+                },
+            );
+        }
+        if !list.is_empty() {
+            let names: String = list.iter().map(|(m, _)| format!("{m}.ko\n")).collect();
+            a.add(
+                list_file,
+                cpio::Entry::File {
+                    data: names.into_bytes(),
+                    exec: false,
+                },
+            );
+        }
     }
     let gz = gzip(&a.to_bytes(ctx.epoch))?;
     Ok((gz, vec![source(ctx, &init_path)?, source(ctx, &dhcp_path)?]))

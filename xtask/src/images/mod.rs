@@ -34,7 +34,7 @@ use crate::util::{self, capture, step, Error, Result};
 use bootprog::boot_program;
 use build::{build_all, compare, need, write_atomic};
 use disk::publish_disk;
-use initramfs::initramfs;
+use initramfs::{initramfs, Modules};
 pub use modules::kernel_modules;
 use modules::modules;
 use publish::{publish, update_pins};

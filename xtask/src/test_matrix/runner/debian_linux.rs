@@ -3,9 +3,13 @@
 //! on the virtio disk, a DHCP lease from dnsmasq on a tap and a ping of the server, then
 //! "fugu-check: PASS" and status 33 through port 0xf4; the disk cells end instead through the
 //! guest's power button and the kernel's ACPI power-off (status 0), having reported that the
-//! kernel took its CPUs from fugu's MADT. Always the userspace level.
+//! kernel took its CPUs from fugu's MADT. The nested cells give the guest SVM/VMX (`fugu run
+//! --nested`) and a second initramfs ([`super::nested`]): the guest loads KVM and runs fugu
+//! again on a tiny guest (the L3), whose marker and status it reports. Always the userspace
+//! level.
 
-use super::{cell_net, disk_only, image_file, Artifacts, Base, BootSpec};
+use super::{cell_net, disk_only, image_file, nested, Artifacts, Base, BootSpec};
+use crate::guests;
 use crate::matrix_def::Cell;
 use crate::netcheck;
 use std::ffi::OsString;
@@ -49,13 +53,40 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     let stem = cell.file_stem();
     let img = arts.log_dir.join(format!("{stem}.disk.{disk_ext}"));
     let net = cell_net(&stem, 0x06, true, None, false);
+    let is_nested = cell.get("check") == "nested";
     let check = match cell.get("check") {
-        "virtio-disk" => "fugu-check: disk: marker ok".to_string(),
+        "virtio-disk" | "nested" => "fugu-check: disk: marker ok".to_string(),
         "virtio-net" => format!("fugu-check: network: lease {}/", netcheck::DHCP_GUEST),
         other => return Err(format!("runner 'debian-linux' has no '{other}' check")),
     };
+    let mut files = Vec::new();
     let mut args: Vec<OsString> = vec!["run".into(), "--kernel".into(), kernel.into()];
     args.extend(["--initrd".into(), initrd.into()]);
+    let mut nested_markers = Vec::new();
+    if is_nested {
+        let g = guests::GUESTS
+            .iter()
+            .find(|g| g.name == nested::L3_GUEST)
+            .ok_or_else(|| format!("no tiny guest named {} in xtask/src/guests.rs", nested::L3_GUEST))?;
+        let elf = match arts.guests.get(g.name) {
+            Some(Ok(p)) => p.clone(),
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(format!("missing image: guest {} was not built", g.name)),
+        };
+        let status = u8::try_from(g.success_status)
+            .map_err(|_| format!("{}: status {} is not a byte", g.name, g.success_status))?;
+        let cpio = nested::initramfs(&base.fugu, &elf, status)?;
+        let path = arts.log_dir.join(format!("{stem}.nested.cpio"));
+        args.extend(["--initrd".into(), path.clone().into(), "--nested".into()]);
+        files.push((path, cpio));
+        nested_markers = vec![
+            "fugu-check: nested: /dev/kvm from".to_string(),
+            g.marker.to_string(),
+            format!(
+                "fugu-check: nested: the guest's guest ended with status {status}, as expected"
+            ),
+        ];
+    }
     // Under QEMU TCG's SVM (the svm-tcg classes) the CPUID leaf 0xD sizes disagree with the
     // XSAVE features; a stock kernel WARNs ("XSAVE consistency problem") and then sometimes
     // triple-faults. `noxsave` keeps it off that path: a workaround of those host classes
@@ -70,14 +101,16 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     // ACPI button driver reports it, busybox acpid powers off, and the VM ends through ACPI
     // S5 (status 0). The network cells end through port 0xf4.
     let acpi_end = cell.get("check") == "virtio-disk";
-    let mut markers = vec![
-        "fugu-check: started as /init".to_string(),
-        check,
-        "fugu-check: PASS".to_string(),
-    ];
-    let net = (!disk_only(cell)).then_some(net);
+    let mut markers = vec!["fugu-check: started as /init".to_string(), check];
+    markers.extend(nested_markers);
+    markers.push("fugu-check: PASS".to_string());
+    // The nested cells check the disk and the guest's own hypervisor, not the network.
+    let net = (!disk_only(cell) && !is_nested).then_some(net);
     if net.is_none() {
         cmdline.push_str(" fugu.check=disk");
+    }
+    if is_nested {
+        cmdline.push_str(" fugu.check=nested");
     }
     if acpi_end {
         cmdline.push_str(" fugu.end=button");
@@ -99,11 +132,12 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
         ]);
     }
     args.extend(["--serial".into(), base.serial_log.clone().into()]);
+    files.push((img, disk));
     Ok(BootSpec {
         args,
         expect_status: if acpi_end { 0 } else { 33 },
         expect_markers: markers,
-        files: vec![(img, disk)],
+        files,
         net,
         press_power_button: acpi_end.then(|| WAITING_FOR_BUTTON.to_string()),
         ..base.into_spec()

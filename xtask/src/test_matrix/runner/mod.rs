@@ -6,6 +6,7 @@ mod bios_disk;
 mod debian_linux;
 mod ipxe_net;
 mod linux;
+mod nested;
 #[cfg(test)]
 mod tests;
 mod tiny;
@@ -72,6 +73,8 @@ impl Runner {
                 | Runner::TinyVirtioNet
                 | Runner::BiosDisk
                 | Runner::IpxeNet
+                // the L3 of the nested check
+                | Runner::DebianLinux
         )
     }
 

@@ -61,13 +61,18 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     };
     let mut files = Vec::new();
     let mut args: Vec<OsString> = vec!["run".into(), "--kernel".into(), kernel.into()];
-    args.extend(["--initrd".into(), initrd.into()]);
+    let mut initrd = initrd;
     let mut nested_markers = Vec::new();
     if is_nested {
         let g = guests::GUESTS
             .iter()
             .find(|g| g.name == nested::L3_GUEST)
-            .ok_or_else(|| format!("no tiny guest named {} in xtask/src/guests.rs", nested::L3_GUEST))?;
+            .ok_or_else(|| {
+                format!(
+                    "no tiny guest named {} in xtask/src/guests.rs",
+                    nested::L3_GUEST
+                )
+            })?;
         let elf = match arts.guests.get(g.name) {
             Some(Ok(p)) => p.clone(),
             Some(Err(e)) => return Err(e.clone()),
@@ -75,10 +80,16 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
         };
         let status = u8::try_from(g.success_status)
             .map_err(|_| format!("{}: status {} is not a byte", g.name, g.success_status))?;
-        let cpio = nested::initramfs(&base.fugu, &elf, status)?;
-        let path = arts.log_dir.join(format!("{stem}.nested.cpio"));
-        args.extend(["--initrd".into(), path.clone().into(), "--nested".into()]);
-        files.push((path, cpio));
+        // fugu takes one initrd for a Linux kernel (as the boot protocol has one): the
+        // image's and the nested one, concatenated (Linux unpacks one archive after another,
+        // skipping the zeros between them).
+        let mut both = std::fs::read(&initrd).map_err(|e| format!("{}: {e}", initrd.display()))?;
+        both.resize(both.len().next_multiple_of(512), 0);
+        both.extend(nested::initramfs(&base.fugu, &elf, status)?);
+        let path = arts.log_dir.join(format!("{stem}.initrd"));
+        initrd = path.clone();
+        args.extend(["--nested".into()]);
+        files.push((path, both));
         nested_markers = vec![
             "fugu-check: nested: /dev/kvm from".to_string(),
             g.marker.to_string(),
@@ -100,6 +111,7 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     // then wait for the power button: the matrix presses it (SIGPWR to fugu), the kernel's
     // ACPI button driver reports it, busybox acpid powers off, and the VM ends through ACPI
     // S5 (status 0). The network cells end through port 0xf4.
+    args.extend(["--initrd".into(), initrd.into()]);
     let acpi_end = cell.get("check") == "virtio-disk";
     let mut markers = vec!["fugu-check: started as /init".to_string(), check];
     markers.extend(nested_markers);
@@ -121,7 +133,9 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     }
     args.extend(["--cmdline".into(), cmdline.into()]);
     args.extend(["--disk".into(), img.clone().into()]);
-    args.extend(["--memory".into(), "256M".into()]);
+    // The nested cells unpack fugu (~20 MiB) and run a guest of their own.
+    let memory = if is_nested { "512M" } else { "256M" };
+    args.extend(["--memory".into(), memory.into()]);
     if acpi_end {
         args.extend(["--cpus".into(), ACPI_CPUS.to_string().into()]);
     }

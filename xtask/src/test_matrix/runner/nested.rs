@@ -19,7 +19,7 @@ pub(super) fn initramfs(fugu: &Path, guest: &Path, status: u8) -> Result<Vec<u8>
     a.add(
         "nested/fugu",
         Entry::File {
-            data: read(fugu)?,
+            data: without_debug_info(fugu)?,
             exec: true,
         },
     );
@@ -52,6 +52,33 @@ pub(super) fn initramfs(fugu: &Path, guest: &Path, status: u8) -> Result<Vec<u8>
         },
     );
     Ok(a.to_bytes(0))
+}
+
+/// `bin` without its symbols and debug sections (`strip --strip-all`): a debug build's are most of
+/// its size, and the guest unpacks the initramfs into its RAM.
+fn without_debug_info(bin: &Path) -> Result<Vec<u8>, String> {
+    let out = std::env::temp_dir().join(format!(
+        "fugu-nested-{}-{}",
+        std::process::id(),
+        bin.file_name().and_then(|n| n.to_str()).unwrap_or("bin")
+    ));
+    let o = Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(&out)
+        .arg(bin)
+        .output()
+        .map_err(|e| format!("strip {}: {e} (Debian package binutils)", bin.display()))?;
+    let data = std::fs::read(&out);
+    let _ = std::fs::remove_file(&out);
+    if !o.status.success() {
+        return Err(format!(
+            "strip --strip-all {}: {}",
+            bin.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    data.map_err(|e| format!("{}: {e}", out.display()))
 }
 
 /// How the L2 runs its guest: fugu as an operator would, the serial port on the L2's console
@@ -124,11 +151,14 @@ mod tests {
     #[test]
     fn the_nested_initramfs_carries_fugu_its_libraries_the_guest_and_the_command() {
         let fugu = std::env::current_exe().unwrap();
+        let size = std::fs::metadata(&fugu).unwrap().len();
         let dir = std::env::temp_dir().join(format!("fugu-nested-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let guest = dir.join("g.elf");
         std::fs::write(&guest, b"\x7fELF guest").unwrap();
         let cpio = initramfs(&fugu, &guest, 65).unwrap();
+        // A test binary of a debug build: its debug sections stayed behind.
+        assert!((cpio.len() as u64) < size, "{} >= {size}", cpio.len());
         let text = String::from_utf8_lossy(&cpio);
         for name in [
             "nested/fugu",

@@ -176,8 +176,22 @@ impl Drop for Server {
 }
 
 /// A published image tree with one image, "demo" (a bios-disk of 64 KiB).
-fn image_tree(dir: &Path) {
-    fugu_e2e::publish_demo_image(dir, 65536);
+/// A real image, published the way a release publishes them (`xtask images publish`): flat,
+/// as a release's assets are.
+fn published_hello64(xtask: &Path, dir: &Path) {
+    let o = run(Command::new(xtask)
+        .args(["images", "publish"])
+        .arg(dir)
+        .args(["--only", "hello64"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .inspect(|e| assert!(e.path().is_file(), "not flat: {}", e.path().display()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"index.json".to_string()), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("hello64.")), "{names:?}");
 }
 
 /// The .debs of `dir`.
@@ -265,7 +279,7 @@ fn a_release_verifies_by_hand_and_its_image_index_with_fugu() {
     let dir = tempdir();
     let key = make_key(&dir, "release");
     let other = make_key(&dir, "other");
-    image_tree(&dir.join("published"));
+    published_hello64(&xtask, &dir.join("published"));
     let out = dir.join("dist");
     let o = release(
         &xtask,
@@ -334,7 +348,7 @@ fn a_release_verifies_by_hand_and_its_image_index_with_fugu() {
                 .arg(keyring)
                 .arg("--cache")
                 .arg(cache)
-                .args(["pull", "demo"]))
+                .args(["pull", "hello64"]))
         };
         let cache = dir.join(format!("cache-{build}"));
         let o = pull(&other.keyring, &cache);
@@ -350,7 +364,16 @@ fn a_release_verifies_by_hand_and_its_image_index_with_fugu() {
         );
         let o = pull(&kr, &cache);
         assert!(o.status.success(), "{build}: {}", text(&o));
-        assert!(cache.join("demo/disk.img").is_file(), "{build}");
+        // What was pulled from the release's flat assets boots.
+        let o = run(Command::new(&bin)
+            .args(["run", "--image", "hello64"])
+            .env("FUGU_IMAGE_CACHE", &cache));
+        assert_eq!(o.status.code(), Some(65), "{build}: {}", text(&o));
+        assert!(
+            text(&o).contains("paging and long mode active"),
+            "{build}: {}",
+            text(&o)
+        );
     }
     // Without its signature the index is refused, unless that is spelled out.
     std::fs::remove_file(out.join("images/index.json.asc")).unwrap();
@@ -361,7 +384,7 @@ fn a_release_verifies_by_hand_and_its_image_index_with_fugu() {
                 .args(["image", "--index", &index, extra])
                 .arg("--cache")
                 .arg(&cache)
-                .args(["pull", "demo"]))
+                .args(["pull", "hello64"]))
         };
         let o = pull(&format!("--keyring={}", kr.display()));
         assert!(!o.status.success(), "{build}: {}", text(&o));

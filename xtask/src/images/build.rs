@@ -282,8 +282,45 @@ pub(super) fn build_one(
             ));
             let mods = Modules { boot, hypervisor };
             let busybox = deb_member(&deb(&need(r, "initramfs", "busybox")?)?, "bin/busybox")?;
-            disk_format =
-                initrd_and_disk(ctx, r, &busybox, &mods, &stage, &mut files, &mut sources)?;
+            match r.get("disk", "bootloader") {
+                None => {
+                    disk_format = initrd_and_disk(
+                        ctx,
+                        r,
+                        &busybox,
+                        &mods,
+                        &stage,
+                        &mut files,
+                        &mut sources,
+                    )?
+                }
+                // The BIOS boots it: kernel and initramfs go onto the disk, which is the
+                // image's one file.
+                Some("syslinux") => {
+                    let (initrd, srcs) = initramfs(ctx, r, &busybox, &mods)?;
+                    sources.extend(srcs);
+                    std::fs::write(stage.join("initramfs.cpio.gz"), initrd)?;
+                    let size_mib: u64 = need(r, "disk", "size_mib")?.parse().map_err(|_| {
+                        Problem::Fail(format!("{}: [disk] size_mib must be a number", r.rel))
+                    })?;
+                    let file = syslinux::bios_disk(
+                        ctx,
+                        &name,
+                        r.get("image", "cmdline").unwrap_or(""),
+                        &format!("{MARKER}\nimage {name}\n"),
+                        size_mib,
+                        &stage,
+                    )?;
+                    files.clear();
+                    files.push(("disk", file, "none"));
+                }
+                Some(other) => {
+                    return Err(Problem::Fail(format!(
+                        "{}: [disk] bootloader must be syslinux (or absent), not '{other}'",
+                        r.rel
+                    )))
+                }
+            }
         }
         "tiny-guest" => {
             let g = need(r, "guest", "name")?;

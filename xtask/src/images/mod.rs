@@ -23,6 +23,7 @@ mod kernel;
 mod modules;
 mod publish;
 mod recipe;
+pub mod syslinux;
 mod unpack;
 
 /// The index schema, one definition with fugu's reader.

@@ -3,6 +3,7 @@
 //! needs built, which file builds its boot) plus its file.
 
 mod bios_disk;
+mod bios_linux;
 mod debian_linux;
 mod ipxe_net;
 mod linux;
@@ -27,18 +28,20 @@ pub enum Runner {
     TinyVirtioDisk,
     TinyVirtioNet,
     BiosDisk,
+    BiosLinux,
     IpxeNet,
     Linux,
     DebianLinux,
 }
 
 impl Runner {
-    pub const ALL: [Runner; 8] = [
+    pub const ALL: [Runner; 9] = [
         Runner::TinyBoot,
         Runner::TinyConform,
         Runner::TinyVirtioDisk,
         Runner::TinyVirtioNet,
         Runner::BiosDisk,
+        Runner::BiosLinux,
         Runner::IpxeNet,
         Runner::Linux,
         Runner::DebianLinux,
@@ -52,6 +55,7 @@ impl Runner {
             Runner::TinyVirtioDisk => "tiny-virtio-disk",
             Runner::TinyVirtioNet => "tiny-virtio-net",
             Runner::BiosDisk => "bios-disk",
+            Runner::BiosLinux => "bios-linux",
             Runner::IpxeNet => "ipxe-net",
             Runner::Linux => "linux",
             Runner::DebianLinux => "debian-linux",
@@ -83,6 +87,7 @@ impl Runner {
         match self {
             Runner::Linux => Some(format!("linux-{guest}")),
             Runner::DebianLinux => Some(format!("debian-{guest}")),
+            Runner::BiosLinux => Some(format!("debian-{guest}-bios")),
             _ => None,
         }
     }
@@ -113,6 +118,7 @@ impl Runner {
             | Runner::TinyVirtioDisk
             | Runner::TinyVirtioNet => tiny::spec(self, cell, base, arts),
             Runner::BiosDisk => bios_disk::spec(cell, base, arts),
+            Runner::BiosLinux => bios_linux::spec(cell, base, arts),
             Runner::IpxeNet => ipxe_net::spec(cell, base, arts),
             Runner::Linux => linux::spec(cell, plan, base, arts),
             Runner::DebianLinux => debian_linux::spec(cell, base, arts),

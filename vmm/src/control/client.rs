@@ -91,7 +91,7 @@ fn request(
     s.write_all(head.as_bytes())
         .and_then(|()| s.write_all(body))
         .map_err(|e| fail(3, format!("cannot talk to fugud: {e}")))?;
-    let r = http::read_response(&mut s).map_err(|e| fail(3, e))?;
+    let r = http::read_response(&mut s).map_err(|e| fail(3, e.to_string()))?;
     if (200..300).contains(&r.status) {
         return Ok((r.status, r.body));
     }
@@ -379,7 +379,7 @@ fn console(a: &ConsoleArgs) -> Result<(), Failure> {
     );
     s.write_all(head.as_bytes())
         .map_err(|e| fail(3, format!("cannot talk to fugud: {e}")))?;
-    let r = http::read_response(&mut s).map_err(|e| fail(3, e))?;
+    let r = http::read_response(&mut s).map_err(|e| fail(3, e.to_string()))?;
     if r.status != 101 {
         return Err(daemon_error(r.status, &r.body));
     }

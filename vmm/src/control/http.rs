@@ -223,23 +223,34 @@ impl Response {
     }
 }
 
+/// Why fugud's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("reading fugud's answer: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("fugud closed the connection without an answer")]
+    Closed,
+    #[error("fugud's answer has an oversized head")]
+    OversizedHead,
+    #[error("fugud's answer is not HTTP")]
+    NotHttp,
+}
+
 /// Read a response head from `r`; then the body (Content-Length, else to EOF) unless the
 /// status is 101 (the connection then carries the console).
-pub fn read_response(r: &mut impl Read) -> Result<Response, String> {
+pub fn read_response(r: &mut impl Read) -> Result<Response, AnswerError> {
     let mut buf = Vec::with_capacity(1024);
     let head_len = loop {
         if let Some(end) = find_head_end(&buf) {
             break end;
         }
         if buf.len() >= MAX_HEAD {
-            return Err("fugud's answer has an oversized head".into());
+            return Err(AnswerError::OversizedHead);
         }
         let mut chunk = [0u8; 4096];
-        let n = r
-            .read(&mut chunk)
-            .map_err(|e| format!("reading fugud's answer: {e}"))?;
+        let n = r.read(&mut chunk).map_err(AnswerError::Read)?;
         if n == 0 {
-            return Err("fugud closed the connection without an answer".into());
+            return Err(AnswerError::Closed);
         }
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -247,7 +258,7 @@ pub fn read_response(r: &mut impl Read) -> Result<Response, String> {
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(&buf[..head_len]) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err("fugud's answer is not HTTP".into()),
+        _ => return Err(AnswerError::NotHttp),
     }
     let status = resp.code.unwrap_or(0);
     let headers: Vec<(String, String)> = resp
@@ -274,11 +285,10 @@ pub fn read_response(r: &mut impl Read) -> Result<Response, String> {
             out.body.truncate(have);
             out.body.resize(len, 0);
             r.read_exact(&mut out.body[have..])
-                .map_err(|e| format!("reading fugud's answer: {e}"))?;
+                .map_err(AnswerError::Read)?;
         }
         _ => {
-            r.read_to_end(&mut out.body)
-                .map_err(|e| format!("reading fugud's answer: {e}"))?;
+            r.read_to_end(&mut out.body).map_err(AnswerError::Read)?;
         }
     }
     Ok(out)

@@ -61,9 +61,7 @@ usage: cargo xtask test-matrix [options]
                    with the failed attempts' reasons (the svm-tcg L1s use 2: see docs/matrix.md)
 
 Cells of the svm-tcg host class run inside a Linux L1 that test-matrix boots under QEMU TCG
-(AMD SVM emulated, kvm_amd inside): two side by side for the amd64 class (its tdp and its
-shadow cells), one for the i386 class; consoles in target/test-matrix/svm-tcg/{tdp,shadow}/
-and target/test-matrix/svm-tcg-i386/ (l1.console.log).
+(AMD SVM emulated, kvm_amd inside); its console is target/test-matrix/svm-tcg/l1.console.log.
 
 Serial and VMM logs of each cell: target/test-matrix/<cell>.serial.log, <cell>.vmm.log
 (svm-tcg cells: target/test-matrix/svm-tcg/logs/)";

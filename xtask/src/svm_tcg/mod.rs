@@ -187,72 +187,56 @@ fn run_l1(
     };
 
     let base = dir(arch);
+    let share = base.join("share");
+    let _ = std::fs::remove_dir_all(&share);
+    std::fs::create_dir_all(share.join("logs")).map_err(|e| format!("{}: {e}", share.display()))?;
     let kernel = l1::kernel(&base.join("kernel"), arch).map_err(|e| format!("L1 kernel: {e}"))?;
     let busybox =
         l1::busybox(arch, &base.join("busybox")).map_err(|e| format!("L1 busybox: {e}"))?;
-    // One L1 per lane, the lanes side by side (the amd64 class: its NPT cells and its shadow
-    // cells, each L1 running one cell at a time; see `lanes`).
-    let lanes = lanes(arch, cells);
-    let results = std::thread::scope(|s| {
-        let running: Vec<_> = lanes
-            .iter()
-            .map(|(lane, mine)| {
-                let dir = lane.map_or_else(|| base.clone(), |l| base.join(l));
-                let l1 = L1 {
-                    arch,
-                    kernel: kernel.clone(),
-                    busybox: busybox.clone(),
-                    xtask: xtask.clone(),
-                    share: dir.join("share"),
-                    base: dir,
-                    lane: *lane,
-                };
-                (mine, s.spawn(move || l1.run_all(def, mine, o, interrupted)))
-            })
-            .collect();
-        running
-            .into_iter()
-            .flat_map(|(mine, handle)| {
-                handle.join().unwrap_or_else(|_| {
-                    mine.iter()
-                        .map(|c| CellResult {
-                            cell: c.clone(),
-                            outcome: Outcome::fail(format!(
-                                "the {host} L1's supervising thread panicked"
-                            )),
-                            secs: 0.0,
-                        })
-                        .collect()
-                })
-            })
-            .collect()
-    });
-    Ok(results)
-}
-
-/// The L1s of a class and their cells. The amd64 class runs two L1s side by side: one for
-/// its NPT cells, one for its shadow cells (kvm_amd npt=0), which halves the class's wall
-/// time on a 2-core host (each L1 keeps one emulated CPU busy running one cell at a time).
-/// The i386 class, small, runs one. A lane's files are in its own folder.
-fn lanes(arch: l1::Arch, cells: &[Cell]) -> Vec<(Option<&'static str>, Vec<Cell>)> {
-    let by = |p: &str| -> Vec<Cell> {
-        cells
-            .iter()
-            .filter(|c| c.get("paging") == p)
-            .cloned()
-            .collect()
+    let l1 = L1 {
+        arch,
+        kernel,
+        busybox,
+        xtask,
+        base,
+        share,
     };
-    match arch {
-        l1::Arch::Amd64 => [("tdp", by("tdp")), ("shadow", by("shadow"))]
-            .into_iter()
-            .filter(|(_, c)| !c.is_empty())
-            .map(|(l, c)| (Some(l), c))
-            .collect(),
-        l1::Arch::I386 => vec![(None, cells.to_vec())],
+
+    // QEMU 7.2's TCG now and then kills the L1 while an L2 runs: fresh L1s run what a dead
+    // one left ([`rescue`]).
+    let mut rescue = Rescue::default();
+    loop {
+        let todo = rescue.todo(cells);
+        if todo.is_empty() {
+            break;
+        }
+        let attempt = rescue.next_boot();
+        let subset = (todo.len() < cells.len()).then_some(todo.as_slice());
+        match l1.run(def, &todo, subset, o, attempt, interrupted) {
+            Ok(done) => rescue.finished(done),
+            Err(death) => {
+                let why = death.reason.clone();
+                let left = todo.len() - death.reported.len();
+                let last_chance = interrupted.load(Ordering::SeqCst);
+                let again = rescue.died(host, &todo, death, last_chance);
+                step(format!(
+                    "{host}: the L1 died ({why}){}",
+                    if again {
+                        format!("; a fresh L1 runs what it did not report ({left} cell(s) at most)")
+                    } else {
+                        String::new()
+                    }
+                ));
+                if !again {
+                    break;
+                }
+            }
+        }
     }
+    Ok(rescue.results(host, cells))
 }
 
-/// One L1 of a class (of one lane): what it boots and where its files live.
+/// One class's L1: what it boots and where its files live.
 struct L1 {
     arch: l1::Arch,
     kernel: l1::Kernel,
@@ -260,75 +244,9 @@ struct L1 {
     xtask: PathBuf,
     base: PathBuf,
     share: PathBuf,
-    /// The paging mode of its cells when the class runs one L1 per mode.
-    lane: Option<&'static str>,
 }
 
 impl L1 {
-    /// Run `cells` in this L1, booting fresh ones for what a dead one left ([`rescue`]):
-    /// QEMU 7.2's TCG now and then kills the L1 while an L2 runs.
-    fn run_all(
-        &self,
-        def: &Def,
-        cells: &[Cell],
-        o: &Options,
-        interrupted: &AtomicBool,
-    ) -> Vec<CellResult> {
-        let name = self.name();
-        let _ = std::fs::remove_dir_all(&self.share);
-        if let Err(e) = std::fs::create_dir_all(self.share.join("logs")) {
-            let why = format!("{}: {e}", self.share.display());
-            return cells
-                .iter()
-                .map(|c| CellResult {
-                    cell: c.clone(),
-                    outcome: Outcome::fail(format!("the {name} L1 did not run: {why}")),
-                    secs: 0.0,
-                })
-                .collect();
-        }
-        let mut rescue = Rescue::default();
-        loop {
-            let todo = rescue.todo(cells);
-            if todo.is_empty() {
-                break;
-            }
-            let attempt = rescue.next_boot();
-            let subset = (todo.len() < cells.len()).then_some(todo.as_slice());
-            match self.run(def, &todo, subset, o, attempt, interrupted) {
-                Ok(done) => rescue.finished(done),
-                Err(death) => {
-                    let why = death.reason.clone();
-                    let left = todo.len() - death.reported.len();
-                    let last_chance = interrupted.load(Ordering::SeqCst);
-                    let again = rescue.died(&name, &todo, death, last_chance);
-                    step(format!(
-                        "{name}: the L1 died ({why}){}",
-                        if again {
-                            format!(
-                                "; a fresh L1 runs what it did not report ({left} cell(s) at most)"
-                            )
-                        } else {
-                            String::new()
-                        }
-                    ));
-                    if !again {
-                        break;
-                    }
-                }
-            }
-        }
-        rescue.results(&name, cells)
-    }
-
-    /// Its name in messages: the class, and the lane when the class has several L1s.
-    fn name(&self) -> String {
-        match self.lane {
-            Some(l) => format!("{} ({l})", self.arch.host()),
-            None => self.arch.host().to_string(),
-        }
-    }
-
     /// Boot the L1 once to run `cells` (only `subset` by id when given) and read its results.
     fn run(
         &self,
@@ -340,7 +258,6 @@ impl L1 {
         interrupted: &AtomicBool,
     ) -> Result<Vec<CellResult>, Death> {
         let host = self.arch.host();
-        let name = self.name();
         let died = |error: L1Error| Death {
             reason: error.reason,
             tail: error.tail,
@@ -368,10 +285,6 @@ impl L1 {
             "--filter".into(),
             format!("host={host}"),
         ];
-        if let Some(lane) = self.lane {
-            inner_args.push("--filter".into());
-            inner_args.push(format!("paging={lane}"));
-        }
         for f in &o.filters {
             inner_args.push("--filter".into());
             inner_args.push(f.clone());
@@ -412,7 +325,7 @@ impl L1 {
             self.base.join(format!("l1.console.{attempt}.log"))
         };
         step(format!(
-            "{name}: booting the L1{} (Debian {} {}, QEMU TCG, {} cells inside; console {})",
+            "{host}: booting the L1{} (Debian {} {}, QEMU TCG, {} cells inside; console {})",
             if attempt == 1 {
                 String::new()
             } else {
@@ -425,16 +338,12 @@ impl L1 {
         ));
         let started = Instant::now();
         let started_at = std::time::SystemTime::now();
-        let label = match self.lane {
-            Some(l) => format!("L1 {l}"),
-            None => "L1".to_string(),
-        };
         let ended = boot(
             &self.kernel,
             &initrd,
             &self.share,
             &console,
-            (limits, &label),
+            limits,
             interrupted,
         );
         let text = std::fs::read(&console)
@@ -445,12 +354,12 @@ impl L1 {
             Ok(end) => match std::fs::read_to_string(&results_path) {
                 Ok(json) => {
                     step(format!(
-                        "{name}: the L1 ended after {:.0} s ({end})",
+                        "{host}: the L1 ended after {:.0} s ({end})",
                         started.elapsed().as_secs_f64()
                     ));
                     let suites = Results::parse(&json)
                         .map_err(|e| died(format!("{}: {e}", results_path.display()).into()))?;
-                    return Ok(collect(&name, cells, &suites, &console_tail));
+                    return Ok(collect(host, cells, &suites, &console_tail));
                 }
                 Err(e) => L1Error {
                     reason: match panic_line(&text) {
@@ -598,7 +507,7 @@ fn boot(
     initrd: &Path,
     share: &Path,
     console: &Path,
-    (limits, label): (Silence, &str),
+    limits: Silence,
     interrupted: &AtomicBool,
 ) -> Result<String, L1Error> {
     let mut cmd = Command::new("qemu-system-x86_64");
@@ -645,7 +554,7 @@ fn boot(
                 let _ = writeln!(log, "{clean}");
                 if let Some(p) = progress(clean) {
                     last_progress = Instant::now();
-                    eprintln!("  {label}: {p}");
+                    eprintln!("  L1: {p}");
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -795,36 +704,6 @@ mod tests {
         assert_eq!(r[0].secs, 1.7);
         assert!(matches!(&r[1].outcome, Outcome::Fail { reason, .. } if reason == "timed out"));
         assert!(matches!(&r[2].outcome, Outcome::Flaky { note } if note.contains("attempt 2")));
-    }
-
-    #[test]
-    fn the_amd64_class_runs_an_l1_per_paging_mode_the_i386_class_one() {
-        let def = crate::matrix_def::load().unwrap();
-        let cells = def.cells();
-        let amd64: Vec<Cell> = cells
-            .iter()
-            .filter(|c| c.get("host") == HOST)
-            .cloned()
-            .collect();
-        let l = lanes(l1::Arch::Amd64, &amd64);
-        assert_eq!(
-            l.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            [Some("tdp"), Some("shadow")]
-        );
-        assert!(l[0].1.iter().all(|c| c.get("paging") == "tdp"));
-        assert!(l[1].1.iter().all(|c| c.get("paging") == "shadow"));
-        assert_eq!(l[0].1.len() + l[1].1.len(), amd64.len());
-        // A filter to one mode: one L1.
-        let tdp: Vec<Cell> = l[0].1.clone();
-        assert_eq!(lanes(l1::Arch::Amd64, &tdp).len(), 1);
-        let i386: Vec<Cell> = cells
-            .iter()
-            .filter(|c| c.get("host") == HOST_I386)
-            .cloned()
-            .collect();
-        let l = lanes(l1::Arch::I386, &i386);
-        assert_eq!(l.len(), 1);
-        assert_eq!((l[0].0, l[0].1.len()), (None, i386.len()));
     }
 
     #[test]

@@ -49,7 +49,7 @@ fn release_workflow() -> String {
          # archive key as the repository secret FUGU_SIGNING_KEY (docs/release.md).\n\
          name: fugu release\n\
          on:\n  push:\n    tags: [\"v*\"]\n\
-         permissions:\n  contents: write\n\
+         permissions:\n  contents: write\n  pages: write\n  id-token: write\n\
          jobs:\n\
          \x20 release:\n\
          \x20   runs-on: ubuntu-latest\n\
@@ -88,11 +88,20 @@ fn release_workflow() -> String {
          \x20         cd target/release-dist\n\
          \x20         gh release create \"$GITHUB_REF_NAME\" --verify-tag --title \"fugu $GITHUB_REF_NAME\" \\\n\
          \x20           SHA256SUMS SHA256SUMS.asc fugu-archive-keyring.gpg fugu-archive-keyring.asc ./*.deb ./*.tar.gz ./images/*\n\
-         \x20     - name: The apt repository, for the static server that serves it\n\
-         \x20       uses: actions/upload-artifact@v4\n\
+         \x20     - name: The apt repository, for GitHub Pages\n\
+         \x20       uses: actions/upload-pages-artifact@v3\n\
          \x20       with:\n\
-         \x20         name: apt-repository\n\
-         \x20         path: target/release-dist/apt/\n",
+         \x20         path: target/release-dist/apt/\n\
+         \x20 # The signed apt repository at https://<owner>.github.io/<repository>/ (docs/release.md).\n\
+         \x20 apt-repository:\n\
+         \x20   needs: release\n\
+         \x20   runs-on: ubuntu-latest\n\
+         \x20   environment:\n\
+         \x20     name: github-pages\n\
+         \x20     url: ${{ steps.deploy.outputs.page_url }}\n\
+         \x20   steps:\n\
+         \x20     - id: deploy\n\
+         \x20       uses: actions/deploy-pages@v4\n",
     );
     s
 }

@@ -284,15 +284,8 @@ pub(super) fn build_one(
             let busybox = deb_member(&deb(&need(r, "initramfs", "busybox")?)?, "bin/busybox")?;
             match r.get("disk", "bootloader") {
                 None => {
-                    disk_format = initrd_and_disk(
-                        ctx,
-                        r,
-                        &busybox,
-                        &mods,
-                        &stage,
-                        &mut files,
-                        &mut sources,
-                    )?
+                    disk_format =
+                        initrd_and_disk(ctx, r, &busybox, &mods, &stage, &mut files, &mut sources)?
                 }
                 // The BIOS boots it: kernel and initramfs go onto the disk, which is the
                 // image's one file.

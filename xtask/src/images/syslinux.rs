@@ -95,7 +95,10 @@ mod tests {
         let c = super::config("console=ttyS0 panic=-1");
         assert!(c.contains("DEFAULT linux\nPROMPT 0\nTIMEOUT 0\n"));
         assert!(c.contains("KERNEL vmlinuz\n  INITRD initrd.gz\n"));
-        let line = c.lines().find(|l| l.trim_start().starts_with("APPEND")).unwrap();
+        let line = c
+            .lines()
+            .find(|l| l.trim_start().starts_with("APPEND"))
+            .unwrap();
         assert_eq!(
             line.trim_start(),
             super::append_line("console=ttyS0 panic=-1")

@@ -31,9 +31,7 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
         extra.push_str(" noxsave");
     }
     append_to_cmdline(&mut disk, &extra)?;
-    let img = arts
-        .log_dir
-        .join(format!("{}.disk.img", cell.file_stem()));
+    let img = arts.log_dir.join(format!("{}.disk.img", cell.file_stem()));
     let mut args = firmware_args(
         "disk",
         ("--disk", img.clone().into()),

@@ -20,6 +20,9 @@ const T: Duration = Duration::from_secs(240);
 /// A network boot runs SeaBIOS, then iPXE's init, DHCP and TFTP, all emulated here: ~80 s on
 /// an idle host, over 200 s seen on a loaded 2-core CI machine.
 const NET_BOOT_TIMEOUT: &str = "480";
+/// iPXE gives up on DHCP by itself in one to two minutes here (53 s by hand, 104 s in a test
+/// run of 3 December, both on an idle machine); a boot still running after this stalled.
+const NO_DHCP_TIMEOUT: &str = "360";
 const T_NET: Duration = Duration::from_secs(540);
 const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 
@@ -500,9 +503,20 @@ fn no_dhcp_answer_ends_non_zero_in_bounded_time() {
         return;
     }
     for (build, bin) in fugu_builds() {
-        let host = NetBootHost::start(&format!("nodhcp-{build}"), None);
-        let o = host.fugu(&bin, &["--boot-timeout", NET_BOOT_TIMEOUT]);
-        drop(host);
+        let boot = || {
+            let host = NetBootHost::start(&format!("nodhcp-{build}"), None);
+            host.fugu(&bin, &["--boot-timeout", NO_DHCP_TIMEOUT])
+        };
+        let mut o = boot();
+        // The emulating host's iPXE now and then stalls in "Configuring" until
+        // --boot-timeout instead of giving up (see the network-boot test above; a CI run of
+        // 3 December saw it here, dots for 480 s): one more boot, said here, tells it from a
+        // fugu regression, which fails every time.
+        let gave_up = o.serial.contains("No configuration methods");
+        if !gave_up && fugu_e2e::host_emulates_kernel_code() {
+            eprintln!("{build}: the emulating host's iPXE stalled; booting again: {o:?}");
+            o = boot();
+        }
         // iPXE gives up, the BIOS finds nothing else (bootorder HALT) and reboots: status 8.
         assert_eq!(o.status, Some(8), "{build}: {o:?}");
         // "No configuration methods succeeded (http://ipxe.org/040ee119)", wrapped at 80

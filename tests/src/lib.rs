@@ -196,3 +196,15 @@ pub fn publish_demo_image(dir: &std::path::Path, size: u32) -> Vec<u8> {
     std::fs::write(dir.join("index.json"), index).expect("write the index");
     data
 }
+
+/// The words of the line `name` ("Uid", "CapEff", ...) in /proc/`pid`/status: empty when the
+/// process or the line is not there.
+pub fn proc_status_field(pid: impl std::fmt::Display, name: &str) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let prefix = format!("{name}:");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}

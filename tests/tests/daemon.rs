@@ -326,19 +326,9 @@ fn fugud_runs_three_vms_with_console_stop_kill_and_permissions() {
     d.wait_console("one", "waiting for the power button");
     // None of them names a user: each runs as fugud's --vm-user, with no capabilities.
     for p in &pids {
-        let st = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
-        let field = |name: &str| -> Vec<String> {
-            st.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.split_whitespace().map(String::from).collect())
-                .unwrap_or_default()
-        };
-        assert_eq!(field("Uid:"), ["65534"; 4], "VM process {p}: {st}");
-        assert_eq!(
-            field("CapEff:"),
-            ["0000000000000000"],
-            "VM process {p}: {st}"
-        );
+        let field = |name: &str| fugu_e2e::proc_status_field(p, name);
+        assert_eq!(field("Uid"), ["65534"; 4], "VM process {p}");
+        assert_eq!(field("CapEff"), ["0000000000000000"], "VM process {p}");
     }
     d.wait_console("three", "holding, the power button is ignored");
 

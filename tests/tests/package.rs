@@ -531,16 +531,9 @@ fn installed_daemon_starts_with_its_autostart_vms() {
     );
     // The VM names no user: fugud runs it as fugu-vm, with no capabilities left.
     let pid = row.split_whitespace().nth(2).unwrap_or_default();
-    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        proc_status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.split_whitespace().collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
-    assert_eq!(field("Uid:"), [vm_uid.as_str(); 4], "{proc_status}");
-    assert_eq!(field("CapEff:"), ["0000000000000000"], "{proc_status}");
+    let field = |name: &str| fugu_e2e::proc_status_field(pid, name);
+    assert_eq!(field("Uid"), [vm_uid.as_str(); 4], "VM process {pid}");
+    assert_eq!(field("CapEff"), ["0000000000000000"], "VM process {pid}");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let s = daemon.wait().unwrap();

@@ -8,8 +8,7 @@
 //! again on a tiny guest (the L3), whose marker and status it reports. Always the userspace
 //! level.
 
-use super::{cell_net, disk_only, image_file, nested, Artifacts, Base, BootSpec};
-use crate::guests;
+use super::{cell_net, disk_only, image_file, nested, tiny_guest, Artifacts, Base, BootSpec};
 use crate::matrix_def::Cell;
 use crate::netcheck;
 use std::ffi::OsString;
@@ -70,20 +69,7 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     let mut initrd = initrd;
     let mut nested_markers = Vec::new();
     if is_nested {
-        let g = guests::GUESTS
-            .iter()
-            .find(|g| g.name == nested::L3_GUEST)
-            .ok_or_else(|| {
-                format!(
-                    "no tiny guest named {} in xtask/src/guests.rs",
-                    nested::L3_GUEST
-                )
-            })?;
-        let elf = match arts.guests.get(g.name) {
-            Some(Ok(p)) => p.clone(),
-            Some(Err(e)) => return Err(e.clone()),
-            None => return Err(format!("missing image: guest {} was not built", g.name)),
-        };
+        let (g, elf) = tiny_guest(nested::L3_GUEST, arts)?;
         let status = u8::try_from(g.success_status)
             .map_err(|_| format!("{}: status {} is not a byte", g.name, g.success_status))?;
         // fugu takes one initrd for a Linux kernel (as the boot protocol has one): the

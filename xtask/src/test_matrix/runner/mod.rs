@@ -256,6 +256,26 @@ pub(super) fn firmware_args(
     args
 }
 
+/// The tiny guest `name` (xtask/src/guests.rs) and its built ELF.
+pub(super) fn tiny_guest(
+    name: &str,
+    arts: &Artifacts,
+) -> Result<(&'static guests::Guest, PathBuf), String> {
+    let g = guests::GUESTS
+        .iter()
+        .find(|g| g.name == name)
+        .ok_or_else(|| format!("no tiny guest named {name} in xtask/src/guests.rs"))?;
+    let elf = match arts.guests.get(g.name) {
+        Some(Ok(p)) => p.clone(),
+        Some(Err(e)) => return Err(e.clone()),
+        None => return Err(format!("missing image: guest {} was not built", g.name)),
+    };
+    if !elf.is_file() {
+        return Err(format!("missing image: {}", elf.display()));
+    }
+    Ok((g, elf))
+}
+
 /// The cell's boot program `<kind>-<guest>` (images/guests/mbr.S) and its bytes.
 pub(super) fn boot_program(
     kind: &str,

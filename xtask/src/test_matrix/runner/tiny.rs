@@ -3,8 +3,7 @@
 //! UD2, INT n, x87, and CPUID honesty: every instruction it is shown runs), tiny-virtio-disk also a sector read and one written back through
 //! virtio-blk, tiny-virtio-net a frame answered by the responder on the tap.
 
-use super::{cell_net, Artifacts, Base, BootSpec, Runner};
-use crate::guests;
+use super::{cell_net, tiny_guest, Artifacts, Base, BootSpec, Runner};
 use crate::matrix_def::Cell;
 use std::ffi::OsString;
 
@@ -44,18 +43,7 @@ pub(super) fn spec(
             cell.get("guest")
         ));
     };
-    let g = guests::GUESTS
-        .iter()
-        .find(|g| g.name == *name)
-        .ok_or_else(|| format!("no tiny guest named {name} in xtask/src/guests.rs"))?;
-    let elf = match arts.guests.get(g.name) {
-        Some(Ok(p)) => p.clone(),
-        Some(Err(e)) => return Err(e.clone()),
-        None => return Err(format!("missing image: guest {} was not built", g.name)),
-    };
-    if !elf.is_file() {
-        return Err(format!("missing image: {}", elf.display()));
-    }
+    let (g, elf) = tiny_guest(name, arts)?;
     // The 32-bit boot guest on the 64-bit fugu gets 5 GiB: 3 below the PCI hole, 2 above
     // 4 GiB in its Multiboot memory map, which it sums (a 32-bit fugu cannot map that much).
     let above_4g =

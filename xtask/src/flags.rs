@@ -77,6 +77,7 @@ pub const BENCH: Spec = Spec {
         with(&["--filter"], "a value"),
         with(&["--runs"], "a value"),
         with(&["--fugu"], "a value"),
+        with(&["--json"], "a value"),
         switch(&["--list"]),
         HELP,
     ],

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use workloads::{Workload, WORKLOADS};
 
 const USAGE: &str =
-    "usage: cargo xtask bench [--filter NAME[,NAME]] [--runs N] [--fugu PATH] [--list]";
+    "usage: cargo xtask bench [--filter NAME[,NAME]] [--runs N] [--fugu PATH] [--json FILE] [--list]";
 
 const MEM: &str = "128M";
 const MEM_BYTES: u64 = 128 << 20;
@@ -39,6 +39,8 @@ struct Opts {
     filters: Vec<String>,
     runs: usize,
     fugu: Option<PathBuf>,
+    /// Also write the JSON here (the svm-tcg rows' inner bench writes into the L1's share).
+    json: Option<PathBuf>,
     list: bool,
 }
 
@@ -62,6 +64,7 @@ fn parse_args(args: &[String]) -> Result<Opts> {
             )?
             .unwrap_or(5),
         fugu: p.last("--fugu").map(PathBuf::from),
+        json: p.last("--json").map(PathBuf::from),
         list: p.has("--list"),
     };
     for f in &o.filters {
@@ -157,6 +160,9 @@ pub fn main(args: &[String]) -> Result {
     let file = out.join(format!("bench-{stamp}.json"));
     std::fs::write(&file, &text)?;
     std::fs::write(out.join("latest.json"), &text)?;
+    if let Some(p) = &o.json {
+        std::fs::write(p, &text).map_err(|e| Error::fail(format!("{}: {e}", p.display())))?;
+    }
     println!(
         "fugu bench: {} runs each; {} CPUs ({}); {}; {}; load average {} at start, {} at end\n",
         ctx.runs,

@@ -17,6 +17,7 @@
 //! build of this xtask, with i386 busybox as the shell ([`l1::Arch`]).
 
 pub mod l1;
+pub mod oneshot;
 mod rescue;
 
 use crate::matrix_def::{Cell, Def};
@@ -43,6 +44,9 @@ const JOBS_IN_L1: usize = 1;
 
 /// Boots of a failing cell to try again inside an L1 (see `run_l1`).
 const RETRIES: u32 = 2;
+
+/// What booting an L1 needs from Debian (the rest comes from this host's root).
+const DEBS: &[&str] = &["qemu-system-x86", "busybox-static", "kmod", "iproute2"];
 
 /// The host axis value of the amd64 L1's class.
 pub const HOST: &str = "svm-tcg";
@@ -161,11 +165,7 @@ fn run_l1(
     interrupted: &AtomicBool,
 ) -> Result<Vec<CellResult>, L1Error> {
     let host = arch.host();
-    util::ensure_debs(
-        &["qemu-system-x86", "busybox-static", "kmod", "iproute2"],
-        "the svm-tcg L1 (QEMU TCG)",
-    )
-    .map_err(|e| e.msg)?;
+    util::ensure_debs(DEBS, "the svm-tcg L1 (QEMU TCG)").map_err(|e| e.msg)?;
     // What the cells boot, built here: the L1 sees this host's files at the same paths.
     let wanted: Vec<(&Cell, Runner)> = cells
         .iter()
@@ -317,7 +317,7 @@ impl L1 {
             .unwrap_or(60);
         let limits = Silence {
             progress: Duration::from_secs(longest * u64::from(RETRIES + 1) + 180),
-            any: Duration::from_secs(l1::BEAT_SECS * 6),
+            any: Duration::from_secs(l1::BEAT_SECS * 3),
         };
         let console = if attempt == 1 {
             self.base.join("l1.console.log")

@@ -12,7 +12,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Boot one cell and judge it. Never returns Pass unless the command ran to the expected end.
 pub fn execute(spec: &BootSpec, interrupted: &AtomicBool) -> Outcome {
@@ -75,36 +75,66 @@ pub fn execute(spec: &BootSpec, interrupted: &AtomicBool) -> Outcome {
     }
 }
 
-/// Wait for fugu as [`Proc::wait`] does, and press the guest's power button (SIGPWR) once
+/// How a boot's wait ended.
+enum End {
+    Exited(std::process::ExitStatus),
+    Interrupted,
+    TimedOut,
+    /// The serial log did not grow for the spec's silence limit: the guest hung.
+    Silent(Duration),
+}
+
+/// Wait for fugu until it exits, the timeout passes, the run is interrupted or (with
+/// `spec.silence`) its serial log stops growing; press the guest's power button (SIGPWR) once
 /// when the serial log first shows `spec.press_power_button`.
-fn wait_pressing(
+fn wait_judging(
     child: &mut Proc,
     spec: &BootSpec,
     interrupted: &AtomicBool,
-) -> std::io::Result<Waited> {
-    let Some(line) = &spec.press_power_button else {
-        return child.wait(spec.timeout, Duration::from_millis(20), Some(interrupted));
-    };
-    let deadline = std::time::Instant::now() + spec.timeout;
+) -> std::io::Result<End> {
+    if spec.press_power_button.is_none() && spec.silence.is_none() {
+        return Ok(
+            match child.wait(spec.timeout, Duration::from_millis(20), Some(interrupted))? {
+                Waited::Exited(s) => End::Exited(s),
+                Waited::TimedOut => End::TimedOut,
+                Waited::Interrupted => End::Interrupted,
+            },
+        );
+    }
+    let start = Instant::now();
+    let deadline = start + spec.timeout;
     let mut pressed = false;
+    let (mut size, mut grew) = (0u64, start);
     loop {
         if let Some(s) = child.try_wait()? {
-            return Ok(Waited::Exited(s));
+            return Ok(End::Exited(s));
         }
-        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        if interrupted.load(Ordering::SeqCst) {
             child.kill();
-            return Ok(Waited::Interrupted);
+            return Ok(End::Interrupted);
         }
-        if std::time::Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             child.kill();
-            return Ok(Waited::TimedOut);
+            return Ok(End::TimedOut);
         }
-        if !pressed && tail_file(&spec.serial_log, usize::MAX).contains(line.as_str()) {
-            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) on the child this function waits for; no memory is shared.
-                unsafe { libc::kill(pid, libc::SIGPWR) };
+        if let Some(limit) = spec.silence {
+            let len = std::fs::metadata(&spec.serial_log).map_or(0, |m| m.len());
+            if len != size {
+                (size, grew) = (len, now);
+            } else if now.duration_since(grew) >= limit {
+                child.kill();
+                return Ok(End::Silent(limit));
             }
-            pressed = true;
+        }
+        if let Some(line) = spec.press_power_button.as_deref().filter(|_| !pressed) {
+            if tail_file(&spec.serial_log, usize::MAX).contains(line) {
+                if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                    // SAFETY: kill(2) on the child this function waits for; no memory is shared.
+                    unsafe { libc::kill(pid, libc::SIGPWR) };
+                }
+                pressed = true;
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -169,13 +199,19 @@ fn boot(spec: &BootSpec, wrapper: &[&str], interrupted: &AtomicBool) -> Outcome 
         Ok(c) => c,
         Err(e) => return Outcome::fail(format!("cannot start {}: {e}", spec.program.display())),
     };
-    let status = match wait_pressing(&mut child, spec, interrupted) {
-        Ok(Waited::Exited(s)) => s,
-        Ok(Waited::Interrupted) => return with_tail("interrupted".into()),
-        Ok(Waited::TimedOut) => {
+    let status = match wait_judging(&mut child, spec, interrupted) {
+        Ok(End::Exited(s)) => s,
+        Ok(End::Interrupted) => return with_tail("interrupted".into()),
+        Ok(End::TimedOut) => {
             return with_tail(format!(
                 "timed out after {} s: the guest hung or never reached its exit",
                 spec.timeout.as_secs()
+            ))
+        }
+        Ok(End::Silent(limit)) => {
+            return with_tail(format!(
+                "the guest hung: its serial log did not grow for {} s",
+                limit.as_secs()
             ))
         }
         Err(e) => return Outcome::fail(format!("waiting for fugu: {e}")),
@@ -224,6 +260,21 @@ fn boot(spec: &BootSpec, wrapper: &[&str], interrupted: &AtomicBool) -> Outcome 
     Outcome::Pass
 }
 
+/// Keep a failed attempt's logs beside the next attempt's (`STEM.serial.log` becomes
+/// `STEM.attempt1.serial.log`): the next boot starts its logs afresh.
+fn keep_attempt_logs(spec: &BootSpec, attempt: usize) {
+    for p in [&spec.serial_log, &spec.vmm_log] {
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let kept = match name.split_once('.') {
+            Some((stem, rest)) => format!("{stem}.attempt{attempt}.{rest}"),
+            None => format!("{name}.attempt{attempt}"),
+        };
+        let _ = std::fs::rename(p, p.with_file_name(kept));
+    }
+}
+
 /// Boot a cell; a failed boot is run again up to `retries` times. A pass after a failure is
 /// `Flaky`, carrying what the failed attempts said (never a plain PASS).
 pub fn execute_with_retries(spec: &BootSpec, retries: u32, interrupted: &AtomicBool) -> Outcome {
@@ -235,6 +286,7 @@ pub fn execute_with_retries(spec: &BootSpec, retries: u32, interrupted: &AtomicB
             {
                 let _ = tail;
                 failures.push(reason);
+                keep_attempt_logs(spec, failures.len());
             }
             Outcome::Pass if !failures.is_empty() => {
                 let n = failures.len() + 1;
@@ -290,6 +342,41 @@ mod tests {
              echo 'fugu: the host signalled SIGBUS during KVM_RUN' >&2; exit 6",
         );
         assert!(reason(&execute(&no_marker, &no)).contains("lacks 'hello from the guest'"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_guest_whose_serial_log_stops_growing_is_hung_and_its_attempt_logs_are_kept() {
+        let d = tmp("silence");
+        let no = AtomicBool::new(false);
+        let mut s = fake(
+            &d,
+            "quiet",
+            "echo 'booting' > \"$0\"; sleep 30; echo 'hello from the guest' >> \"$0\"; exit 33",
+            60,
+        );
+        s.silence = Some(Duration::from_secs(1));
+        let o = execute_with_retries(&s, 1, &no);
+        assert!(
+            reason(&o).contains("hung: its serial log did not grow for 1 s"),
+            "{o:?}"
+        );
+        for attempt in ["attempt1.serial.log", "attempt1.vmm.log"] {
+            assert!(
+                d.join(format!("quiet.{attempt}")).is_file(),
+                "{attempt} kept"
+            );
+        }
+        // A guest that keeps printing is not silent, however long it runs.
+        let mut busy = fake(
+            &d,
+            "busy",
+            "for i in 1 2 3 4 5 6; do echo tick >> \"$0\"; sleep 0.4; done; \
+             echo 'hello from the guest' >> \"$0\"; exit 33",
+            60,
+        );
+        busy.silence = Some(Duration::from_secs(1));
+        assert_eq!(execute(&busy, &no), Outcome::Pass);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -29,6 +29,7 @@ pub fn fake(dir: &Path, name: &str, script: &str, timeout_s: u64) -> BootSpec {
         net: None,
         accept_after_init: None,
         press_power_button: None,
+        silence: None,
     }
 }
 

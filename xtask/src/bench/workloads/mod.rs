@@ -5,6 +5,7 @@ mod boot;
 mod build;
 mod exits;
 mod io;
+mod l1;
 mod linux;
 mod many;
 mod memory;
@@ -68,6 +69,22 @@ pub const WORKLOADS: &[Workload] = &[
         peer: QEMU,
         unit: "s",
         run: linux::boot_linux,
+    },
+    Workload {
+        name: "svm-tcg-boot-linux",
+        what: "inside the svm-tcg L1: the minimal Linux image to its init",
+        goal: Some(Goal::AtMost(0.7)),
+        peer: QEMU,
+        unit: "s",
+        run: l1::minimal,
+    },
+    Workload {
+        name: "svm-tcg-boot-debian",
+        what: "inside the svm-tcg L1: Debian's stock kernel to its init",
+        goal: Some(Goal::AtMost(0.7)),
+        peer: QEMU,
+        unit: "s",
+        run: l1::debian,
     },
     Workload {
         name: "startup",
@@ -181,6 +198,8 @@ mod tests {
                 "boot-seabios-mbr",
                 "boot-ipxe",
                 "boot-linux",
+                "svm-tcg-boot-linux",
+                "svm-tcg-boot-debian",
                 "startup",
                 "memory-overhead",
                 "many-vms-time",

@@ -5,7 +5,7 @@
 //! the kernel found, which the firmware installed from fugu's (etc/table-loader) and which
 //! must carry fugu's OEM ID. Status 33 through port 0xf4. Always the userspace level.
 
-use super::{firmware_args, image_file, Artifacts, Base, BootSpec};
+use super::{firmware_args, image_file, stock_kernel_on_tcg, Artifacts, Base, BootSpec};
 use crate::images::syslinux::APPEND_ROOM;
 use crate::matrix_def::Cell;
 use std::ffi::OsString;
@@ -24,12 +24,9 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
     let mut disk = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
     // The cell's kernel parameters, written into the room the image leaves on syslinux.cfg's
     // APPEND line (the BIOS path has no other way to pass them): the disk alone is checked
-    // (no network here), and on the svm-tcg classes `noxsave`, as for the Debian cells
-    // booted directly (their TCG workaround, docs/matrix.md).
-    let mut extra = String::from(" fugu.check=disk");
-    if cell.get("host").starts_with("svm-tcg") {
-        extra.push_str(" noxsave");
-    }
+    // (no network here), and on the svm-tcg classes what the Debian cells booted directly
+    // get there too.
+    let extra = format!(" fugu.check=disk{}", stock_kernel_on_tcg(cell));
     append_to_cmdline(&mut disk, &extra)?;
     let img = arts.log_dir.join(format!("{}.disk.img", cell.file_stem()));
     let mut args = firmware_args(
@@ -96,13 +93,13 @@ mod tests {
         disk.extend_from_slice(cfg.as_bytes());
         disk.extend_from_slice(&[0u8; 512]);
         let len = disk.len();
-        append_to_cmdline(&mut disk, " fugu.check=disk noxsave").unwrap();
+        append_to_cmdline(&mut disk, " fugu.check=disk noxsave quiet").unwrap();
         assert_eq!(disk.len(), len);
         let text = String::from_utf8_lossy(&disk[4096..4096 + cfg.len()]).into_owned();
         let line = text.lines().find(|l| l.contains("APPEND")).unwrap();
         assert!(
             line.trim_end()
-                .ends_with("APPEND console=ttyS0 panic=-1 fugu.check=disk noxsave"),
+                .ends_with("APPEND console=ttyS0 panic=-1 fugu.check=disk noxsave quiet"),
             "{line:?}"
         );
         assert_eq!(text.len(), cfg.len(), "syslinux.cfg keeps its size");

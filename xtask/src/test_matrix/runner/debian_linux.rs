@@ -8,7 +8,10 @@
 //! again on a tiny guest (the L3), whose marker and status it reports. Always the userspace
 //! level.
 
-use super::{cell_net, disk_only, image_file, nested, tiny_guest, Artifacts, Base, BootSpec};
+use super::{
+    cell_net, disk_only, image_file, nested, stock_kernel_on_tcg, tiny_guest, Artifacts, Base,
+    BootSpec,
+};
 use crate::matrix_def::Cell;
 use crate::netcheck;
 use std::ffi::OsString;
@@ -90,15 +93,7 @@ pub(super) fn spec(cell: &Cell, base: Base, arts: &Artifacts) -> Result<BootSpec
             ),
         ];
     }
-    // Under QEMU TCG's SVM (the svm-tcg classes) the CPUID leaf 0xD sizes disagree with the
-    // XSAVE features; a stock kernel WARNs ("XSAVE consistency problem") and then sometimes
-    // triple-faults. `noxsave` keeps it off that path: a workaround of those host classes
-    // only, in the cell's command line, not in fugu (docs/matrix.md).
-    let mut cmdline = if cell.get("host").starts_with("svm-tcg") {
-        "console=ttyS0 panic=-1 noxsave".to_string()
-    } else {
-        "console=ttyS0 panic=-1".to_string()
-    };
+    let mut cmdline = format!("console=ttyS0 panic=-1{}", stock_kernel_on_tcg(cell));
     // The disk cells report that the kernel took all its CPUs from fugu's MADT,
     // then wait for the power button: the matrix presses it (SIGPWR to fugu), the kernel's
     // ACPI button driver reports it, busybox acpid powers off, and the VM ends through ACPI

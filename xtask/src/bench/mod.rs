@@ -93,6 +93,9 @@ struct Ctx {
     qemu: std::result::Result<(), String>,
     /// The host's KVM emulates guest kernel code (fugu adapts Linux guests to it).
     emulating: bool,
+    /// Where a workload leaves files worth reading after the run (serial logs): the folder of
+    /// `--json` when given (the svm-tcg rows' share), else `work`.
+    keep: PathBuf,
 }
 
 pub fn main(args: &[String]) -> Result {
@@ -128,9 +131,16 @@ pub fn main(args: &[String]) -> Result {
     } else {
         Ok(())
     };
+    let keep = o
+        .json
+        .as_ref()
+        .and_then(|j| j.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| work.clone(), Path::to_path_buf);
     let ctx = Ctx {
         runs: o.runs,
         fugu,
+        keep,
         work,
         qemu,
         emulating: crate::probe::Probe::from_files(Path::new("/")).emulates_guest_kernel(),

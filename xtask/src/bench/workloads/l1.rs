@@ -62,7 +62,7 @@ pub(super) fn debian(ctx: &Ctx) -> Bench {
 }
 
 fn in_l1(ctx: &Ctx, name: &str, g: Guest) -> Bench {
-    let probe = Probe::from_files(Path::new("/"));
+    let probe = Probe::host();
     if svm_tcg::inside(&probe, Arch::Amd64) {
         return measure(ctx, g);
     }
@@ -144,10 +144,15 @@ fn measure(ctx: &Ctx, g: Guest) -> Bench {
         return Err(Unavailable(format!("{} is missing", p.display())));
     }
     let disk = ctx.work.join("l1-disk.ext4");
-    let serial = ctx.work.join("l1-serial.log");
     let (mut f, mut p) = (Vec::new(), Vec::new());
     for _ in 0..ctx.runs {
         for fugu_side in [true, false] {
+            // Each VMM's last serial log stays for reading (the kernel's timestamps per phase).
+            let serial = ctx.keep.join(format!(
+                "{}.{}.serial.log",
+                g.image(),
+                if fugu_side { "fugu" } else { "qemu" }
+            ));
             let mut c = if fugu_side {
                 let mut c = Command::new(&ctx.fugu);
                 c.args(["run", "--memory", MEMORY, "--cmdline", g.cmdline()])
@@ -204,7 +209,7 @@ fn measure(ctx: &Ctx, g: Guest) -> Bench {
         peer: Some(p),
         note: format!(
             "wall time from process start to '{}', {}, same kernel, {}command line ({}) and \
-             {MEMORY}, 1 vCPU; QEMU with -cpu host",
+             {MEMORY}, 1 vCPU; QEMU with -cpu host; each VMM's last serial log: {}",
             g.marker(),
             match g {
                 Guest::Minimal => "the minimal linux-amd64 bzImage, root on virtio-blk",
@@ -214,7 +219,10 @@ fn measure(ctx: &Ctx, g: Guest) -> Bench {
                 Guest::Minimal => "disk, ",
                 Guest::Debian => "initramfs, ",
             },
-            g.cmdline()
+            g.cmdline(),
+            ctx.keep
+                .join(format!("{}.{{fugu,qemu}}.serial.log", g.image()))
+                .display()
         ),
     })
 }

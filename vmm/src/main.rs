@@ -269,7 +269,7 @@ fn run(mut args: RunArgs) -> ExitCode {
 fn setup(args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>), SetupError> {
     let backend = fugu::cli::backend(args.backend);
     fugu::devices::virtio::setup::check_devices(&args.disk, &args.net)
-        .map_err(SetupError::Usage)?;
+        .map_err(|e| SetupError::Usage(e.to_string()))?;
     // Resolved before anything is opened; the drop itself comes once the VM is set up.
     let drop_to = match &args.user {
         Some(user) => Some(

@@ -55,7 +55,7 @@ pub fn attach(
     cfg: &PciConfig,
     buses: &mut Buses,
 ) -> Result<PciMap, String> {
-    crate::devices::virtio::setup::check_devices(cfg.disks, cfg.nets)?;
+    crate::devices::virtio::setup::check_devices(cfg.disks, cfg.nets).map_err(|e| e.to_string())?;
     let kvm_irqs = pci::irq::KvmIrqs::new(vm.clone());
     let irq: Arc<dyn InterruptController> = kvm_irqs.clone();
     let mut bus = PciBus::new();

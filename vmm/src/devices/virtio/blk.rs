@@ -21,7 +21,7 @@ use virtio_bindings::virtio_blk::*;
 pub mod image;
 pub mod qcow2;
 
-pub use image::Format;
+pub use image::{Format, UnknownFormat};
 
 pub const SECTOR: u64 = 512;
 pub const QUEUE_SIZE: u16 = 256;

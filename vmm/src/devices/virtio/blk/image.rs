@@ -14,6 +14,11 @@ use std::path::{Path, PathBuf};
 /// The longest backing chain fugu follows (the top image not counted).
 pub const MAX_CHAIN: usize = 16;
 
+/// A `format=` that is neither raw nor qcow2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown disk format '{0}' (raw or qcow2)")]
+pub struct UnknownFormat(pub String);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Raw,
@@ -27,11 +32,11 @@ impl Format {
             Format::Qcow2 => "qcow2",
         }
     }
-    pub fn parse(s: &str) -> Result<Format, String> {
+    pub fn parse(s: &str) -> Result<Format, UnknownFormat> {
         match s {
             "raw" => Ok(Format::Raw),
             "qcow2" => Ok(Format::Qcow2),
-            o => Err(format!("unknown disk format '{o}' (raw or qcow2)")),
+            o => Err(UnknownFormat(o.to_string())),
         }
     }
 }
@@ -107,7 +112,10 @@ impl Image {
                         let p = backing_path(path, name);
                         let fmt = match h.backing_format.as_deref() {
                             None => None,
-                            Some(f) => Some(Format::parse(f).map_err(bad)?),
+                            Some(f) => Some(
+                                Format::parse(f)
+                                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+                            ),
                         };
                         Some(Box::new(open_backing(&p, fmt, seen).map_err(|e| {
                             io::Error::new(e.kind(), format!("backing file {}: {e}", p.display()))

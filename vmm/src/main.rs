@@ -385,7 +385,7 @@ fn setup(args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>),
     // Under fugud: tell it the VM is set up (after the drop: it re-arms the parent-death
     // signal that a change of user clears).
     fugu::control::vmproc::announce_ready()?;
-    fugu::seccomp::install_process(seccomp)?;
+    fugu::seccomp::install_process(seccomp).map_err(|e| e.to_string())?;
     let raw = serial_in.then(fugu::console::RawTerminal::enable);
     Ok((machine, raw))
 }

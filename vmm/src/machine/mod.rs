@@ -201,7 +201,7 @@ impl Machine {
                     // SAFETY: pthread_self has no preconditions.
                     lock(&tids).push(unsafe { libc::pthread_self() });
                     if let Err(e) = crate::seccomp::enter(crate::seccomp::Kind::Vcpu) {
-                        ctx.stop.request(Outcome::Crash(e));
+                        ctx.stop.request(Outcome::Crash(e.to_string()));
                     }
                     vcpu::run_loop(v, ctx)
                 });

@@ -681,7 +681,9 @@ fn run_image_boots_a_bios_disk_through_the_bios_and_refuses_a_pxe_program() {
     let cache = temp_cache("bootprog-run");
     let o = opts(&server, &cache);
     commands::pull(&o, &["mbr-amd64".to_string(), "nbp-amd64".to_string()]).unwrap();
-    let apply = |args: &mut crate::cli::RunArgs| super::run::apply_from(Some(cache.clone()), args);
+    let apply = |args: &mut crate::cli::RunArgs| {
+        super::run::apply_from(Some(cache.clone()), args).map_err(|e| e.to_string())
+    };
 
     // bios-disk: what `--bios --disk FILE,ro --boot disk` gives; further disks follow.
     let mut a = run_args(&["--image", "mbr-amd64", "--disk", "/tmp/second.img"]);

@@ -379,12 +379,12 @@ fn setup(args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>),
         l.start()?;
     }
     if let Some(ids) = drop_to {
-        fugu::privileges::drop_to(ids)?;
+        fugu::privileges::drop_to(ids).map_err(|e| e.to_string())?;
     }
     fugu::machine::install_signal_handlers();
     // Under fugud: tell it the VM is set up (after the drop: it re-arms the parent-death
     // signal that a change of user clears).
-    fugu::control::vmproc::announce_ready()?;
+    fugu::control::vmproc::announce_ready().map_err(|e| e.to_string())?;
     fugu::seccomp::install_process(seccomp).map_err(|e| e.to_string())?;
     let raw = serial_in.then(fugu::console::RawTerminal::enable);
     Ok((machine, raw))

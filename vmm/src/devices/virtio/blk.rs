@@ -255,9 +255,13 @@ impl VirtioDevice for Block {
         };
         let kick = kicks.pop().ok_or("no kick eventfd")?;
         let disk = self.disk.clone();
-        self.worker = Some(Worker::spawn("virtio-blk".into(), move |stop| {
-            run(disk, mem, q, kick, signal, stop)
-        })?);
+        self.worker = Some(
+            Worker::spawn("virtio-blk".into(), move |stop| {
+                run(disk, mem, q, kick, signal, stop)
+            })
+            // The VirtioDevice trait's activate still reports a String.
+            .map_err(|e| e.to_string())?,
+        );
         Ok(())
     }
     fn reset(&mut self) {

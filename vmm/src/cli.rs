@@ -572,7 +572,9 @@ pub fn parse_size(s: &str) -> Result<u64, SizeError> {
 /// `--memory`: a size of at least 2 MiB (the boot structures and the kernel's load address
 /// need that much), so that a mistake such as `--memory 0` is a command-line error.
 /// `--cpu-features`: a list of `+name`/`-name`.
-fn parse_cpu_features(s: &str) -> Result<crate::arch::x86::features::EditList, String> {
+fn parse_cpu_features(
+    s: &str,
+) -> Result<crate::arch::x86::features::EditList, crate::arch::x86::features::UnknownFeature> {
     crate::arch::x86::features::parse(s).map(crate::arch::x86::features::EditList)
 }
 

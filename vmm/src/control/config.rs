@@ -165,9 +165,8 @@ pub enum KeyError {
     /// A value of one of `fugu run`'s enumerated options (`option` without the dashes).
     #[error("'{value}' is not one of the values of --{option}")]
     NotAValue { value: String, option: String },
-    /// features::parse's message.
-    #[error("{0}")]
-    CpuFeatures(String),
+    #[error(transparent)]
+    CpuFeatures(#[from] crate::arch::x86::features::UnknownFeature),
     /// `user`, `group`, `owner` or `owner_group` cannot be resolved.
     #[error(transparent)]
     Id(#[from] crate::privileges::IdError),
@@ -427,7 +426,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, ConfigError> {
         }
         if let Some(f) = &vm.cpu_features {
             crate::arch::x86::features::parse(f.get_ref())
-                .map_err(|e| at(f.span(), "cpu_features", KeyError::CpuFeatures(e)))?;
+                .map_err(|e| at(f.span(), "cpu_features", e.into()))?;
             push(&mut args, "--cpu-features", f.get_ref());
         }
         if let Some(u) = &vm.user {

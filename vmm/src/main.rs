@@ -93,6 +93,7 @@ fn docs(cmd: fugu::cli::DocCommand) -> ExitCode {
 }
 
 /// Why `fugu run` could not start a VM: the command line (status 2) or anything else (4).
+/// String by design: the typed errors below are rendered here, at the top, for the user.
 enum SetupError {
     Usage(String),
     Failed(String),

@@ -139,6 +139,7 @@ fn vm_ids(cli: &FugudCli) -> Result<Option<crate::privileges::Ids>, String> {
         })
 }
 
+/// String by design: fugud's top level, where every error becomes the line it logs.
 fn serve(cli: FugudCli) -> Result<(), String> {
     let socket_gid = crate::privileges::lookup_group(&cli.group)
         .map_err(|e| format!("--group: {e}"))?

@@ -140,7 +140,7 @@ pub fn unmet(reason: &str) {
 /// 0x88b5, "fugu-guest-frame") on `ifname` for up to `wait`, answer it, and return the
 /// guest's MAC. Used with the virtnet guests and the network boot programs.
 pub fn frame_responder(ns: &str, ifname: &str, wait: Duration) -> Result<[u8; 6], String> {
-    fugu_common::frame::respond(ns, ifname, wait, None)
+    fugu_common::frame::respond(ns, ifname, wait, None).map_err(|e| e.to_string())
 }
 
 /// Start a Python program (`python3 -c program args...`) that serves on loopback and prints

@@ -532,8 +532,22 @@ pub struct RunArgs {
     pub backend: Option<BackendArg>,
 }
 
+/// Why a size (`--memory`, bench's sizes, a config file's `memory`) cannot be used. The
+/// value parsers' error: clap prints it after "invalid value 'S' for '--memory <SIZE>'".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("unknown size suffix '{0}' (use K, M or G)")]
+    UnknownSuffix(char),
+    #[error("'{0}' is not a size (e.g. 256M, 1G)")]
+    NotASize(String),
+    #[error("size '{0}' is too large")]
+    TooLarge(String),
+    #[error("'{0}' is too little guest RAM: give at least 2M")]
+    TooLittle(String),
+}
+
 /// Parse "256M", "1G", "512K", "1048576B" or a bare number of MiB.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -542,7 +556,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
                 'K' => 1 << 10,
                 'M' => 1 << 20,
                 'G' => 1 << 30,
-                _ => return Err(format!("unknown size suffix '{c}' (use K, M or G)")),
+                _ => return Err(SizeError::UnknownSuffix(c)),
             };
             (&s[..i], m)
         }
@@ -550,22 +564,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 256M, 1G)"))?;
+        .map_err(|_| SizeError::NotASize(s.to_string()))?;
     n.checked_mul(mult)
-        .ok_or_else(|| format!("size '{s}' is too large"))
+        .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
 /// `--memory`: a size of at least 2 MiB (the boot structures and the kernel's load address
 /// need that much), so that a mistake such as `--memory 0` is a command-line error.
 /// `--cpu-features`: a list of `+name`/`-name`.
-fn parse_cpu_features(s: &str) -> Result<crate::arch::x86::features::EditList, String> {
+fn parse_cpu_features(
+    s: &str,
+) -> Result<crate::arch::x86::features::EditList, crate::arch::x86::features::UnknownFeature> {
     crate::arch::x86::features::parse(s).map(crate::arch::x86::features::EditList)
 }
 
-pub fn parse_memory(s: &str) -> Result<u64, String> {
+pub fn parse_memory(s: &str) -> Result<u64, SizeError> {
     let n = parse_size(s)?;
     if n < 2 << 20 {
-        return Err(format!("'{s}' is too little guest RAM: give at least 2M"));
+        return Err(SizeError::TooLittle(s.to_string()));
     }
     Ok(n)
 }

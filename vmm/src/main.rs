@@ -93,6 +93,7 @@ fn docs(cmd: fugu::cli::DocCommand) -> ExitCode {
 }
 
 /// Why `fugu run` could not start a VM: the command line (status 2) or anything else (4).
+/// String by design: the typed errors below are rendered here, at the top, for the user.
 enum SetupError {
     Usage(String),
     Failed(String),
@@ -269,7 +270,7 @@ fn run(mut args: RunArgs) -> ExitCode {
 fn setup(args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>), SetupError> {
     let backend = fugu::cli::backend(args.backend);
     fugu::devices::virtio::setup::check_devices(&args.disk, &args.net)
-        .map_err(SetupError::Usage)?;
+        .map_err(|e| SetupError::Usage(e.to_string()))?;
     // Resolved before anything is opened; the drop itself comes once the VM is set up.
     let drop_to = match &args.user {
         Some(user) => Some(
@@ -379,13 +380,13 @@ fn setup(args: RunArgs) -> Result<(Machine, Option<fugu::console::RawTerminal>),
         l.start()?;
     }
     if let Some(ids) = drop_to {
-        fugu::privileges::drop_to(ids)?;
+        fugu::privileges::drop_to(ids).map_err(|e| e.to_string())?;
     }
     fugu::machine::install_signal_handlers();
     // Under fugud: tell it the VM is set up (after the drop: it re-arms the parent-death
     // signal that a change of user clears).
-    fugu::control::vmproc::announce_ready()?;
-    fugu::seccomp::install_process(seccomp)?;
+    fugu::control::vmproc::announce_ready().map_err(|e| e.to_string())?;
+    fugu::seccomp::install_process(seccomp).map_err(|e| e.to_string())?;
     let raw = serial_in.then(fugu::console::RawTerminal::enable);
     Ok((machine, raw))
 }

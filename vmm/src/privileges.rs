@@ -49,6 +49,44 @@ impl std::fmt::Display for IdError {
 
 impl std::error::Error for IdError {}
 
+/// Why privileges could not be dropped (the guest then does not run).
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    /// Not root, and asked to switch to other ids.
+    #[error(
+        "--user/--group: fugu runs as uid {euid} gid {egid}; switching to uid {} gid {} needs \
+         fugu started as root",
+        .to.uid,
+        .to.gid
+    )]
+    NotRoot { euid: u32, egid: u32, to: Ids },
+    /// A step of the drop failed (`what`: the call or file, e.g. "setresuid").
+    #[error("dropping privileges: {what}: {source}")]
+    Call {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dropping privileges: cannot reach thread {tid}: {source}")]
+    Signal {
+        tid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dropping privileges: a thread did not drop its privileges")]
+    Timeout,
+    /// A thread's own step (capability sets, no_new_privs) failed with this error.
+    #[error("dropping privileges: {0}")]
+    Thread(#[source] std::io::Error),
+    /// What /proc shows is left afterwards: `field` of thread `tid` is `got`.
+    #[error("dropping privileges: thread {tid} still has {field} {got}")]
+    Left {
+        tid: i32,
+        field: String,
+        got: String,
+    },
+}
+
 /// Resolve the user to run as (a name or a number) and the group (default: the user's
 /// primary group) before anything is opened.
 pub fn resolve(user: &str, group: Option<&str>) -> Result<Ids, IdError> {
@@ -160,10 +198,13 @@ extern "C" fn on_drop_signal(_sig: libc::c_int) {
 /// The thread ids of this process that run fugu's code. Kernel workers that live in the
 /// process (KVM's NX-huge-page recovery task on recent kernels: PF_USER_WORKER) take no
 /// signals and run no user code; they are left out.
-fn threads() -> Result<Vec<i32>, String> {
+fn threads() -> Result<Vec<i32>, DropError> {
     const PF_USER_WORKER: u64 = 0x4000;
     const PF_KTHREAD: u64 = 0x20_0000;
-    let rd = std::fs::read_dir("/proc/self/task").map_err(|e| format!("/proc/self/task: {e}"))?;
+    let rd = std::fs::read_dir("/proc/self/task").map_err(|source| DropError::Call {
+        what: "/proc/self/task",
+        source,
+    })?;
     let flags = |t: i32| -> Option<u64> {
         let stat = std::fs::read_to_string(format!("/proc/self/task/{t}/stat")).ok()?;
         // "tid (comm) state ppid ... flags": comm may hold spaces and parentheses.
@@ -179,7 +220,7 @@ fn threads() -> Result<Vec<i32>, String> {
 
 /// Run [`drop_in_this_thread`] in every thread of the process (device threads already run
 /// when the VM is set up): here directly, elsewhere from a signal handler.
-fn drop_in_every_thread() -> Result<(), String> {
+fn drop_in_every_thread() -> Result<(), DropError> {
     let sig = libc::SIGRTMIN();
     // SAFETY: installing a handler that makes raw system calls and atomic updates only.
     unsafe {
@@ -188,7 +229,10 @@ fn drop_in_every_thread() -> Result<(), String> {
         libc::sigemptyset(&mut sa.sa_mask);
         sa.sa_flags = libc::SA_RESTART;
         if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-            return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
+            return Err(DropError::Call {
+                what: "sigaction",
+                source: std::io::Error::last_os_error(),
+            });
         }
     }
     THREAD_ERROR.store(0, Ordering::SeqCst);
@@ -200,49 +244,49 @@ fn drop_in_every_thread() -> Result<(), String> {
     for &t in &others {
         // SAFETY: signalling a thread of this process; the handler is installed above.
         if unsafe { libc::syscall(libc::SYS_tgkill, pid, t, sig) } != 0 {
-            return Err(format!(
-                "cannot reach thread {t}: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(DropError::Signal {
+                tid: t,
+                source: std::io::Error::last_os_error(),
+            });
         }
     }
     // Generous: a thread runs the handler as soon as it is scheduled.
     let start = Instant::now();
     while (THREADS_DONE.load(Ordering::SeqCst) as usize) < others.len() + 1 {
         if start.elapsed() > Duration::from_secs(30) {
-            return Err("a thread did not drop its privileges".into());
+            return Err(DropError::Timeout);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     match THREAD_ERROR.load(Ordering::SeqCst) {
         0 => Ok(()),
-        e => Err(std::io::Error::from_raw_os_error(e).to_string()),
+        e => Err(DropError::Thread(std::io::Error::from_raw_os_error(e))),
     }
 }
 
 /// Drop root's privileges for good: see the module documentation. Called once the VM is
 /// set up and before it runs. Not root: only `ids` equal to the current ones are accepted
 /// (there is nothing to drop).
-pub fn drop_to(ids: Ids) -> Result<(), String> {
-    let fail = |what: &str, e: std::io::Error| format!("dropping privileges: {what}: {e}");
+pub fn drop_to(ids: Ids) -> Result<(), DropError> {
+    let fail = |what, source| DropError::Call { what, source };
     // SAFETY: geteuid/getegid have no preconditions.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     if euid != 0 {
         if (euid, egid) == (ids.uid, ids.gid) {
             return Ok(());
         }
-        return Err(format!(
-            "--user/--group: fugu runs as uid {euid} gid {egid}; switching to uid {} gid {} \
-             needs fugu started as root",
-            ids.uid, ids.gid
-        ));
+        return Err(DropError::NotRoot {
+            euid,
+            egid,
+            to: ids,
+        });
     }
     if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap") {
         if let Ok(n) = s.trim().parse() {
             CAP_LAST.store(n, Ordering::SeqCst);
         }
     }
-    drop_in_every_thread().map_err(|e| format!("dropping privileges: {e}"))?;
+    drop_in_every_thread()?;
     // glibc applies these to every thread of the process. The user switch (without
     // SECBIT_KEEP_CAPS) clears the permitted and effective capabilities of each.
     // SAFETY: plain system calls with a one-element group list that lives across the call.
@@ -262,7 +306,7 @@ pub fn drop_to(ids: Ids) -> Result<(), String> {
 
 /// Every thread runs as `ids`, without capabilities (effective, permitted, inheritable,
 /// ambient, bounding) and with no_new_privs — as /proc reports them.
-pub fn check(ids: Ids) -> Result<(), String> {
+pub fn check(ids: Ids) -> Result<(), DropError> {
     for t in threads()? {
         let path = format!("/proc/self/task/{t}/status");
         let Ok(status) = std::fs::read_to_string(&path) else {
@@ -276,10 +320,11 @@ pub fn check(ids: Ids) -> Result<(), String> {
                 .unwrap_or_default()
         };
         let bad = |what: &str, got: &[&str]| {
-            Err(format!(
-                "dropping privileges: thread {t} still has {what} {}",
-                got.join(" ")
-            ))
+            Err(DropError::Left {
+                tid: t,
+                field: what.to_string(),
+                got: got.join(" "),
+            })
         };
         let uid = ids.uid.to_string();
         let gid = ids.gid.to_string();
@@ -357,7 +402,7 @@ mod tests {
             return;
         }
         assert!(drop_to(Ids { uid, gid }).is_ok());
-        let e = drop_to(Ids { uid: uid + 1, gid }).unwrap_err();
+        let e = drop_to(Ids { uid: uid + 1, gid }).unwrap_err().to_string();
         assert!(e.contains("needs fugu started as root"), "{e}");
     }
 }

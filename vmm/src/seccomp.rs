@@ -226,9 +226,39 @@ pub fn program(kind: Kind, mode: Mode) -> Vec<libc::sock_filter> {
     p
 }
 
+/// Why a filter could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("cannot install the SIGSYS handler: {0}")]
+    SigsysHandler(#[source] std::io::Error),
+    /// The main thread's filter for the whole process.
+    #[error("cannot install the seccomp filter: {0} (--seccomp=off runs without one)")]
+    Process(#[source] std::io::Error),
+    /// A later thread's own filter.
+    #[error("cannot install the seccomp filter of a {kind:?} thread: {source}")]
+    Thread {
+        kind: Kind,
+        #[source]
+        source: FilterError,
+    },
+}
+
+/// Why one thread's filter could not be built or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[cfg(target_arch = "x86_64")]
+    #[error(transparent)]
+    Build(#[from] seccompiler::BackendError),
+    #[cfg(target_arch = "x86_64")]
+    #[error(transparent)]
+    Apply(#[from] seccompiler::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Install the filter of `kind` in this thread (with `tsync`: in every thread).
 #[cfg(target_arch = "x86_64")]
-fn install(kind: Kind, mode: Mode, tsync: bool) -> Result<(), String> {
+fn install(kind: Kind, mode: Mode, tsync: bool) -> Result<(), FilterError> {
     use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
     let rules = allowed(kind)
         .into_iter()
@@ -238,23 +268,22 @@ fn install(kind: Kind, mode: Mode, tsync: bool) -> Result<(), String> {
         Mode::Log => SeccompAction::Log,
         _ => SeccompAction::Trap,
     };
-    let filter = SeccompFilter::new(rules, other, SeccompAction::Allow, TargetArch::x86_64)
-        .map_err(|e| e.to_string())?;
-    let prog: BpfProgram = filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| e.to_string())?;
+    let filter = SeccompFilter::new(rules, other, SeccompAction::Allow, TargetArch::x86_64)?;
+    let prog: BpfProgram = filter.try_into()?;
     if tsync {
-        seccompiler::apply_filter_all_threads(&prog)
+        seccompiler::apply_filter_all_threads(&prog)?;
     } else {
-        seccompiler::apply_filter(&prog)
+        seccompiler::apply_filter(&prog)?;
     }
-    .map_err(|e| e.to_string())
+    Ok(())
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn install(kind: Kind, mode: Mode, tsync: bool) -> Result<(), String> {
-    install_program(&program(kind, mode), if tsync { FLAG_TSYNC } else { 0 })
-        .map_err(|e| e.to_string())
+fn install(kind: Kind, mode: Mode, tsync: bool) -> Result<(), FilterError> {
+    Ok(install_program(
+        &program(kind, mode),
+        if tsync { FLAG_TSYNC } else { 0 },
+    )?)
 }
 
 fn install_program(p: &[libc::sock_filter], flags: libc::c_ulong) -> std::io::Result<()> {
@@ -288,7 +317,7 @@ fn install_program(p: &[libc::sock_filter], flags: libc::c_ulong) -> std::io::Re
 
 /// The main thread's filter for the whole process (see the module documentation); later
 /// threads add theirs with [`enter`].
-pub fn install_process(mode: Mode) -> Result<(), String> {
+pub fn install_process(mode: Mode) -> Result<(), SeccompError> {
     if mode == Mode::Off {
         return Ok(());
     }
@@ -296,9 +325,7 @@ pub fn install_process(mode: Mode) -> Result<(), String> {
         install_sigsys_report()?;
     }
     keep_malloc_within_the_lists();
-    install_program(&program(Kind::Main, mode), FLAG_TSYNC).map_err(|e| {
-        format!("cannot install the seccomp filter: {e} (--seccomp=off runs without one)")
-    })?;
+    install_program(&program(Kind::Main, mode), FLAG_TSYNC).map_err(SeccompError::Process)?;
     MODE.store(if mode == Mode::Log { 1 } else { 2 }, Ordering::SeqCst);
     Ok(())
 }
@@ -320,15 +347,14 @@ fn keep_malloc_within_the_lists() {
 
 /// A new thread of `kind` narrows the process filter to its own list (nothing when the
 /// process has none).
-pub fn enter(kind: Kind) -> Result<(), String> {
+pub fn enter(kind: Kind) -> Result<(), SeccompError> {
     let mode = match MODE.load(Ordering::SeqCst) {
         1 => Mode::Log,
         2 => Mode::Kill,
         _ => return Ok(()),
     };
     THIS_KIND.with(|k| k.set(kind));
-    install(kind, mode, false)
-        .map_err(|e| format!("cannot install the seccomp filter of a {kind:?} thread: {e}"))
+    install(kind, mode, false).map_err(|source| SeccompError::Thread { kind, source })
 }
 
 /// Where a SIGSYS siginfo keeps the trapped call's number: after the three ints of the
@@ -404,7 +430,7 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 }
 
 /// The SIGSYS handler that reports a trapped call (installed before the filter).
-fn install_sigsys_report() -> Result<(), String> {
+fn install_sigsys_report() -> Result<(), SeccompError> {
     // SAFETY: installing a handler that only writes to stderr and makes raw system calls.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -414,10 +440,7 @@ fn install_sigsys_report() -> Result<(), String> {
         libc::sigemptyset(&mut sa.sa_mask);
         sa.sa_flags = libc::SA_SIGINFO;
         if libc::sigaction(libc::SIGSYS, &sa, std::ptr::null_mut()) != 0 {
-            return Err(format!(
-                "cannot install the SIGSYS handler: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(SeccompError::SigsysHandler(std::io::Error::last_os_error()));
         }
     }
     Ok(())

@@ -140,7 +140,7 @@ pub fn teardown(n: &NetSetup) {
 /// first frame and return its source MAC; give up when `stop` is set.
 pub fn respond(n: &NetSetup, stop: &AtomicBool) -> Result<[u8; 6], String> {
     // No deadline of its own: the cell's boot timeout sets `stop`.
-    fugu_common::frame::respond(&n.ns, &n.tap, Duration::MAX, Some(stop))
+    fugu_common::frame::respond(&n.ns, &n.tap, Duration::MAX, Some(stop)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

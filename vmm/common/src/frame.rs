@@ -34,8 +34,39 @@ pub fn reply_to(f: &[u8]) -> Option<([u8; 6], Vec<u8>)> {
     Some((mac, reply))
 }
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", io::Error::last_os_error())
+/// Why the responder could not listen or answer.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The network namespace `ns` (a name under /run/netns) cannot be opened.
+    #[error("/run/netns/{ns}: {source}")]
+    Namespace {
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+    /// An interface name with a NUL byte.
+    #[error("interface name {0:?} has a NUL byte")]
+    BadInterface(String),
+    /// A system call failed (`call`: its name).
+    #[error("{call}: {source}")]
+    Os {
+        call: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// A size or index that does not fit the socket API's type.
+    #[error(transparent)]
+    Range(#[from] std::num::TryFromIntError),
+    /// [`respond`] gave up.
+    #[error("no frame from the guest reached the host side of the tap")]
+    NoFrame,
+}
+
+fn os_err(call: &'static str) -> FrameError {
+    FrameError::Os {
+        call,
+        source: io::Error::last_os_error(),
+    }
 }
 
 /// Answer the guest's first test frame on `ifname` in network namespace `ns` (a name under
@@ -47,19 +78,19 @@ pub fn respond(
     ifname: &str,
     wait: Duration,
     stop: Option<&AtomicBool>,
-) -> Result<[u8; 6], String> {
+) -> Result<[u8; 6], FrameError> {
     let fd = open_raw(ns, ifname)?;
     let mut first = None;
     serve(&fd, wait, stop, &mut |mac| {
         first = Some(mac);
         false
     })?;
-    first.ok_or_else(|| "no frame from the guest reached the host side of the tap".into())
+    first.ok_or(FrameError::NoFrame)
 }
 
 /// Answer every test frame on `ifname` in namespace `ns` until `stop` is set; returns how
 /// many were answered. Run it on a thread of its own, as [`respond`].
-pub fn echo(ns: &str, ifname: &str, stop: &AtomicBool) -> Result<u64, String> {
+pub fn echo(ns: &str, ifname: &str, stop: &AtomicBool) -> Result<u64, FrameError> {
     let fd = open_raw(ns, ifname)?;
     let mut n = 0u64;
     serve(&fd, Duration::MAX, Some(stop), &mut |_| {
@@ -71,10 +102,14 @@ pub fn echo(ns: &str, ifname: &str, stop: &AtomicBool) -> Result<u64, String> {
 
 /// Move this thread into namespace `ns` and open a raw socket for the test frame type on
 /// `ifname` there, with a 200 ms receive timeout (to look at the stop flag).
-fn open_raw(ns: &str, ifname: &str) -> Result<OwnedFd, String> {
-    let nsfile = std::fs::File::open(format!("/run/netns/{ns}"))
-        .map_err(|e| format!("/run/netns/{ns}: {e}"))?;
-    let name = CString::new(ifname).map_err(|e| e.to_string())?;
+fn open_raw(ns: &str, ifname: &str) -> Result<OwnedFd, FrameError> {
+    let nsfile = std::fs::File::open(format!("/run/netns/{ns}")).map_err(|source| {
+        FrameError::Namespace {
+            ns: ns.to_string(),
+            source,
+        }
+    })?;
+    let name = CString::new(ifname).map_err(|_| FrameError::BadInterface(ifname.to_string()))?;
     // SAFETY: setns on a namespace file this function holds open; it changes only this
     // thread's network namespace.
     if unsafe { libc::setns(nsfile.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -94,9 +129,8 @@ fn open_raw(ns: &str, ifname: &str) -> Result<OwnedFd, String> {
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as libc::c_ushort;
     sll.sll_protocol = proto;
-    sll.sll_ifindex = libc::c_int::try_from(ifindex).map_err(|e| e.to_string())?;
-    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>())
-        .map_err(|e| e.to_string())?;
+    sll.sll_ifindex = libc::c_int::try_from(ifindex)?;
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>())?;
     // SAFETY: bind with a sockaddr_ll of the length given, both live for the call.
     if unsafe { libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(sll).cast(), len) } != 0 {
         return Err(os_err("bind"));
@@ -105,8 +139,7 @@ fn open_raw(ns: &str, ifname: &str) -> Result<OwnedFd, String> {
         tv_sec: 0,
         tv_usec: 200_000,
     };
-    let tvlen = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>())
-        .map_err(|e| e.to_string())?;
+    let tvlen = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>())?;
     // SAFETY: setsockopt reads a timeval of the length given.
     unsafe {
         libc::setsockopt(
@@ -127,7 +160,7 @@ fn serve(
     wait: Duration,
     stop: Option<&AtomicBool>,
     answered: &mut dyn FnMut([u8; 6]) -> bool,
-) -> Result<(), String> {
+) -> Result<(), FrameError> {
     // A wait too long to add (Duration::MAX) is no deadline: `stop` ends it.
     let deadline = Instant::now().checked_add(wait);
     let mut b = [0u8; 2048];
@@ -147,7 +180,10 @@ fn serve(
             ) {
                 continue;
             }
-            return Err(format!("recv: {e}"));
+            return Err(FrameError::Os {
+                call: "recv",
+                source: e,
+            });
         };
         if let Some((mac, reply)) = b.get(..got).and_then(reply_to) {
             // SAFETY: send reads reply.len() bytes from reply.
@@ -190,7 +226,9 @@ mod tests {
 
     #[test]
     fn a_missing_namespace_is_an_error_not_a_hang() {
-        let e = respond("fugu-no-such-ns", "x", Duration::from_secs(1), None).unwrap_err();
+        let e = respond("fugu-no-such-ns", "x", Duration::from_secs(1), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/run/netns/fugu-no-such-ns"), "{e}");
     }
 }

@@ -133,32 +133,93 @@ pub struct Source {
     pub sha256: String,
 }
 
+/// What [`Index::validate`] finds wrong with an index. `image` is an image's name, `path`
+/// a file's path as the index gives it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexError {
+    /// The index's `format`.
+    #[error("not a fugu image index (format is '{0}', expected '{expected}')", expected = FORMAT)]
+    NotAnIndex(String),
+    /// The index's `format_version`.
+    #[error(
+        "index format version {0} is not supported (this fugu reads version {reads}); upgrade \
+         fugu",
+        reads = FORMAT_VERSION
+    )]
+    Version(u32),
+    #[error("invalid image name '{0}'")]
+    BadName(String),
+    #[error("image '{0}' is listed twice")]
+    ListedTwice(String),
+    #[error("image '{0}' has no files")]
+    NoFiles(String),
+    /// A cached file name (the path's last component) that is reserved or taken.
+    #[error("image '{image}': file name '{name}' is reserved or used twice")]
+    FileName { image: String, name: String },
+    #[error("image '{image}' has two '{role}' files")]
+    RoleTwice { image: String, role: String },
+    #[error("image '{image}': unknown file role '{role}'")]
+    UnknownRole { image: String, role: String },
+    #[error("image '{image}' of kind '{kind}' cannot have a '{role}' file")]
+    RoleOfKind {
+        image: String,
+        kind: String,
+        role: String,
+    },
+    #[error("image '{image}': unsafe file path '{path}'")]
+    UnsafePath { image: String, path: String },
+    #[error("image '{image}': '{path}' has a malformed sha256 '{sha256}'")]
+    BadSha256 {
+        image: String,
+        path: String,
+        sha256: String,
+    },
+    #[error("image '{image}': disk '{path}' has unknown format '{format}' (raw or qcow2)")]
+    DiskFormat {
+        image: String,
+        path: String,
+        format: String,
+    },
+    #[error("image '{image}': '{path}' is a {role} file: only a disk has a format")]
+    FormatNotOfDisk {
+        image: String,
+        path: String,
+        role: String,
+    },
+    #[error("image '{image}': '{path}' has unknown compression '{compression}'")]
+    Compression {
+        image: String,
+        path: String,
+        compression: String,
+    },
+    #[error("image '{0}': its file sizes add up to more than 2^64 bytes")]
+    TooLarge(String),
+    /// The file its kind boots.
+    #[error("image '{image}' has no {role} file")]
+    Missing { image: String, role: &'static str },
+}
+
 impl Index {
     /// Check what serde cannot: the format, names, paths and checksums. A reader must call
-    /// this before using any field; the message says what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    /// this before using any field; the error says what is wrong.
+    pub fn validate(&self) -> Result<(), IndexError> {
         if self.format != FORMAT {
-            return Err(format!(
-                "not a fugu image index (format is '{}', expected '{FORMAT}')",
-                self.format
-            ));
+            return Err(IndexError::NotAnIndex(self.format.clone()));
         }
         if self.format_version == 0 || self.format_version > FORMAT_VERSION {
-            return Err(format!(
-                "index format version {} is not supported (this fugu reads version {FORMAT_VERSION}); upgrade fugu",
-                self.format_version
-            ));
+            return Err(IndexError::Version(self.format_version));
         }
         let mut names = std::collections::BTreeSet::new();
         for img in &self.images {
+            let image = || img.name.clone();
             if !valid_name(&img.name) {
-                return Err(format!("invalid image name '{}'", img.name));
+                return Err(IndexError::BadName(image()));
             }
             if !names.insert(img.name.as_str()) {
-                return Err(format!("image '{}' is listed twice", img.name));
+                return Err(IndexError::ListedTwice(image()));
             }
             if img.files.is_empty() {
-                return Err(format!("image '{}' has no files", img.name));
+                return Err(IndexError::NoFiles(image()));
             }
             let mut roles = std::collections::BTreeSet::new();
             let mut file_names = std::collections::BTreeSet::new();
@@ -166,33 +227,37 @@ impl Index {
                 // Files are cached under their last path component, next to image.json.
                 let n = file_name(&f.path);
                 if n == "image.json" || n.ends_with(".part") || !file_names.insert(n) {
-                    return Err(format!(
-                        "image '{}': file name '{n}' is reserved or used twice",
-                        img.name
-                    ));
+                    return Err(IndexError::FileName {
+                        image: image(),
+                        name: n.to_string(),
+                    });
                 }
                 if !roles.insert(f.role.as_str()) {
-                    return Err(format!("image '{}' has two '{}' files", img.name, f.role));
+                    return Err(IndexError::RoleTwice {
+                        image: image(),
+                        role: f.role.clone(),
+                    });
                 }
                 if !ROLES.contains(&f.role.as_str()) {
-                    return Err(format!(
-                        "image '{}': unknown file role '{}'",
-                        img.name, f.role
-                    ));
+                    return Err(IndexError::UnknownRole {
+                        image: image(),
+                        role: f.role.clone(),
+                    });
                 }
                 if let Some((_, allowed)) = img.kind_roles() {
                     if !allowed.contains(&f.role.as_str()) {
-                        return Err(format!(
-                            "image '{}' of kind '{}' cannot have a '{}' file",
-                            img.name, img.kind, f.role
-                        ));
+                        return Err(IndexError::RoleOfKind {
+                            image: image(),
+                            kind: img.kind.clone(),
+                            role: f.role.clone(),
+                        });
                     }
                 }
                 if !valid_path(&f.path) {
-                    return Err(format!(
-                        "image '{}': unsafe file path '{}'",
-                        img.name, f.path
-                    ));
+                    return Err(IndexError::UnsafePath {
+                        image: image(),
+                        path: f.path.clone(),
+                    });
                 }
                 if f.sha256.len() != 64
                     || !f
@@ -200,31 +265,35 @@ impl Index {
                         .bytes()
                         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
                 {
-                    return Err(format!(
-                        "image '{}': '{}' has a malformed sha256 '{}'",
-                        img.name, f.path, f.sha256
-                    ));
+                    return Err(IndexError::BadSha256 {
+                        image: image(),
+                        path: f.path.clone(),
+                        sha256: f.sha256.clone(),
+                    });
                 }
                 match (f.role.as_str(), f.format.as_deref()) {
                     (_, None) | ("disk", Some("raw" | "qcow2")) => {}
                     ("disk", Some(other)) => {
-                        return Err(format!(
-                            "image '{}': disk '{}' has unknown format '{other}' (raw or qcow2)",
-                            img.name, f.path
-                        ))
+                        return Err(IndexError::DiskFormat {
+                            image: image(),
+                            path: f.path.clone(),
+                            format: other.to_string(),
+                        })
                     }
                     (role, Some(_)) => {
-                        return Err(format!(
-                            "image '{}': '{}' is a {role} file: only a disk has a format",
-                            img.name, f.path
-                        ))
+                        return Err(IndexError::FormatNotOfDisk {
+                            image: image(),
+                            path: f.path.clone(),
+                            role: role.to_string(),
+                        })
                     }
                 }
                 if !matches!(f.compression.as_str(), "none" | "gzip") {
-                    return Err(format!(
-                        "image '{}': '{}' has unknown compression '{}'",
-                        img.name, f.path, f.compression
-                    ));
+                    return Err(IndexError::Compression {
+                        image: image(),
+                        path: f.path.clone(),
+                        compression: f.compression.clone(),
+                    });
                 }
             }
             // The sizes come from the server: their sum (what `fugu image list` shows and a
@@ -235,14 +304,14 @@ impl Index {
                 .try_fold(0u64, |sum, f| sum.checked_add(f.size))
                 .is_none()
             {
-                return Err(format!(
-                    "image '{}': its file sizes add up to more than 2^64 bytes",
-                    img.name
-                ));
+                return Err(IndexError::TooLarge(image()));
             }
             if let Some((_, allowed)) = img.kind_roles() {
                 if !roles.contains(allowed[0]) {
-                    return Err(format!("image '{}' has no {} file", img.name, allowed[0]));
+                    return Err(IndexError::Missing {
+                        image: image(),
+                        role: allowed[0],
+                    });
                 }
             }
         }

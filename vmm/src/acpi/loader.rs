@@ -52,6 +52,23 @@ pub enum Command {
 }
 
 /// A list of loader commands over named files.
+/// A command of fugu's own table-loader that does not fit the files (a bug if it happens).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("table-loader: no file {0}")]
+    NoFile(String),
+    #[error("table-loader: bad pointer {file}+{offset:#x}/{size}")]
+    BadPointer {
+        file: String,
+        offset: usize,
+        size: usize,
+    },
+    #[error("table-loader: bad checksum range in {0}")]
+    ChecksumRange(String),
+    #[error("table-loader: bad checksum offset in {0}")]
+    ChecksumOffset(String),
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Loader {
     pub commands: Vec<Command>,
@@ -130,12 +147,12 @@ impl Loader {
     /// Run the pointer and checksum commands over `files` (name, contents, guest address),
     /// as firmware does once it has allocated them. Commands that name a missing file or
     /// reach outside one are errors (fugu's own tables must never contain one).
-    pub fn link(&self, files: &mut [(&str, Vec<u8>, u64)]) -> Result<(), String> {
+    pub fn link(&self, files: &mut [(&str, Vec<u8>, u64)]) -> Result<(), LinkError> {
         let find = |files: &[(&str, Vec<u8>, u64)], n: &str| {
             files
                 .iter()
                 .position(|(f, _, _)| *f == n)
-                .ok_or_else(|| format!("table-loader: no file {n}"))
+                .ok_or_else(|| LinkError::NoFile(n.to_string()))
         };
         for c in &self.commands {
             match c {
@@ -153,7 +170,11 @@ impl Loader {
                         .1
                         .get_mut(o..o + n)
                         .filter(|_| matches!(n, 1 | 2 | 4 | 8))
-                        .ok_or_else(|| format!("table-loader: bad pointer {dest}+{o:#x}/{n}"))?;
+                        .ok_or_else(|| LinkError::BadPointer {
+                            file: dest.to_string(),
+                            offset: o,
+                            size: n,
+                        })?;
                     let mut v = [0u8; 8];
                     v[..n].copy_from_slice(field);
                     let p = u64::from_le_bytes(v).wrapping_add(base);
@@ -169,12 +190,12 @@ impl Loader {
                     let (s, l) = (*start as usize, *length as usize);
                     let sum = f
                         .get(s..s + l)
-                        .ok_or_else(|| format!("table-loader: bad checksum range in {file}"))?
+                        .ok_or_else(|| LinkError::ChecksumRange(file.to_string()))?
                         .iter()
                         .fold(0u8, |a, b| a.wrapping_add(*b));
                     let b = f
                         .get_mut(*offset as usize)
-                        .ok_or_else(|| format!("table-loader: bad checksum offset in {file}"))?;
+                        .ok_or_else(|| LinkError::ChecksumOffset(file.to_string()))?;
                     *b = b.wrapping_sub(sum);
                 }
             }

@@ -25,7 +25,7 @@ pub mod dsdt;
 pub mod loader;
 
 use crate::memory::GuestMemory;
-use loader::{Loader, Zone};
+use loader::{LinkError, Loader, Zone};
 
 pub const TABLES_FILE: &str = "etc/acpi/tables";
 pub const RSDP_FILE: &str = "etc/acpi/rsdp";
@@ -162,7 +162,11 @@ impl Tables {
     }
 
     /// The files linked as if allocated at `rsdp_addr` and `tables_addr`: (rsdp, tables).
-    pub fn linked(&self, rsdp_addr: u64, tables_addr: u64) -> Result<(Vec<u8>, Vec<u8>), String> {
+    pub fn linked(
+        &self,
+        rsdp_addr: u64,
+        tables_addr: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>), LinkError> {
         let mut files = [
             (TABLES_FILE, self.tables.clone(), tables_addr),
             (RSDP_FILE, self.rsdp.clone(), rsdp_addr),
@@ -326,17 +330,39 @@ pub fn build(cfg: &Config) -> Tables {
     t
 }
 
+/// Why the tables cannot be written for a direct boot.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The tables' size in bytes.
+    #[error("the ACPI tables ({0} bytes) do not fit below the MP table")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Memory(#[from] crate::memory::OutOfRange),
+}
+
+/// Why `fugu acpi-tables` cannot write the tables.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Direct boot: write the linked tables at [`RSDP_ADDR`] / [`TABLES_ADDR`].
-pub fn write(mem: &dyn GuestMemory, tables: &Tables) -> Result<u64, String> {
+pub fn write(mem: &dyn GuestMemory, tables: &Tables) -> Result<u64, WriteError> {
     if TABLES_ADDR + tables.tables.len() as u64 > TABLES_END {
-        return Err(format!(
-            "the ACPI tables ({} bytes) do not fit below the MP table",
-            tables.tables.len()
-        ));
+        return Err(WriteError::TooLarge(tables.tables.len()));
     }
     let (rsdp, t) = tables.linked(RSDP_ADDR, TABLES_ADDR)?;
-    mem.write(TABLES_ADDR, &t).map_err(|e| e.to_string())?;
-    mem.write(RSDP_ADDR, &rsdp).map_err(|e| e.to_string())?;
+    mem.write(TABLES_ADDR, &t)?;
+    mem.write(RSDP_ADDR, &rsdp)?;
     Ok(RSDP_ADDR)
 }
 
@@ -345,19 +371,22 @@ pub fn setup_direct(
     mem: &dyn GuestMemory,
     plan: &crate::boot::BootPlan,
     cpus: u8,
-) -> Result<(), String> {
+) -> Result<(), WriteError> {
     let rsdp = write(mem, &build(&Config::direct(cpus)))?;
-    announce_rsdp(mem, plan, rsdp).map_err(|e| e.to_string())
+    Ok(announce_rsdp(mem, plan, rsdp)?)
 }
 
 /// Write every table, linked as for a direct boot, to `dir` as `<signature>.dat` (the names
 /// `acpixtract` gives, which `iasl -d` takes), plus `rsdp.dat`; returns the paths.
-pub fn dump(tables: &Tables, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, String> {
+pub fn dump(tables: &Tables, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, DumpError> {
     let (rsdp, linked) = tables.linked(RSDP_ADDR, TABLES_ADDR)?;
     let mut written = Vec::new();
-    let mut put = |name: String, data: &[u8]| -> Result<(), String> {
+    let mut put = |name: String, data: &[u8]| -> Result<(), DumpError> {
         let p = dir.join(name);
-        std::fs::write(&p, data).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        std::fs::write(&p, data).map_err(|source| DumpError::Write {
+            path: p.clone(),
+            source,
+        })?;
         written.push(p);
         Ok(())
     };

@@ -52,7 +52,7 @@ pub fn load_option_rom(path: Option<&Path>) -> Result<Vec<u8>, FirmwareError> {
     if image.len() < 512 || image.len() > MAX_SIZE || image[..2] != [0x55, 0xaa] {
         return Err(FirmwareError::Invalid {
             path,
-            why: "an option ROM starts with 55 AA and is 512 bytes to 16 MiB".into(),
+            why: NotAnImage::OptionRom,
         });
     }
     Ok(image)
@@ -97,9 +97,27 @@ pub enum FirmwareError {
     #[error("cannot read BIOS image {path}: {err}")]
     Read { path: PathBuf, err: std::io::Error },
     #[error("{path} is not a BIOS image: {why}")]
-    Invalid { path: PathBuf, why: String },
+    Invalid {
+        path: PathBuf,
+        #[source]
+        why: NotAnImage,
+    },
     #[error("mapping the BIOS image: {0}")]
     Map(String),
+}
+
+/// What is wrong with a BIOS image or option ROM (the message follows "PATH is not a BIOS
+/// image: ").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAnImage {
+    /// The image's size in bytes.
+    #[error("its size is {0} bytes; a BIOS image is 128 KiB to 16 MiB in 64 KiB steps")]
+    Size(usize),
+    /// The byte at the reset vector.
+    #[error("no jump at the reset vector (byte {0:#04x} at 0xfffffff0)")]
+    ResetVector(u8),
+    #[error("an option ROM starts with 55 AA and is 512 bytes to 16 MiB")]
+    OptionRom,
 }
 
 /// A firmware image, checked.
@@ -131,18 +149,14 @@ impl Firmware {
 
     /// A BIOS image is a multiple of 64 KiB, at least 128 KiB, at most [`MAX_SIZE`], and has
     /// an x86 instruction at its reset vector (16 bytes from its end): a far or near jump.
-    pub fn check(image: &[u8]) -> Result<(), String> {
+    pub fn check(image: &[u8]) -> Result<(), NotAnImage> {
         let n = image.len();
         if n < SHADOW_SIZE as usize || n > MAX_SIZE || n % 0x1_0000 != 0 {
-            return Err(format!(
-                "its size is {n} bytes; a BIOS image is 128 KiB to 16 MiB in 64 KiB steps"
-            ));
+            return Err(NotAnImage::Size(n));
         }
         let reset = image[n - 16];
         if !matches!(reset, 0xe9..=0xeb) {
-            return Err(format!(
-                "no jump at the reset vector (byte {reset:#04x} at 0xfffffff0)"
-            ));
+            return Err(NotAnImage::ResetVector(reset));
         }
         Ok(())
     }
@@ -304,11 +318,13 @@ mod tests {
         assert!(Firmware::check(&image(128 << 10)).is_ok());
         assert!(Firmware::check(&image(64 << 10))
             .unwrap_err()
+            .to_string()
             .contains("size"));
         assert!(Firmware::check(&image((256 << 10) + 512)).is_err());
         assert!(Firmware::check(&[]).is_err());
         assert!(Firmware::check(&vec![0u8; 256 << 10])
             .unwrap_err()
+            .to_string()
             .contains("reset vector"));
         let fw = Firmware {
             path: "x".into(),

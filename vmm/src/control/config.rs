@@ -98,6 +98,118 @@ struct VmToml {
     owner_group: Option<Spanned<String>>,
 }
 
+/// Why the configuration cannot be used. Every message names the file, and where the
+/// problem is inside it, the line and the VM's table or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file or directory (or a file in it) cannot be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, or not fugu's schema (an unknown key, a value of the wrong type); `line`
+    /// where toml knows it.
+    #[error("{file}{}: {message}", .line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Toml {
+        file: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// One key of a VM's table (`vm.NAME.KEY`).
+    #[error("{file}:{line}: vm.{vm}.{key}: {problem}")]
+    Key {
+        file: String,
+        line: usize,
+        vm: String,
+        key: &'static str,
+        #[source]
+        problem: Box<KeyError>,
+    },
+    /// A VM's table as a whole (`[vm.NAME]`).
+    #[error("{file}:{line}: [vm.{vm}]: {problem}")]
+    Vm {
+        file: String,
+        line: usize,
+        vm: String,
+        #[source]
+        problem: VmTableError,
+    },
+    /// `at` and `first` are "FILE:LINE".
+    #[error("{at}: VM {vm} is declared twice (first at {first})")]
+    DeclaredTwice {
+        at: String,
+        vm: String,
+        first: String,
+    },
+}
+
+/// What is wrong with the value of one key of a VM's table.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Memory(#[from] crate::cli::SizeError),
+    #[error("{0} vCPUs: give 1 to 255")]
+    Cpus(u32),
+    #[error("false: leave bios out instead, and give kernel or image")]
+    BiosFalse,
+    #[error("boot goes with bios")]
+    BootWithoutBios,
+    #[error("'{0}': use disk or net")]
+    Boot(String),
+    #[error(transparent)]
+    Disk(#[from] crate::devices::virtio::setup::DiskOptionError),
+    #[error(transparent)]
+    Net(#[from] crate::devices::virtio::setup::NetOptionError),
+    /// A value of one of `fugu run`'s enumerated options (`option` without the dashes).
+    #[error("'{value}' is not one of the values of --{option}")]
+    NotAValue { value: String, option: String },
+    #[error(transparent)]
+    CpuFeatures(#[from] crate::arch::x86::features::UnknownFeature),
+    /// `user`, `group`, `owner` or `owner_group` cannot be resolved.
+    #[error(transparent)]
+    Id(#[from] crate::privileges::IdError),
+    #[error("group needs user (who the VM runs as)")]
+    GroupWithoutUser,
+}
+
+/// What is wrong with a VM's table as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum VmTableError {
+    /// The VM's name (as given) is not one.
+    #[error("{}", name_error(.0))]
+    Name(String),
+    #[error("give exactly one of kernel, bios and image")]
+    Source,
+    /// The options it becomes are not what `fugu run` accepts.
+    #[error(transparent)]
+    RunArgs(#[from] RunArgsError),
+}
+
+/// Why options are not what `fugu run` under fugud accepts.
+#[derive(Debug, thiserror::Error)]
+pub enum RunArgsError {
+    #[error("--serial is not for VMs under fugud: fugud keeps the console (fugu console NAME)")]
+    Serial,
+    #[error("not the options of fugu run")]
+    NotRun,
+    /// clap's error; the message is its first line.
+    #[error("{}", first_line(.0))]
+    Invalid(#[source] clap::Error),
+}
+
+/// The first line of clap's error, without "error: ".
+fn first_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid options")
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
 /// The configuration: every VM declared, and notes (a missing configuration).
 #[derive(Debug, Default)]
 pub struct Config {
@@ -106,7 +218,7 @@ pub struct Config {
 }
 
 /// Read the configuration at `path` (a file, or a directory of `*.toml` files).
-pub fn load(path: &Path) -> Result<Config, String> {
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
     // Absolute, so that the VMs' relative paths do not depend on fugud's directory.
     let path = &path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let meta = match std::fs::metadata(path) {
@@ -120,11 +232,19 @@ pub fn load(path: &Path) -> Result<Config, String> {
                 )],
             })
         }
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.clone(),
+                source,
+            })
+        }
     };
     let files = if meta.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
             .collect();
@@ -136,14 +256,17 @@ pub fn load(path: &Path) -> Result<Config, String> {
     let mut config = Config::default();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read {
+            path: f.clone(),
+            source,
+        })?;
         for vm in parse(&text, &f)? {
             if let Some(first) = seen.get(&vm.name) {
-                return Err(format!(
-                    "{}: VM {} is declared twice (first at {first})",
-                    vm.source.as_deref().unwrap_or_default(),
-                    vm.name
-                ));
+                return Err(ConfigError::DeclaredTwice {
+                    at: vm.source.clone().unwrap_or_default(),
+                    vm: vm.name,
+                    first: first.clone(),
+                });
             }
             seen.insert(vm.name.clone(), vm.source.clone().unwrap_or_default());
             config.vms.push(vm);
@@ -164,14 +287,12 @@ fn line_of(text: &str, at: usize) -> usize {
 
 /// Parse one file's text (`file` names it in errors; relative paths are taken from its
 /// directory).
-pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
+pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, ConfigError> {
     let shown = file.display().to_string();
-    let parsed: FileToml = toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| format!(":{}", line_of(text, s.start)))
-            .unwrap_or_default();
-        format!("{shown}{line}: {}", e.message().trim())
+    let parsed: FileToml = toml::from_str(text).map_err(|e| ConfigError::Toml {
+        file: shown.clone(),
+        line: e.span().map(|s| line_of(text, s.start)),
+        message: e.message().trim().to_string(),
     })?;
     let dir = file
         .parent()
@@ -185,17 +306,22 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
     let mut out = Vec::new();
     for (name, vm) in parsed.vm {
         let line = line_of(text, vm.span().start);
-        let at = |span: std::ops::Range<usize>, key: &str, msg: String| {
-            format!(
-                "{shown}:{}: vm.{name}.{key}: {msg}",
-                line_of(text, span.start)
-            )
+        let at =
+            |span: std::ops::Range<usize>, key: &'static str, problem: KeyError| ConfigError::Key {
+                file: shown.clone(),
+                line: line_of(text, span.start),
+                vm: name.clone(),
+                key,
+                problem: Box::new(problem),
+            };
+        let table = |problem: VmTableError| ConfigError::Vm {
+            file: shown.clone(),
+            line,
+            vm: name.clone(),
+            problem,
         };
         if !valid_name(&name) {
-            return Err(format!(
-                "{shown}:{line}: [vm.{name}]: {}",
-                name_error(&name)
-            ));
+            return Err(table(VmTableError::Name(name.clone())));
         }
         let vm = vm.into_inner();
         let mut args: Vec<String> = Vec::new();
@@ -206,27 +332,19 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
                     Size::Mib(n) => format!("{n}M"),
                     Size::Text(s) => s.clone(),
                 };
-                crate::cli::parse_memory(&text).map_err(|e| at(m.span(), "memory", e))?
+                crate::cli::parse_memory(&text).map_err(|e| at(m.span(), "memory", e.into()))?
             }
         };
         push(&mut args, "--memory", &format!("{}K", memory >> 10));
         let cpus = match &vm.cpus {
             None => 1,
             Some(c) if (1..=255).contains(c.get_ref()) => *c.get_ref(),
-            Some(c) => {
-                return Err(at(
-                    c.span(),
-                    "cpus",
-                    format!("{} vCPUs: give 1 to 255", c.get_ref()),
-                ))
-            }
+            Some(c) => return Err(at(c.span(), "cpus", KeyError::Cpus(*c.get_ref()))),
         };
         push(&mut args, "--cpus", &cpus.to_string());
         let sources = [vm.kernel.is_some(), vm.bios.is_some(), vm.image.is_some()];
         if sources.iter().filter(|&&b| b).count() != 1 {
-            return Err(format!(
-                "{shown}:{line}: [vm.{name}]: give exactly one of kernel, bios and image"
-            ));
+            return Err(table(VmTableError::Source));
         }
         if let Some(k) = &vm.kernel {
             push(&mut args, "--kernel", k.get_ref());
@@ -237,29 +355,16 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
         if let Some(b) = &vm.bios {
             match b.get_ref() {
                 Bios::On(true) => args.push("--bios".into()),
-                Bios::On(false) => {
-                    return Err(at(
-                        b.span(),
-                        "bios",
-                        "false: leave bios out instead, and give kernel or image".into(),
-                    ))
-                }
+                Bios::On(false) => return Err(at(b.span(), "bios", KeyError::BiosFalse)),
                 Bios::Path(p) => args.push(format!("--bios={p}")),
             }
         }
         if let Some(b) = &vm.boot {
             if vm.bios.is_none() {
-                return Err(at(b.span(), "boot", "boot goes with bios".into()));
+                return Err(at(b.span(), "boot", KeyError::BootWithoutBios));
             }
-            <crate::cli::BootArg as clap::ValueEnum>::from_str(b.get_ref(), false).map_err(
-                |_| {
-                    at(
-                        b.span(),
-                        "boot",
-                        format!("'{}': use disk or net", b.get_ref()),
-                    )
-                },
-            )?;
+            <crate::cli::BootArg as clap::ValueEnum>::from_str(b.get_ref(), false)
+                .map_err(|_| at(b.span(), "boot", KeyError::Boot(b.get_ref().clone())))?;
             push(&mut args, "--boot", b.get_ref());
         }
         if let Some(r) = &vm.net_rom {
@@ -273,12 +378,12 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
         }
         for d in &vm.disks {
             crate::devices::virtio::setup::parse_disk(d.get_ref())
-                .map_err(|e| at(d.span(), "disks", e))?;
+                .map_err(|e| at(d.span(), "disks", e.into()))?;
             push(&mut args, "--disk", d.get_ref());
         }
         for n in &vm.nets {
             crate::devices::virtio::setup::parse_net(n.get_ref())
-                .map_err(|e| at(n.span(), "nets", e))?;
+                .map_err(|e| at(n.span(), "nets", e.into()))?;
             push(&mut args, "--net", n.get_ref());
         }
         if vm.no_acpi {
@@ -306,11 +411,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
                     return Err(at(
                         v.span(),
                         key,
-                        format!(
-                            "'{}' is not one of the values of --{}",
-                            v.get_ref(),
-                            key.replace('_', "-")
-                        ),
+                        KeyError::NotAValue {
+                            value: v.get_ref().clone(),
+                            option: key.replace('_', "-"),
+                        },
                     ));
                 }
                 push(
@@ -322,7 +426,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
         }
         if let Some(f) = &vm.cpu_features {
             crate::arch::x86::features::parse(f.get_ref())
-                .map_err(|e| at(f.span(), "cpu_features", e))?;
+                .map_err(|e| at(f.span(), "cpu_features", e.into()))?;
             push(&mut args, "--cpu-features", f.get_ref());
         }
         if let Some(u) = &vm.user {
@@ -330,17 +434,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
                 u.get_ref(),
                 vm.group.as_ref().map(|g| g.get_ref().as_str()),
             )
-            .map_err(|e| at(u.span(), "user", e.to_string()))?;
+            .map_err(|e| at(u.span(), "user", e.into()))?;
             push(&mut args, "--user", u.get_ref());
             if let Some(g) = &vm.group {
                 push(&mut args, "--group", g.get_ref());
             }
         } else if let Some(g) = &vm.group {
-            return Err(at(
-                g.span(),
-                "group",
-                "group needs user (who the VM runs as)".into(),
-            ));
+            return Err(at(g.span(), "group", KeyError::GroupWithoutUser));
         }
         if let Some(t) = vm.boot_timeout {
             push(&mut args, "--boot-timeout", &t.to_string());
@@ -349,10 +449,11 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
             None => None,
             Some(o) => Some(
                 crate::privileges::lookup_user(o.get_ref())
-                    .map_err(|e| at(o.span(), "owner", e.to_string()))?
+                    .map_err(|e| at(o.span(), "owner", e.into()))?
                     .map(|(uid, _)| uid)
                     .ok_or_else(|| {
-                        at(o.span(), "owner", format!("no such user '{}'", o.get_ref()))
+                        let e = crate::privileges::IdError::NoSuchUser(o.get_ref().clone());
+                        at(o.span(), "owner", e.into())
                     })?,
             ),
         };
@@ -360,13 +461,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
             None => None,
             Some(o) => Some(
                 crate::privileges::lookup_group(o.get_ref())
-                    .map_err(|e| at(o.span(), "owner_group", e.to_string()))?
+                    .map_err(|e| at(o.span(), "owner_group", e.into()))?
                     .ok_or_else(|| {
-                        at(
-                            o.span(),
-                            "owner_group",
-                            format!("no such group '{}'", o.get_ref()),
-                        )
+                        let e = crate::privileges::IdError::NoSuchGroup(o.get_ref().clone());
+                        at(o.span(), "owner_group", e.into())
                     })?,
             ),
         };
@@ -379,7 +477,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<VmSpec>, String> {
         .collect::<Vec<_>>()
         .join(" ");
         // The last word: the command line fugu run itself would accept.
-        check_run_args(&args).map_err(|e| format!("{shown}:{line}: [vm.{name}]: {e}"))?;
+        check_run_args(&args).map_err(|e| table(e.into()))?;
         out.push(VmSpec {
             name: name.clone(),
             args,
@@ -407,16 +505,13 @@ fn push(args: &mut Vec<String>, k: &str, v: &str) {
 
 /// Check `fugu run` options as `fugu run` would parse them; returns its vCPUs and memory.
 /// `--serial` is refused: fugud owns the console.
-pub fn check_run_args(args: &[String]) -> Result<(u32, u64), String> {
+pub fn check_run_args(args: &[String]) -> Result<(u32, u64), RunArgsError> {
     use clap::Parser;
     if args
         .iter()
         .any(|a| a == "--serial" || a.starts_with("--serial="))
     {
-        return Err(
-            "--serial is not for VMs under fugud: fugud keeps the console (fugu console NAME)"
-                .into(),
-        );
+        return Err(RunArgsError::Serial);
     }
     let argv = ["fugu", "run"]
         .into_iter()
@@ -426,18 +521,8 @@ pub fn check_run_args(args: &[String]) -> Result<(u32, u64), String> {
         Ok(crate::cli::Cli {
             command: crate::cli::Command::Run(r),
         }) => Ok((r.cpus, r.memory)),
-        Ok(_) => Err("not the options of fugu run".into()),
-        Err(e) => {
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid options")
-                .trim()
-                .trim_start_matches("error: ")
-                .to_string();
-            Err(first)
-        }
+        Ok(_) => Err(RunArgsError::NotRun),
+        Err(e) => Err(RunArgsError::Invalid(e)),
     }
 }
 
@@ -446,7 +531,7 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Result<Vec<VmSpec>, String> {
-        parse(text, Path::new("/etc/fugu/fugu.toml"))
+        parse(text, Path::new("/etc/fugu/fugu.toml")).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -565,7 +650,7 @@ memory = "1G"
         let names: Vec<_> = c.vms.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         std::fs::write(dir.join("c.toml"), "\n[vm.a]\nkernel = \"/k\"\n").unwrap();
-        let e = load(&dir).unwrap_err();
+        let e = load(&dir).unwrap_err().to_string();
         assert!(
             e.contains("c.toml:2: VM a is declared twice (first at"),
             "{e}"
@@ -577,17 +662,19 @@ memory = "1G"
     #[test]
     fn run_options_are_checked_as_fugu_run_checks_them() {
         assert_eq!(
-            check_run_args(&["--kernel".into(), "k".into(), "--cpus".into(), "3".into()]),
-            Ok((3, 256 << 20))
+            check_run_args(&["--kernel".into(), "k".into(), "--cpus".into(), "3".into()]).unwrap(),
+            (3, 256 << 20)
         );
         assert!(
             check_run_args(&["--kernel".into(), "k".into(), "--serial".into(), "x".into()])
                 .unwrap_err()
+                .to_string()
                 .contains("fugud keeps the console")
         );
         assert!(
             check_run_args(&["--memory".into(), "0".into(), "--kernel".into(), "k".into()])
                 .unwrap_err()
+                .to_string()
                 .contains("too little")
         );
         assert!(check_run_args(&["--bogus".into()]).is_err());

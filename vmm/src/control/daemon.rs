@@ -139,6 +139,7 @@ fn vm_ids(cli: &FugudCli) -> Result<Option<crate::privileges::Ids>, String> {
         })
 }
 
+/// String by design: fugud's top level, where every error becomes the line it logs.
 fn serve(cli: FugudCli) -> Result<(), String> {
     let socket_gid = crate::privileges::lookup_group(&cli.group)
         .map_err(|e| format!("--group: {e}"))?
@@ -152,7 +153,7 @@ fn serve(cli: FugudCli) -> Result<(), String> {
     let vm_ids = vm_ids(&cli)?;
     let vmm = std::fs::read_link("/proc/self/exe")
         .map_err(|e| format!("cannot find fugu's own binary (/proc/self/exe): {e}"))?;
-    let config = config::load(&cli.config)?;
+    let config = config::load(&cli.config).map_err(|e| e.to_string())?;
     for n in &config.notes {
         log(n);
     }
@@ -777,7 +778,7 @@ fn pause(shared: &Shared, name: &str, on: bool) -> Result<VmInfo, ApiError> {
 
 /// Re-read the configuration; an error changes nothing.
 fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ApiError> {
-    let config = config::load(&shared.opts.config).map_err(|e| err(400, e))?;
+    let config = config::load(&shared.opts.config).map_err(|e| err(400, e.to_string()))?;
     let mut report = ReloadReport::default();
     let mut to_start = Vec::new();
     {
@@ -1135,7 +1136,7 @@ fn start_with_args(
             format!("cwd {} is not an absolute path", cwd.display()),
         ));
     }
-    let (cpus, memory) = config::check_run_args(&args).map_err(|e| err(400, e))?;
+    let (cpus, memory) = config::check_run_args(&args).map_err(|e| err(400, e.to_string()))?;
     let spec = VmSpec {
         name: name.to_string(),
         args,

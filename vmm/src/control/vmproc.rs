@@ -20,10 +20,19 @@ pub const DAEMON_PID_ENV: &str = "FUGU_DAEMON_PID";
 pub const VM_NAME_ENV: &str = "FUGU_VM_NAME";
 const READY_FD: RawFd = 3;
 
+/// Why `fugu run` could not tell fugud its VM is ready.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadyError {
+    #[error("fugud, which started this VM, is gone")]
+    DaemonGone,
+    #[error("cannot tell fugud the VM is ready: {0}")]
+    Write(#[source] std::io::Error),
+}
+
 /// Called by `fugu run` once its VM is set up (privileges dropped), before the guest runs:
 /// under fugud, arm the parent-death signal again (a change of user clears it), make sure
 /// fugud still lives, and say "ready" on the pipe. Not under fugud: nothing.
-pub fn announce_ready() -> Result<(), String> {
+pub fn announce_ready() -> Result<(), ReadyError> {
     let Some(fd) = std::env::var(READY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<RawFd>().ok())
@@ -37,14 +46,13 @@ pub fn announce_ready() -> Result<(), String> {
         .and_then(|v| v.parse().ok());
     // SAFETY: getppid cannot fail.
     if daemon.is_some_and(|d| d != unsafe { libc::getppid() }) {
-        return Err("fugud, which started this VM, is gone".into());
+        return Err(ReadyError::DaemonGone);
     }
     // SAFETY: fugud passed this descriptor for this purpose; it is owned here from now on
     // (kept for report_end, closed when the process exits).
     let mut f = unsafe { File::from_raw_fd(fd) };
     use std::io::Write;
-    f.write_all(b"ready\n")
-        .map_err(|e| format!("cannot tell fugud the VM is ready: {e}"))?;
+    f.write_all(b"ready\n").map_err(ReadyError::Write)?;
     *crate::sync::lock(&PIPE) = Some(f);
     Ok(())
 }

@@ -250,7 +250,10 @@ pub fn parse_index(url: &str, bytes: &[u8]) -> Result<Index, ImageError> {
         return Err(bad(format!("larger than {MAX_INDEX_BYTES} bytes")));
     }
     let idx: Index = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    idx.validate().map_err(bad)?;
+    idx.validate().map_err(|problem| ImageError::InvalidIndex {
+        url: url.to_string(),
+        problem: Box::new(problem),
+    })?;
     Ok(idx)
 }
 

@@ -54,6 +54,13 @@ pub enum ImageError {
     Network { url: String, msg: String },
     #[error("broken image index {url}: {msg}")]
     BadIndex { url: String, msg: String },
+    /// Parsed, but not valid ([`fugu_common::index::Index::validate`]).
+    #[error("broken image index {url}: {problem}")]
+    InvalidIndex {
+        url: String,
+        #[source]
+        problem: Box<fugu_common::index::IndexError>,
+    },
     #[error("no image named '{name}' in the index (it has: {have})")]
     UnknownImage { name: String, have: String },
     #[error("image '{name}' needs fugu {need} or newer; this is fugu {have}")]

@@ -36,9 +36,45 @@ pub fn main(args: ImageArgs) -> u8 {
     }
 }
 
+/// Why `fugu run --image NAME` cannot boot the image.
+#[derive(Debug, thiserror::Error)]
+pub enum RunImageError {
+    /// Not in the cache, or the cache cannot be read or verified.
+    #[error(transparent)]
+    Image(#[from] super::ImageError),
+    /// The cached image lacks the file its kind boots (`what`: "kernel", "disk").
+    #[error(
+        "cached image '{name}' is damaged: it has no {what} file; run `fugu image pull {name}` \
+         again"
+    )]
+    Damaged { name: String, what: &'static str },
+    #[error(
+        "image '{0}' is a BIOS disk (kind bios-disk): the firmware boots its master boot \
+         record, so --initrd and --cmdline do not apply"
+    )]
+    BiosDiskArgs(String),
+    /// `nbp`: the cached network boot program, where the index names one.
+    #[error(
+        "image '{name}' is a PXE network boot program (kind pxe), not something fugu boots \
+         from the cache: a DHCP/TFTP server on the guest's network serves it and the \
+         firmware's network boot loads it. Serve {} (e.g. dnsmasq with --enable-tftp and \
+         --dhcp-boot) on a tap device and run `fugu run --bios --net tap=NAME --boot net`",
+        nbp_file(.name, .nbp.as_deref())
+    )]
+    Pxe { name: String, nbp: Option<PathBuf> },
+    #[error("image '{name}' is of kind '{kind}', which this fugu cannot boot")]
+    UnknownKind { name: String, kind: String },
+}
+
+/// What a PXE image's message tells the user to serve.
+fn nbp_file(name: &str, nbp: Option<&std::path::Path>) -> String {
+    nbp.map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("the '{name}' image's nbp file"))
+}
+
 /// For `fugu run --image NAME`: fill in what the cached image boots with (cache:
 /// FUGU_IMAGE_CACHE, else the XDG cache directory). See [`apply_from`].
-pub fn apply(args: &mut RunArgs) -> Result<(), String> {
+pub fn apply(args: &mut RunArgs) -> Result<(), RunImageError> {
     let cache = std::env::var_os("FUGU_IMAGE_CACHE").map(std::path::PathBuf::from);
     apply_from(cache, args)
 }
@@ -51,17 +87,16 @@ pub fn apply(args: &mut RunArgs) -> Result<(), String> {
 ///   `--bios --disk FILE,ro --boot disk` (the disk first, read-only, further `--disk`s after).
 /// - "pxe": refused with an explanation: a network boot program is served to the guest by a
 ///   DHCP/TFTP server, not booted from the cache.
-pub fn apply_from(cache: Option<PathBuf>, args: &mut RunArgs) -> Result<(), String> {
+pub fn apply_from(cache: Option<PathBuf>, args: &mut RunArgs) -> Result<(), RunImageError> {
     let Some(name) = args.image.clone() else {
         return Ok(());
     };
-    let img = commands::resolve(cache, &name).map_err(|e| e.to_string())?;
+    let img = commands::resolve(cache, &name)?;
     match img.kind.as_str() {
         "linux" | "multiboot" | "elf" => {
-            let kernel = img.kernel.ok_or_else(|| {
-                format!(
-                    "cached image '{name}' is damaged: it has no kernel file; run `fugu image pull {name}` again"
-                )
+            let kernel = img.kernel.ok_or_else(|| RunImageError::Damaged {
+                name: name.clone(),
+                what: "kernel",
             })?;
             args.kernel = Some(kernel);
             if let Some(initrd) = img.initrd {
@@ -78,38 +113,23 @@ pub fn apply_from(cache: Option<PathBuf>, args: &mut RunArgs) -> Result<(), Stri
             Ok(())
         }
         "bios-disk" => {
-            let disk = img.disk.ok_or_else(|| {
-                format!(
-                    "cached image '{name}' is damaged: it has no disk file; run `fugu image pull {name}` again"
-                )
+            let disk = img.disk.ok_or_else(|| RunImageError::Damaged {
+                name: name.clone(),
+                what: "disk",
             })?;
             if !args.initrd.is_empty() || !args.cmdline.is_empty() {
-                return Err(format!(
-                    "image '{name}' is a BIOS disk (kind bios-disk): the firmware boots its \
-                     master boot record, so --initrd and --cmdline do not apply"
-                ));
+                return Err(RunImageError::BiosDiskArgs(name));
             }
             args.bios = Some(None);
             args.boot = Some(BootArg::Disk);
             insert_read_only_disk(args, disk, &img.disk_format);
             Ok(())
         }
-        "pxe" => {
-            let file = img
-                .nbp
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| format!("the '{name}' image's nbp file"));
-            Err(format!(
-                "image '{name}' is a PXE network boot program (kind pxe), not something fugu \
-                 boots from the cache: a DHCP/TFTP server on the guest's network serves it and \
-                 the firmware's network boot loads it. Serve {file} (e.g. dnsmasq with \
-                 --enable-tftp and --dhcp-boot) on a tap device and run \
-                 `fugu run --bios --net tap=NAME --boot net`"
-            ))
-        }
-        other => Err(format!(
-            "image '{name}' is of kind '{other}', which this fugu cannot boot"
-        )),
+        "pxe" => Err(RunImageError::Pxe { name, nbp: img.nbp }),
+        other => Err(RunImageError::UnknownKind {
+            name,
+            kind: other.to_string(),
+        }),
     }
 }
 

@@ -49,13 +49,10 @@ pub fn load(cfg: &VmConfig, mem: &dyn GuestMemory, compat: bool) -> Result<Guest
             &cfg.modules,
             cfg.mem_size,
         )?;
-        let cpus = u8::try_from(cfg.cpus)
-            .map_err(|_| VmError::Config(format!("--cpus {} is out of range", cfg.cpus)))?;
-        crate::arch::x86::mptable::write(mem, cpus)
-            .map_err(|e| VmError::Config(format!("writing the MP table: {e}")))?;
+        let cpus = u8::try_from(cfg.cpus).map_err(|_| VmError::Cpus(cfg.cpus))?;
+        crate::arch::x86::mptable::write(mem, cpus).map_err(VmError::MpTable)?;
         if cfg.acpi {
-            crate::acpi::setup_direct(mem, &plan, cpus)
-                .map_err(|e| VmError::Config(format!("writing the ACPI tables: {e}")))?;
+            crate::acpi::setup_direct(mem, &plan, cpus).map_err(VmError::Acpi)?;
         }
         plan
     };

@@ -60,8 +60,7 @@ impl serial::IrqLine for KvmIrq {
 /// Put the legacy devices on `pio`.
 pub fn attach(cfg: LegacyConfig, pio: &mut Bus) -> Result<Legacy, VmError> {
     let add = |bus: &mut Bus, base: u16, len: u64, d: Arc<Mutex<dyn BusDevice>>| {
-        bus.insert(base as u64, len, d)
-            .map_err(|e| VmError::Config(e.to_string()))
+        bus.insert(base as u64, len, d).map_err(VmError::Bus)
     };
     let serial = Arc::new(Mutex::new(serial::Serial::new(
         cfg.serial_out,
@@ -93,8 +92,7 @@ pub fn attach(cfg: LegacyConfig, pio: &mut Bus) -> Result<Legacy, VmError> {
         cmos::LEN,
         Arc::new(Mutex::new(cmos::Cmos::new(below, above))),
     )?;
-    let cpus = u16::try_from(cfg.cpus)
-        .map_err(|_| VmError::Config(format!("--cpus {} is out of range", cfg.cpus)))?;
+    let cpus = u16::try_from(cfg.cpus).map_err(|_| VmError::Cpus(cfg.cpus))?;
     let mut fw = fw_cfg::FwCfg::new(cfg.mem_size, cpus);
     if let Some(f) = &cfg.firmware {
         add(
@@ -105,15 +103,14 @@ pub fn attach(cfg: LegacyConfig, pio: &mut Bus) -> Result<Legacy, VmError> {
         )?;
         fw = fw.with_dma(cfg.mem.clone());
         for (name, data) in firmware::fw_cfg_files(cfg.mem_size, f.boot_slot) {
-            fw.add_file(name, data).map_err(VmError::Config)?;
+            fw.add_file(name, data)?;
         }
         if cfg.acpi {
             // The tables for SeaBIOS to place (etc/table-loader), as QEMU hands them.
-            let cpus = u8::try_from(cfg.cpus)
-                .map_err(|_| VmError::Config(format!("--cpus {} is out of range", cfg.cpus)))?;
+            let cpus = u8::try_from(cfg.cpus).map_err(|_| VmError::Cpus(cfg.cpus))?;
             let t = crate::acpi::build(&crate::acpi::Config::firmware(cpus, cfg.mem_size));
             for (name, data) in t.fw_cfg_files() {
-                fw.add_file(name, data).map_err(VmError::Config)?;
+                fw.add_file(name, data)?;
             }
         }
     }

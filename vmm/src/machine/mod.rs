@@ -65,8 +65,38 @@ pub enum VmError {
     Load(#[from] crate::boot::LoadError),
     #[error(transparent)]
     Setup(#[from] regs::SetupError),
-    #[error("{0}")]
-    Config(String),
+    #[error("--cpus {0} is out of range (1-255)")]
+    Cpus(u32),
+    #[error("--memory must be at least 2M")]
+    TooLittleMemory,
+    /// Guest RAM (bytes) above what the i686 build can map (`max` bytes).
+    #[error(
+        "--memory {} MiB: the i686 build of fugu maps guest RAM into its own 32-bit address \
+         space and cannot give a guest more than {} MiB (the x86_64 build can)",
+        .size >> 20,
+        .max >> 20
+    )]
+    TooMuchMemory { size: u64, max: u64 },
+    #[error(
+        "--nested: this host's KVM offers guests no VMX/SVM of their own (load kvm_intel or \
+         kvm_amd with nested=1 on a host with hardware virtualization)"
+    )]
+    NoNesting,
+    #[error("too many guest RAM regions")]
+    TooManyRamRegions,
+    #[error(transparent)]
+    Firmware(#[from] crate::boot::firmware::FirmwareError),
+    #[error(transparent)]
+    Pci(#[from] pci::AttachError),
+    /// Two legacy devices on one port range (a bug if it happens).
+    #[error(transparent)]
+    Bus(#[from] crate::devices::bus::Overlap),
+    #[error(transparent)]
+    FwCfg(#[from] crate::devices::legacy::fw_cfg::FileError),
+    #[error("writing the MP table: {0}")]
+    MpTable(#[source] crate::memory::OutOfRange),
+    #[error("writing the ACPI tables: {0}")]
+    Acpi(#[source] crate::acpi::WriteError),
 }
 
 pub struct Machine {
@@ -171,7 +201,7 @@ impl Machine {
                     // SAFETY: pthread_self has no preconditions.
                     lock(&tids).push(unsafe { libc::pthread_self() });
                     if let Err(e) = crate::seccomp::enter(crate::seccomp::Kind::Vcpu) {
-                        ctx.stop.request(Outcome::Crash(e));
+                        ctx.stop.request(Outcome::Crash(e.to_string()));
                     }
                     vcpu::run_loop(v, ctx)
                 });
@@ -240,7 +270,7 @@ fn attach_devices(
         queues: cfg.backend.queues(),
         chipset: chipset.as_ref(),
     };
-    let pci_map = pci::attach(vm, mem, &pci_config, &mut buses).map_err(VmError::Config)?;
+    let pci_map = pci::attach(vm, mem, &pci_config, &mut buses)?;
     let firmware = cfg.firmware.as_ref().map(|f| legacy::FirmwareFiles {
         boot_slot: f.boot.and_then(|b| pci_map.boot_slot(b)),
         show_log: trace::get().firmware,
@@ -281,23 +311,18 @@ fn describe_adaptation(
 /// Refuse configurations KVM or the guest cannot use, before anything is created.
 fn check(cfg: &VmConfig) -> Result<(), VmError> {
     if cfg.cpus == 0 || cfg.cpus > 255 {
-        return Err(VmError::Config(format!(
-            "--cpus {} is out of range (1-255)",
-            cfg.cpus
-        )));
+        return Err(VmError::Cpus(cfg.cpus));
     }
     if cfg.mem_size < (2 << 20) {
-        return Err(VmError::Config("--memory must be at least 2M".into()));
+        return Err(VmError::TooLittleMemory);
     }
     // A 32-bit kernel gets RAM beyond the PCI hole above 4 GiB, as with QEMU: the memory
     // map (e820, Multiboot mmap) reports both parts, and a PAE kernel uses the high one.
     if let Some(max) = Backend::max_guest_ram().filter(|max| cfg.mem_size > *max) {
-        return Err(VmError::Config(format!(
-            "--memory {} MiB: the i686 build of fugu maps guest RAM into its own 32-bit \
-             address space and cannot give a guest more than {} MiB (the x86_64 build can)",
-            cfg.mem_size >> 20,
-            max >> 20
-        )));
+        return Err(VmError::TooMuchMemory {
+            size: cfg.mem_size,
+            max,
+        });
     }
     Ok(())
 }

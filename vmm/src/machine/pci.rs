@@ -19,6 +19,28 @@ use crate::hypervisor::Vm;
 use crate::memory::GuestMemory;
 use std::sync::{Arc, Mutex};
 
+/// Why bus 0 cannot be built: the devices asked for, as opened, or the bus itself.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Conflict(#[from] crate::devices::virtio::setup::DeviceConflict),
+    #[error(transparent)]
+    Disk(#[from] crate::devices::virtio::blk::DiskError),
+    #[error(transparent)]
+    Tap(#[from] crate::devices::virtio::net::NetError),
+    #[error("too many --net devices")]
+    TooManyNets,
+    #[error(transparent)]
+    Bus(#[from] pci::PciError),
+    /// VirtioPci::new's message: the transport's interrupt plumbing (the
+    /// InterruptController trait) still reports Strings.
+    #[error("{0}")]
+    Transport(String),
+    /// A window of the bus on the port or MMIO bus (a bug if it happens).
+    #[error("PCI: {0}")]
+    Window(#[source] crate::devices::bus::Overlap),
+}
+
 /// What goes on bus 0.
 pub struct PciConfig<'a> {
     pub disks: &'a [DiskConfig],
@@ -54,7 +76,7 @@ pub fn attach(
     mem: &Arc<dyn GuestMemory>,
     cfg: &PciConfig,
     buses: &mut Buses,
-) -> Result<PciMap, String> {
+) -> Result<PciMap, AttachError> {
     crate::devices::virtio::setup::check_devices(cfg.disks, cfg.nets)?;
     let kvm_irqs = pci::irq::KvmIrqs::new(vm.clone());
     let irq: Arc<dyn InterruptController> = kvm_irqs.clone();
@@ -66,13 +88,12 @@ pub fn attach(
         let isa = pci::i440fx::Piix3::new().with_pirq_hook(Box::new(move |routes| {
             let _ = kvm_irqs.set_pic_routes(routes);
         }));
-        bus.add(Arc::new(Mutex::new(isa)))
-            .map_err(|e| e.to_string())?;
+        bus.add(Arc::new(Mutex::new(isa)))?;
     }
     let add = |bus: &mut PciBus,
                dev: Box<dyn VirtioDevice>,
                rom: Option<&Vec<u8>>|
-     -> Result<u8, String> {
+     -> Result<u8, AttachError> {
         let gsi = pci::intx_gsi(bus.next_slot());
         let mut d = VirtioPci::new(
             dev,
@@ -81,21 +102,22 @@ pub fn attach(
             irq.clone(),
             gsi,
             Some(vm.clone()),
-        )?;
+        )
+        .map_err(AttachError::Transport)?;
         if let Some(rom) = rom {
             d.set_rom(rom.clone());
         }
-        bus.add(Arc::new(Mutex::new(d))).map_err(|e| e.to_string())
+        Ok(bus.add(Arc::new(Mutex::new(d)))?)
     };
     let mut disk_slots = Vec::new();
     for d in cfg.disks {
-        let disk = Disk::open_as(&d.path, d.read_only, d.format).map_err(|e| e.to_string())?;
+        let disk = Disk::open_as(&d.path, d.read_only, d.format)?;
         disk_slots.push(add(&mut bus, Box::new(Block::new(disk)), None)?);
     }
     let mut net_slots = Vec::new();
     for (i, n) in cfg.nets.iter().enumerate() {
-        let tap = Tap::open(&n.tap).map_err(|e| e.to_string())?;
-        let index = u8::try_from(i).map_err(|_| "too many --net devices".to_string())?;
+        let tap = Tap::open(&n.tap)?;
+        let index = u8::try_from(i).map_err(|_| AttachError::TooManyNets)?;
         let mac = n.mac.unwrap_or_else(|| default_mac(index));
         let rom = cfg
             .chipset
@@ -118,9 +140,9 @@ fn claim_windows(
     bus: &Arc<PciBus>,
     chipset: Option<&pci::i440fx::Chipset>,
     buses: &mut Buses,
-) -> Result<(), String> {
+) -> Result<(), AttachError> {
     let claim = |b: &mut Bus, base: u64, len: u64, d: Arc<Mutex<dyn BusDevice>>| {
-        b.insert(base, len, d).map_err(|e| format!("PCI: {e}"))
+        b.insert(base, len, d).map_err(AttachError::Window)
     };
     claim(
         &mut buses.pio,

@@ -28,11 +28,7 @@ pub fn create(
     let kvm_offers = kvm.supported_cpuid()?;
     let mut supported = kvm_offers.clone();
     if cfg.nested && !cpuid::offers_nesting(&supported) {
-        return Err(VmError::Config(
-            "--nested: this host's KVM offers guests no VMX/SVM of their own (load \
-             kvm_intel or kvm_amd with nested=1 on a host with hardware virtualization)"
-                .into(),
-        ));
+        return Err(VmError::NoNesting);
     }
     if !cfg.nested {
         cpuid::hide_virtualization(&mut supported);
@@ -55,12 +51,9 @@ pub fn create(
         v.set_cpuid2(&entries)?;
         if let (0, Some(f)) = (id, &cfg.firmware) {
             let ro = boot::firmware::readonly_supported(|c| kvm.check_extension(c));
-            let slot = u32::try_from(mem.regions().len())
-                .map_err(|_| VmError::Config("too many guest RAM regions".into()))?;
-            rom = Some(
-                boot::firmware::install(&f.bios, vm, ro, slot, mem, &*v)
-                    .map_err(|e| VmError::Config(e.to_string()))?,
-            );
+            let slot =
+                u32::try_from(mem.regions().len()).map_err(|_| VmError::TooManyRamRegions)?;
+            rom = Some(boot::firmware::install(&f.bios, vm, ro, slot, mem, &*v)?);
         } else if id == 0 {
             regs::setup_boot_cpu(&*v, mem, plan.entry, &plan.mode)?;
         }

@@ -149,9 +149,17 @@ pub fn names() -> impl Iterator<Item = &'static str> {
     FEATURES.iter().map(|f| f.name)
 }
 
+/// A `--cpu-features` name (as given) that fugu does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown CPU feature '{0}' (known: {known})",
+    known = names().collect::<Vec<_>>().join(" ")
+)]
+pub struct UnknownFeature(pub String);
+
 /// Parse `+a,-b,c` (a bare name adds); names are case-insensitive, `.` and `-` inside a name
 /// read as `_` (`sse4.2` = `sse4_2`). A later edit of the same name wins.
-pub fn parse(list: &str) -> Result<Vec<Edit>, String> {
+pub fn parse(list: &str) -> Result<Vec<Edit>, UnknownFeature> {
     let mut out: Vec<Edit> = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (add, name) = match item.as_bytes()[0] {
@@ -161,10 +169,7 @@ pub fn parse(list: &str) -> Result<Vec<Edit>, String> {
         };
         let key = name.to_ascii_lowercase().replace(['.', '-'], "_");
         let Some(feature) = FEATURES.iter().find(|f| f.name == key) else {
-            return Err(format!(
-                "unknown CPU feature '{name}' (known: {})",
-                names().collect::<Vec<_>>().join(" ")
-            ));
+            return Err(UnknownFeature(name.to_string()));
         };
         out.retain(|e| e.feature != *feature);
         out.push(Edit {
@@ -292,7 +297,7 @@ mod tests {
         let e = parse("-x2apic, +SSE4.2,clwb,-sse4-2").unwrap();
         let got: Vec<_> = e.iter().map(|e| (e.name(), e.add)).collect();
         assert_eq!(got, [("x2apic", false), ("clwb", true), ("sse4_2", false)]);
-        let err = parse("+x2apic,+warp-drive").unwrap_err();
+        let err = parse("+x2apic,+warp-drive").unwrap_err().to_string();
         assert!(err.contains("unknown CPU feature 'warp-drive'"), "{err}");
         assert!(err.contains("x2apic"), "{err}");
         assert!(parse("").unwrap().is_empty());

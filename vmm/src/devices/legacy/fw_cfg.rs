@@ -45,6 +45,15 @@ pub const FILE_FIRST: u16 = 0x20;
 /// separate namespace: none is set here, so they read as zero (e.g. "no ACPI tables").
 const KEY_MASK: u16 = 0xbfff;
 
+/// Why a file cannot be added to fw_cfg (fugu's own files: a bug if it happens).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    #[error("fw_cfg file name '{0}' must be 1-55 bytes")]
+    BadName(String),
+    #[error("too many fw_cfg files")]
+    Full,
+}
+
 #[derive(Default)]
 pub struct FwCfg {
     items: BTreeMap<u16, Vec<u8>>,
@@ -137,16 +146,16 @@ impl FwCfg {
     }
 
     /// Add (or replace) a named file; names are at most 55 bytes.
-    pub fn add_file(&mut self, name: &str, data: Vec<u8>) -> Result<u16, String> {
+    pub fn add_file(&mut self, name: &str, data: Vec<u8>) -> Result<u16, FileError> {
         if name.is_empty() || name.len() > 55 {
-            return Err(format!("fw_cfg file name '{name}' must be 1-55 bytes"));
+            return Err(FileError::BadName(name.to_string()));
         }
         let key = match self.files.iter().find(|(n, _)| n == name) {
             Some((_, k)) => *k,
             None => {
                 let k = FILE_FIRST + self.files.len() as u16;
                 if k > 0x3fff {
-                    return Err("too many fw_cfg files".into());
+                    return Err(FileError::Full);
                 }
                 self.files.push((name.to_string(), k));
                 k

@@ -64,6 +64,11 @@ pub fn default_routes() -> Vec<kvm_irq_routing_entry> {
     v
 }
 
+/// KVM refused the GSI routing table.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set the interrupt routing: {0}")]
+pub struct RoutingError(#[source] crate::hypervisor::Error);
+
 struct KvmState {
     next_gsi: u32,
     msi: BTreeMap<u32, kvm_irq_routing_entry>,
@@ -94,7 +99,7 @@ impl KvmIrqs {
 
     /// Also deliver INTx GSIs to the 8259 PIC: `routes` are (gsi, ISA IRQ) pairs, replacing
     /// the previous set (the PIIX3's PIRQ registers, as the firmware programs them).
-    pub fn set_pic_routes(&self, routes: &[(u32, u32)]) -> Result<(), String> {
+    pub fn set_pic_routes(&self, routes: &[(u32, u32)]) -> Result<(), RoutingError> {
         let mut st = crate::sync::lock(&self.state);
         st.pic = routes
             .iter()
@@ -104,7 +109,7 @@ impl KvmIrqs {
         self.push_routes(&st)
     }
 
-    fn push_routes(&self, st: &KvmState) -> Result<(), String> {
+    fn push_routes(&self, st: &KvmState) -> Result<(), RoutingError> {
         let mut all = default_routes();
         for &(gsi, irq) in &st.pic {
             let chip = if irq < 8 {
@@ -115,9 +120,7 @@ impl KvmIrqs {
             all.push(irqchip(gsi, chip, irq % 8));
         }
         all.extend(st.msi.values().copied());
-        self.vm
-            .set_gsi_routing(&all)
-            .map_err(|e| format!("cannot set the interrupt routing: {e}"))
+        self.vm.set_gsi_routing(&all).map_err(RoutingError)
     }
 }
 
@@ -148,7 +151,8 @@ impl InterruptController for KvmIrqs {
         e.u[1] = (addr >> 32) as u32;
         e.u[2] = data;
         st.msi.insert(gsi, e);
-        self.push_routes(&st)
+        // The InterruptController trait still reports Strings.
+        self.push_routes(&st).map_err(|e| e.to_string())
     }
 
     fn msi_fire(&self, gsi: u32) {

@@ -21,7 +21,7 @@ use virtio_bindings::virtio_blk::*;
 pub mod image;
 pub mod qcow2;
 
-pub use image::Format;
+pub use image::{Format, UnknownFormat};
 
 pub const SECTOR: u64 = 512;
 pub const QUEUE_SIZE: u16 = 256;
@@ -255,9 +255,13 @@ impl VirtioDevice for Block {
         };
         let kick = kicks.pop().ok_or("no kick eventfd")?;
         let disk = self.disk.clone();
-        self.worker = Some(Worker::spawn("virtio-blk".into(), move |stop| {
-            run(disk, mem, q, kick, signal, stop)
-        })?);
+        self.worker = Some(
+            Worker::spawn("virtio-blk".into(), move |stop| {
+                run(disk, mem, q, kick, signal, stop)
+            })
+            // The VirtioDevice trait's activate still reports a String.
+            .map_err(|e| e.to_string())?,
+        );
         Ok(())
     }
     fn reset(&mut self) {

@@ -86,6 +86,15 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// Why a device worker thread could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
+    #[error("cannot start a device thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 /// A device worker thread that stops when its stop eventfd is signalled.
 pub struct Worker {
     stop: EventFd,
@@ -94,9 +103,12 @@ pub struct Worker {
 
 impl Worker {
     /// Run `f(stop)` on a new thread named `name`; `f` must return once `stop` is readable.
-    pub fn spawn(name: String, f: impl FnOnce(EventFd) + Send + 'static) -> Result<Worker, String> {
-        let stop = EventFd::new().map_err(|e| format!("eventfd: {e}"))?;
-        let theirs = stop.try_clone().map_err(|e| format!("eventfd: {e}"))?;
+    pub fn spawn(
+        name: String,
+        f: impl FnOnce(EventFd) + Send + 'static,
+    ) -> Result<Worker, SpawnError> {
+        let stop = EventFd::new().map_err(SpawnError::EventFd)?;
+        let theirs = stop.try_clone().map_err(SpawnError::EventFd)?;
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(
@@ -105,7 +117,7 @@ impl Worker {
                     Err(e) => eprintln!("fugu: {e}; the device stops"),
                 },
             )
-            .map_err(|e| format!("cannot start a device thread: {e}"))?;
+            .map_err(SpawnError::Thread)?;
         Ok(Worker {
             stop,
             thread: Some(thread),

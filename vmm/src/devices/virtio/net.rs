@@ -330,23 +330,27 @@ impl VirtioDevice for Net {
         };
         let tap = self.tap.clone();
         let link_up = self.link_up.clone();
-        self.worker = Some(Worker::spawn("virtio-net".into(), move |stop| {
-            let mut w = NetWorker {
-                tap,
-                link_up,
-                mem,
-                rx,
-                tx,
-                signal,
-                hdr,
-                pending: None,
-                starved: false,
-                buf: vec![0u8; MAX_FRAME + MAX_HDR],
-                rx_buf: vec![0u8; MAX_FRAME + MAX_HDR],
-                chain: Chain::default(),
-            };
-            w.run(rxk, txk, stop)
-        })?);
+        self.worker = Some(
+            Worker::spawn("virtio-net".into(), move |stop| {
+                let mut w = NetWorker {
+                    tap,
+                    link_up,
+                    mem,
+                    rx,
+                    tx,
+                    signal,
+                    hdr,
+                    pending: None,
+                    starved: false,
+                    buf: vec![0u8; MAX_FRAME + MAX_HDR],
+                    rx_buf: vec![0u8; MAX_FRAME + MAX_HDR],
+                    chain: Chain::default(),
+                };
+                w.run(rxk, txk, stop)
+            })
+            // The VirtioDevice trait's activate still reports a String.
+            .map_err(|e| e.to_string())?,
+        );
         Ok(())
     }
     fn reset(&mut self) {

@@ -3,6 +3,62 @@
 use super::net::{check_tap_name, parse_mac};
 use std::path::PathBuf;
 
+/// Why a `--disk` value (or a config file's `disks` entry) cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiskOptionError {
+    #[error("'{0}': format= is given twice")]
+    FormatTwice(String),
+    #[error(transparent)]
+    Format(#[from] super::blk::UnknownFormat),
+    #[error("'{0}': ro/rw is given twice (use PATH or PATH,ro)")]
+    ReadOnlyTwice(String),
+    #[error(
+        "unknown disk option '{0}' (use PATH, PATH,ro or PATH,format=raw|qcow2; write a comma \
+         inside PATH as ,, e.g. --disk 'my,,disk.img,ro')"
+    )]
+    UnknownOption(String),
+    #[error("the disk path is empty")]
+    EmptyPath,
+}
+
+/// Why a `--net` value (or a config file's `nets` entry) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NetOptionError {
+    /// The whole value, and the key given twice.
+    #[error("'{0}': {1}= is given twice (use tap=NAME[,mac=MAC])")]
+    Twice(String, &'static str),
+    #[error("unknown network option '{0}' (use tap=NAME[,mac=MAC])")]
+    UnknownOption(String),
+    #[error("'{0}' is not KEY=VALUE (use tap=NAME[,mac=MAC])")]
+    NotKeyValue(String),
+    #[error("--net needs tap=NAME")]
+    NoTap,
+    /// A bad MAC address or tap name.
+    #[error(transparent)]
+    Value(#[from] super::net::NetError),
+}
+
+/// Devices given twice on one command line (or in one VM's table).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceConflict {
+    /// Disks `first` and `second` (1-based) are one image, and not both read-only; `alias`
+    /// is the second's path where it names the image differently.
+    #[error(
+        "disk image {} is given twice (disks {first} and {second}{}): a writable disk can be \
+         attached once; drop one, or give both ,ro",
+        .path.display(),
+        .alias.as_ref().map(|a| format!(", as {}", a.display())).unwrap_or_default()
+    )]
+    DiskTwice {
+        path: PathBuf,
+        first: usize,
+        second: usize,
+        alias: Option<PathBuf>,
+    },
+    #[error("tap {0} is given to two NICs: give each --net its own tap")]
+    TapTwice(String),
+}
+
 /// `--disk PATH[,ro][,format=raw|qcow2]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
@@ -40,7 +96,7 @@ fn split_options(s: &str) -> Vec<String> {
 }
 
 /// Parse `PATH[,ro]` or `path=PATH[,ro]`; a comma inside PATH is written `,,`.
-pub fn parse_disk(s: &str) -> Result<DiskConfig, String> {
+pub fn parse_disk(s: &str) -> Result<DiskConfig, DiskOptionError> {
     let mut parts = split_options(s).into_iter();
     let first = parts.next().unwrap_or_default();
     let mut path = match first.strip_prefix("path=") {
@@ -52,14 +108,14 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, String> {
     for opt in parts {
         if let Some(f) = opt.strip_prefix("format=") {
             if format.is_some() {
-                return Err(format!("'{s}': format= is given twice"));
+                return Err(DiskOptionError::FormatTwice(s.to_string()));
             }
             format = Some(super::blk::Format::parse(f)?);
             continue;
         }
         match opt.as_str() {
             "ro" | "rw" if read_only.is_some() => {
-                return Err(format!("'{s}': ro/rw is given twice (use PATH or PATH,ro)"))
+                return Err(DiskOptionError::ReadOnlyTwice(s.to_string()))
             }
             "ro" => read_only = Some(true),
             "rw" => read_only = Some(false),
@@ -69,16 +125,11 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, String> {
                 path.push(',');
                 path.push_str(o);
             }
-            o => {
-                return Err(format!(
-                "unknown disk option '{o}' (use PATH, PATH,ro or PATH,format=raw|qcow2; write a \
-                     comma inside PATH as ,, e.g. --disk 'my,,disk.img,ro')"
-            ))
-            }
+            o => return Err(DiskOptionError::UnknownOption(o.to_string())),
         }
     }
     if path.is_empty() {
-        return Err("the disk path is empty".into());
+        return Err(DiskOptionError::EmptyPath);
     }
     Ok(DiskConfig {
         path: PathBuf::from(path),
@@ -88,40 +139,30 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, String> {
 }
 
 /// Parse `tap=NAME[,mac=52:54:00:12:34:56]` or `NAME`.
-pub fn parse_net(s: &str) -> Result<NetConfig, String> {
+pub fn parse_net(s: &str) -> Result<NetConfig, NetOptionError> {
     let mut tap = None;
     let mut mac = None;
     for (i, part) in s.split(',').enumerate() {
-        let twice = |k: &str| format!("'{s}': {k}= is given twice (use tap=NAME[,mac=MAC])");
+        let twice = |k| NetOptionError::Twice(s.to_string(), k);
         match part.split_once('=') {
             Some(("tap", _)) if tap.is_some() => return Err(twice("tap")),
             Some(("mac", _)) if mac.is_some() => return Err(twice("mac")),
             Some(("tap", v)) => tap = Some(v.to_string()),
-            Some(("mac", v)) => mac = Some(parse_mac(v).map_err(|e| e.to_string())?),
-            Some((k, _)) => {
-                return Err(format!(
-                    "unknown network option '{k}' (use tap=NAME[,mac=MAC])"
-                ))
-            }
+            Some(("mac", v)) => mac = Some(parse_mac(v)?),
+            Some((k, _)) => return Err(NetOptionError::UnknownOption(k.to_string())),
             None if i == 0 => tap = Some(part.to_string()),
-            None => {
-                return Err(format!(
-                    "'{part}' is not KEY=VALUE (use tap=NAME[,mac=MAC])"
-                ))
-            }
+            None => return Err(NetOptionError::NotKeyValue(part.to_string())),
         }
     }
-    let tap = tap
-        .filter(|t| !t.is_empty())
-        .ok_or("--net needs tap=NAME")?;
-    check_tap_name(&tap).map_err(|e| e.to_string())?;
+    let tap = tap.filter(|t| !t.is_empty()).ok_or(NetOptionError::NoTap)?;
+    check_tap_name(&tap)?;
     Ok(NetConfig { tap, mac })
 }
 
 /// Command-line mistakes that need the file system to see: one image given twice where
 /// either is writable (its lock would make the second open fail as if another process held
 /// it), and one tap given twice. Both are caught before anything is opened.
-pub fn check_devices(disks: &[DiskConfig], nets: &[NetConfig]) -> Result<(), String> {
+pub fn check_devices(disks: &[DiskConfig], nets: &[NetConfig]) -> Result<(), DeviceConflict> {
     use std::os::unix::fs::MetadataExt;
     let ids: Vec<Option<(u64, u64)>> = disks
         .iter()
@@ -130,27 +171,18 @@ pub fn check_devices(disks: &[DiskConfig], nets: &[NetConfig]) -> Result<(), Str
     for (i, a) in disks.iter().enumerate() {
         for (j, b) in disks.iter().enumerate().skip(i + 1) {
             if ids[i].is_some() && ids[i] == ids[j] && !(a.read_only && b.read_only) {
-                return Err(format!(
-                    "disk image {} is given twice (disks {} and {}{}): a writable disk can be \
-                     attached once; drop one, or give both ,ro",
-                    a.path.display(),
-                    i + 1,
-                    j + 1,
-                    if a.path == b.path {
-                        String::new()
-                    } else {
-                        format!(", as {}", b.path.display())
-                    }
-                ));
+                return Err(DeviceConflict::DiskTwice {
+                    path: a.path.clone(),
+                    first: i + 1,
+                    second: j + 1,
+                    alias: (a.path != b.path).then(|| b.path.clone()),
+                });
             }
         }
     }
     for (i, a) in nets.iter().enumerate() {
         if nets[..i].iter().any(|b| b.tap == a.tap) {
-            return Err(format!(
-                "tap {} is given to two NICs: give each --net its own tap",
-                a.tap
-            ));
+            return Err(DeviceConflict::TapTwice(a.tap.clone()));
         }
     }
     Ok(())
@@ -212,7 +244,7 @@ mod tests {
             "a file named 'x,ro'"
         );
         assert!(parse_disk("/a,b/d.img,ro").unwrap().read_only);
-        let e = parse_disk("a,b.img").unwrap_err();
+        let e = parse_disk("a,b.img").unwrap_err().to_string();
         assert!(e.contains(",,"), "{e}");
         assert!(parse_disk("d.img,ro,rw").is_err());
     }
@@ -242,7 +274,7 @@ mod tests {
             "a,tap=b",
             "tap=a,mac=52:54:00:00:00:01,mac=52:54:00:00:00:02",
         ] {
-            let e = parse_net(twice).unwrap_err();
+            let e = parse_net(twice).unwrap_err().to_string();
             assert!(e.contains("twice"), "{twice}: {e}");
         }
         for (mac, why) in [
@@ -251,7 +283,9 @@ mod tests {
             ("ff:ff:ff:ff:ff:ff", "broadcast"),
             ("00:00:00:00:00:00", "zero"),
         ] {
-            let e = parse_net(&format!("tap=t,mac={mac}")).unwrap_err();
+            let e = parse_net(&format!("tap=t,mac={mac}"))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why) && e.contains("unicast"), "{mac}: {e}");
         }
     }
@@ -266,7 +300,7 @@ mod tests {
             "tap=a:b",
             "tap=a b",
         ] {
-            let e = parse_net(bad).unwrap_err();
+            let e = parse_net(bad).unwrap_err().to_string();
             assert!(e.contains("not a valid interface name"), "{bad}: {e}");
         }
     }
@@ -287,7 +321,9 @@ mod tests {
             (d(&img, true), d(&img, false)),
             (d(&img, false), d(&link, true)),
         ] {
-            let e = check_devices(&[a.clone(), b.clone()], &[]).unwrap_err();
+            let e = check_devices(&[a.clone(), b.clone()], &[])
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("given twice"), "{a:?} {b:?}: {e}");
             assert!(!e.contains("another process"), "{e}");
         }
@@ -298,7 +334,9 @@ mod tests {
             mac: None,
         };
         assert!(check_devices(&[], &[net("t0"), net("t1")]).is_ok());
-        let e = check_devices(&[], &[net("t0"), net("t0")]).unwrap_err();
+        let e = check_devices(&[], &[net("t0"), net("t0")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("two NICs"), "{e}");
         let _ = std::fs::remove_dir_all(img.parent().unwrap());
     }

@@ -73,7 +73,8 @@ fn virtio_blk_on_a_real_vm() {
         // A second VM (here: a second attach) cannot take the same writable image.
         let e = attach(&vm, &mem, &cfg, &mut Buses::default())
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("in use"), "{e}");
 
         // Enumerate: the host bridge and the disk at 00:01.0.

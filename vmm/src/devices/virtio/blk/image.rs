@@ -14,6 +14,11 @@ use std::path::{Path, PathBuf};
 /// The longest backing chain fugu follows (the top image not counted).
 pub const MAX_CHAIN: usize = 16;
 
+/// A `format=` that is neither raw nor qcow2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown disk format '{0}' (raw or qcow2)")]
+pub struct UnknownFormat(pub String);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Raw,
@@ -27,11 +32,11 @@ impl Format {
             Format::Qcow2 => "qcow2",
         }
     }
-    pub fn parse(s: &str) -> Result<Format, String> {
+    pub fn parse(s: &str) -> Result<Format, UnknownFormat> {
         match s {
             "raw" => Ok(Format::Raw),
             "qcow2" => Ok(Format::Qcow2),
-            o => Err(format!("unknown disk format '{o}' (raw or qcow2)")),
+            o => Err(UnknownFormat(o.to_string())),
         }
     }
 }
@@ -107,7 +112,10 @@ impl Image {
                         let p = backing_path(path, name);
                         let fmt = match h.backing_format.as_deref() {
                             None => None,
-                            Some(f) => Some(Format::parse(f).map_err(bad)?),
+                            Some(f) => Some(
+                                Format::parse(f)
+                                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+                            ),
                         };
                         Some(Box::new(open_backing(&p, fmt, seen).map_err(|e| {
                             io::Error::new(e.kind(), format!("backing file {}: {e}", p.display()))
@@ -266,53 +274,90 @@ pub fn open_read_only(path: &Path, fmt: Option<Format>) -> io::Result<Image> {
     open_backing(path, fmt, &mut Vec::new())
 }
 
+/// Why `fugu disk create` or `fugu disk info` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskCommandError {
+    #[error("give the size: -s SIZE (e.g. -s 8G)")]
+    NoSize,
+    #[error("a raw image cannot have a backing file: use --format qcow2")]
+    RawWithBacking,
+    #[error("the base image's path is not UTF-8")]
+    BaseNotUtf8,
+    /// The base image (as given) cannot be found or opened.
+    #[error("base image {}: {source}", .path.display())]
+    Base {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the size must be a non-zero multiple of 512 bytes, not {0}")]
+    BadSize(u64),
+    #[error("{} already exists: remove it first, or choose another name", .0.display())]
+    Exists(PathBuf),
+    #[error("cannot create {}: {source}", .path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `fugu disk info`: the image (or one in its backing chain) cannot be read.
+    #[error("disk image {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// `fugu disk create`: a new image at `path` (refused when it exists).
 pub fn create(
     path: &Path,
     size: Option<u64>,
     base: Option<&Path>,
     format: Format,
-) -> Result<(), String> {
-    let show = path.display();
+) -> Result<(), DiskCommandError> {
     let (size, backing) = match base {
-        None => (size.ok_or("give the size: -s SIZE (e.g. -s 8G)")?, None),
+        None => (size.ok_or(DiskCommandError::NoSize)?, None),
         Some(b) => {
             if format == Format::Raw {
-                return Err("a raw image cannot have a backing file: use --format qcow2".into());
+                return Err(DiskCommandError::RawWithBacking);
             }
+            let base_error = |source| DiskCommandError::Base {
+                path: b.to_path_buf(),
+                source,
+            };
             // Stored as given when it resolves from the new image's directory, else absolute.
-            let name = b.to_str().ok_or("the base image's path is not UTF-8")?;
+            let name = b.to_str().ok_or(DiskCommandError::BaseNotUtf8)?;
             let from_image = backing_path(path, name);
             let stored = if from_image.exists() {
                 name.to_string()
             } else {
-                let abs = std::fs::canonicalize(b)
-                    .map_err(|e| format!("base image {}: {e}", b.display()))?;
+                let abs = std::fs::canonicalize(b).map_err(base_error)?;
                 abs.to_str()
-                    .ok_or("the base image's path is not UTF-8")?
+                    .ok_or(DiskCommandError::BaseNotUtf8)?
                     .to_string()
             };
-            let img = open_read_only(&backing_path(path, &stored), None)
-                .map_err(|e| format!("base image {}: {e}", b.display()))?;
+            let img = open_read_only(&backing_path(path, &stored), None).map_err(base_error)?;
             let fmt = img.format().name();
             (size.unwrap_or(img.size()), Some((stored, fmt)))
         }
     };
     if size == 0 || size % 512 != 0 {
-        return Err(format!(
-            "the size must be a non-zero multiple of 512 bytes, not {size}"
-        ));
+        return Err(DiskCommandError::BadSize(size));
     }
     let file = std::fs::OpenOptions::new()
         .write(true)
         .read(true)
         .create_new(true)
         .open(path)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                format!("{show} already exists: remove it first, or choose another name")
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                DiskCommandError::Exists(path.to_path_buf())
             } else {
-                format!("cannot create {show}: {e}")
+                DiskCommandError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                }
             }
         })?;
     let r = match format {
@@ -321,19 +366,24 @@ pub fn create(
             super::qcow2::create(&file, size, backing.as_ref().map(|(n, f)| (n.as_str(), *f)))
         }
     };
-    if let Err(e) = r {
+    if let Err(source) = r {
         let _ = std::fs::remove_file(path);
-        return Err(format!("cannot create {show}: {e}"));
+        return Err(DiskCommandError::Create {
+            path: path.to_path_buf(),
+            source,
+        });
     }
     Ok(())
 }
 
 /// `fugu disk info`: format, sizes and the backing chain, one image per paragraph.
-pub fn info(path: &Path) -> Result<String, String> {
+pub fn info(path: &Path) -> Result<String, DiskCommandError> {
     use std::fmt::Write;
     let mut out = String::new();
-    let mut img =
-        open_read_only(path, None).map_err(|e| format!("disk image {}: {e}", path.display()))?;
+    let mut img = open_read_only(path, None).map_err(|source| DiskCommandError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut name = path.to_owned();
     let mut depth = 0;
     loop {
@@ -355,7 +405,10 @@ pub fn info(path: &Path) -> Result<String, String> {
         let next = match img {
             Image::Raw { .. } => None,
             Image::Qcow2(mut q) => {
-                let alloc = q.allocated().map_err(|e| e.to_string())?;
+                let alloc = q.allocated().map_err(|source| DiskCommandError::Read {
+                    path: name.clone(),
+                    source,
+                })?;
                 let h = q.header.clone();
                 let _ = writeln!(out, "allocated: {} ({alloc} bytes)", human(alloc));
                 let _ = writeln!(out, "cluster size: {}", q.cluster_size());

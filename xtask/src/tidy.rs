@@ -50,7 +50,7 @@ mod tests {
     fn fugu_common_depends_on_nothing_of_the_workspace() {
         assert_eq!(
             dependencies("vmm/common/Cargo.toml"),
-            ["libc", "serde", "sha2"]
+            ["libc", "serde", "sha2", "thiserror"]
         );
         for m in ["xtask/Cargo.toml", "tests/Cargo.toml"] {
             let d = dependencies(m);

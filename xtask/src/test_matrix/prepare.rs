@@ -3,7 +3,7 @@
 use super::{Artifacts, Options, Runner};
 use crate::matrix_def::Cell;
 use crate::probe;
-use crate::targets::{Target, ALL};
+use crate::targets::Target;
 use crate::util::{self, step, Result};
 use crate::{build, guests};
 
@@ -19,13 +19,18 @@ pub fn prepare(cells: &[(&Cell, Runner)], o: &Options) -> Result<Artifacts> {
     std::fs::create_dir_all(&arts.log_dir)?;
     // Build only what the runnable cells use.
     let mut builds: Vec<Target> = Vec::new();
+    // The build axis values the cells name (x86_64-portable runs the x86_64 build).
+    let mut axis_builds: Vec<String> = Vec::new();
     let mut want_guests = false;
     let mut want_images: Vec<String> = Vec::new();
     for (cell, r) in cells {
         let b = cell.get("build");
-        if let Some(t) = ALL.into_iter().find(|t| t.short() == b) {
+        if let Some((t, _)) = super::runner::build_of(b) {
             if !builds.contains(&t) {
                 builds.push(t);
+            }
+            if !axis_builds.iter().any(|x| x == b) {
+                axis_builds.push(b.to_string());
             }
         }
         want_guests |= r.needs_guests();
@@ -56,7 +61,11 @@ pub fn prepare(cells: &[(&Cell, Runner)], o: &Options) -> Result<Artifacts> {
         if let Err(e) = &r {
             step(format!("{e}; its cells will FAIL"));
         }
-        arts.fugu.insert(t.short().to_string(), r);
+        for b in &axis_builds {
+            if super::runner::build_of(b).is_some_and(|(bt, _)| bt == t) {
+                arts.fugu.insert(b.clone(), r.clone());
+            }
+        }
     }
     if o.build && !want_images.is_empty() {
         // The Linux images (a minimal kernel compile the first time, ~5-9 min with make -j2;

@@ -47,6 +47,45 @@ fn tiny_runner_fails_on_a_missing_image_or_build() {
 }
 
 #[test]
+fn the_in_house_column_runs_the_x86_64_build_on_the_portable_backend() {
+    assert_eq!(
+        build_of("x86_64-portable"),
+        Some((Target::X86_64, Some("portable")))
+    );
+    assert_eq!(build_of("x86_64"), Some((Target::X86_64, None)));
+    assert_eq!(build_of("i686"), Some((Target::I686, None)));
+    assert_eq!(build_of("arm64"), None);
+    let def = matrix_def::load().unwrap();
+    let d = tmp("portable-runner");
+    let mut arts = Artifacts {
+        log_dir: d.clone(),
+        ..Artifacts::default()
+    };
+    arts.fugu
+        .insert("x86_64-portable".into(), Ok(PathBuf::from("/usr/bin/fugu")));
+    arts.guests
+        .insert("hello32".into(), Ok(d.join("hello32.elf")));
+    std::fs::write(d.join("hello32.elf"), b"\x7fELF").unwrap();
+    let (c, plan) = cell_and_plan(&def, "pvm/shadow/x86_64-portable/i386/tiny-direct/boot");
+    let spec = Runner::TinyBoot.spec(&c, &plan, &arts, None).unwrap();
+    assert_eq!(spec.program, PathBuf::from("/usr/bin/fugu"));
+    assert_eq!(
+        spec.args[..3],
+        ["run", "--backend", "portable"].map(OsString::from)
+    );
+    // The 64-bit build, whichever backend: the 32-bit guest gets memory above 4 GiB.
+    assert!(spec.args.iter().any(|a| a == "5G"));
+    // The stock kernels and iPXE stay on the two builds (ci/matrix.def).
+    for id in [
+        "pvm/shadow/x86_64-portable/amd64/ipxe-net/virtio-net",
+        "svm-tcg/tdp/x86_64-portable/amd64/debian-direct/virtio-disk",
+    ] {
+        assert!(!def.cells().iter().any(|c| c.id() == id), "{id}");
+    }
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
 fn ipxe_runner_serves_the_cells_boot_program_over_tftp() {
     let def = matrix_def::load().unwrap();
     let d = tmp("ipxe-runner");

@@ -47,7 +47,7 @@ pub(super) fn spec(
     // The 32-bit boot guest on the 64-bit fugu gets 5 GiB: 3 below the PCI hole, 2 above
     // 4 GiB in its Multiboot memory map, which it sums (a 32-bit fugu cannot map that much).
     let above_4g =
-        runner == Runner::TinyBoot && cell.get("guest") == "i386" && cell.get("build") == "x86_64";
+        runner == Runner::TinyBoot && cell.get("guest") == "i386" && cell.get("build") != "i686";
     let mut args: Vec<OsString> = vec!["run".into(), "--kernel".into(), elf.into()];
     args.extend(
         [

@@ -16,6 +16,7 @@ mod matrix_def;
 mod netcheck;
 mod package;
 mod probe;
+mod progress;
 mod release;
 mod svm_tcg;
 mod targets;

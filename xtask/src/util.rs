@@ -41,7 +41,7 @@ pub type Result<T = ()> = std::result::Result<T, Error>;
 
 /// A progress line on stderr, so stdout stays clean for results.
 pub fn step(msg: impl AsRef<str>) {
-    eprintln!("==> {}", msg.as_ref());
+    crate::progress::line(&format!("==> {}", msg.as_ref()));
 }
 
 /// The workspace root (the parent of xtask/).

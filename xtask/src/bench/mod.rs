@@ -147,18 +147,20 @@ pub fn main(args: &[String]) -> Result {
     };
     let machine = machine();
     let mut rows = Vec::new();
-    for w in WORKLOADS {
+    let chosen: Vec<&Workload> = WORKLOADS.iter().filter(|w| selected(&o, w.name)).collect();
+    let bar = crate::progress::Bar::new(chosen.len(), "workloads");
+    for w in chosen {
         let name = w.name;
-        if !selected(&o, name) {
-            continue;
-        }
         step(format!("bench {name} ({} runs)", ctx.runs));
+        bar.set_message(name.to_string());
         let row = run(&ctx, w);
         if let Outcome::Failed(why) = &row.outcome {
             step(format!("bench {name} failed: {why}"));
         }
         rows.push(row);
+        bar.inc();
     }
+    bar.finish();
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

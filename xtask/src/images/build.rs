@@ -20,7 +20,9 @@ pub(super) fn build_all(
     std::fs::create_dir_all(out)?;
     let mut images = Vec::new();
     let mut report = Vec::new();
+    let bar = crate::progress::Bar::new(recipes.len(), "images");
     for r in recipes {
+        bar.set_message(r.name().to_string());
         let start = Instant::now();
         let mut kernel_secs = 0;
         let mut warnings = Vec::new();
@@ -43,7 +45,9 @@ pub(super) fn build_all(
             warnings,
             result,
         });
+        bar.inc();
     }
+    bar.finish();
     // With --only, images built earlier stay in the index while their files are there.
     if let Ok(text) = std::fs::read(out.join("index.json")) {
         if let Ok(old) = serde_json::from_slice::<index::Index>(&text) {

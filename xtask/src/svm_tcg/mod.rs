@@ -554,7 +554,7 @@ fn boot(
                 let _ = writeln!(log, "{clean}");
                 if let Some(p) = progress(clean) {
                     last_progress = Instant::now();
-                    eprintln!("  L1: {p}");
+                    crate::progress::line(&format!("  L1: {p}"));
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}

@@ -2,8 +2,8 @@
 
 use super::exec::execute_with_retries;
 use super::{BootSpec, Outcome};
+use crate::progress::Bar;
 use std::collections::VecDeque;
-use std::io::{IsTerminal, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,90 +69,64 @@ pub fn run_jobs(
 }
 
 /// The progress on stderr: a line per finished cell, and on a terminal a bar with the cells
-/// running now, redrawn in place.
+/// running now ([`crate::progress::Bar`]).
 pub struct Progress {
     ids: Vec<String>,
-    tty: bool,
+    bar: Bar,
     running: Vec<usize>,
-    done: usize,
     failed: usize,
-    started: Instant,
 }
 
 impl Progress {
     /// `ids`: the cells of the jobs, in job order.
     pub fn new(ids: Vec<String>) -> Progress {
+        let bar = Bar::new(ids.len(), "cells");
         Progress {
             ids,
-            tty: std::io::stderr().is_terminal(),
+            bar,
             running: Vec::new(),
-            done: 0,
             failed: 0,
-            started: Instant::now(),
         }
     }
 
     pub fn on_event(&mut self, ev: &Event) {
         let total = self.ids.len();
-        let mut e = std::io::stderr().lock();
         match ev {
             Event::Started(i) => self.running.push(*i),
             Event::Tick => {}
             Event::Finished(i, outcome, secs) => {
                 self.running.retain(|x| x != i);
-                self.done += 1;
+                self.bar.inc();
                 let word = outcome.status().word();
                 if matches!(outcome, Outcome::Fail { .. }) {
                     self.failed += 1;
                 }
-                if self.tty {
-                    let _ = write!(e, "\r\x1b[K");
-                }
                 let id = self.ids.get(*i).map_or("?", String::as_str);
-                let done = self.done;
-                let _ = write!(e, "  [{done:>3}/{total}] {word} {id} ({secs:.1} s)");
+                let done = self.bar.done();
+                let mut line = format!("  [{done:>3}/{total}] {word} {id} ({secs:.1} s)");
                 match outcome {
-                    Outcome::Fail { reason, .. } => {
-                        let _ = write!(e, ": {reason}");
-                    }
-                    Outcome::Flaky { note } => {
-                        let _ = write!(e, ": {note}");
-                    }
+                    Outcome::Fail { reason, .. } => line.push_str(&format!(": {reason}")),
+                    Outcome::Flaky { note } => line.push_str(&format!(": {note}")),
                     _ => {}
                 }
-                let _ = writeln!(e);
+                self.bar.line(&line);
             }
         }
-        if self.tty && self.done < total {
-            let names: Vec<&str> = self
-                .running
-                .iter()
-                .filter_map(|i| self.ids.get(*i).map(String::as_str))
-                .collect();
-            let width = 30;
-            let filled = self.done * width / total.max(1);
-            let mut line = format!(
-                "[{}{}] {}/{total} done, {} failed, {:.0} s; running: {}",
-                "#".repeat(filled),
-                " ".repeat(width - filled),
-                self.done,
-                self.failed,
-                self.started.elapsed().as_secs_f64(),
-                names.join(", ")
-            );
-            if line.chars().count() > 150 {
-                line = line.chars().take(147).collect::<String>() + "...";
-            }
-            let _ = write!(e, "\r\x1b[K{line}");
-        }
-        let _ = e.flush();
+        let names: Vec<&str> = self
+            .running
+            .iter()
+            .filter_map(|i| self.ids.get(*i).map(String::as_str))
+            .collect();
+        self.bar.set_message(format!(
+            "{} failed; running: {}",
+            self.failed,
+            names.join(", ")
+        ));
     }
 
     /// Clear the bar.
     pub fn finish(&self) {
-        if self.tty && !self.ids.is_empty() {
-            eprint!("\r\x1b[K");
-        }
+        self.bar.finish();
     }
 }
 

@@ -136,11 +136,24 @@ pub fn unmet(reason: &str) {
     eprintln!("SKIP: {reason}");
 }
 
-/// The host side of the tap: in network namespace `ns`, wait for the guest's frame (type
-/// 0x88b5, "fugu-guest-frame") on `ifname` for up to `wait`, answer it, and return the
-/// guest's MAC. Used with the virtnet guests and the network boot programs.
-pub fn frame_responder(ns: &str, ifname: &str, wait: Duration) -> Result<[u8; 6], String> {
-    fugu_common::frame::respond(ns, ifname, wait, None).map_err(|e| e.to_string())
+/// The host side of the tap: on a thread of its own, in network namespace `ns`, wait for the
+/// guest's frame (type 0x88b5, "fugu-guest-frame") on `ifname` for up to `wait`, answer it,
+/// and return the guest's MAC. Returns once the responder listens, so that the guest started
+/// next cannot send its frame before (used with the virtnet guests and the boot programs).
+pub fn frame_responder(
+    ns: &str,
+    ifname: &str,
+    wait: Duration,
+) -> std::thread::JoinHandle<Result<[u8; 6], String>> {
+    let (ns, ifname) = (ns.to_string(), ifname.to_string());
+    let (ready, listening) = std::sync::mpsc::channel();
+    let host = std::thread::spawn(move || {
+        fugu_common::frame::respond(&ns, &ifname, wait, None, Some(ready))
+            .map_err(|e| e.to_string())
+    });
+    // A responder that cannot listen drops `ready`; its error comes from join().
+    let _ = listening.recv_timeout(Duration::from_secs(30));
+    host
 }
 
 /// Start a Python program (`python3 -c program args...`) that serves on loopback and prints

@@ -448,9 +448,7 @@ fn net_boot_with_ipxe_and_dnsmasq_on_both_builds() {
                 let host = NetBootHost::start(&format!("{build}-{variant}"), Some(&nbp));
                 // The program's virtio-net check sends a frame from the guest's NIC and waits
                 // for the answer from this responder on the tap (beside dnsmasq).
-                let ns = host.ns.clone();
-                let responder =
-                    std::thread::spawn(move || fugu_e2e::frame_responder(&ns, "fgfw0", T_NET));
+                let responder = fugu_e2e::frame_responder(&host.ns, "fgfw0", T_NET);
                 let o = host.fugu(&bin, &["--boot-timeout", NET_BOOT_TIMEOUT]);
                 (o, responder.join().unwrap())
             };

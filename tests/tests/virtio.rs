@@ -191,10 +191,7 @@ fn guest_exchanges_frames_over_a_tap_on_both_builds() {
         assert!(ip(&[
             "netns", "exec", &ns, "ip", "link", "set", "fgt0", "up"
         ]));
-        let ns2 = ns.clone();
-        let host = std::thread::spawn(move || {
-            fugu_e2e::frame_responder(&ns2, "fgt0", std::time::Duration::from_secs(90))
-        });
+        let host = fugu_e2e::frame_responder(&ns, "fgt0", std::time::Duration::from_secs(90));
         let o = run_fugu(
             &std::path::PathBuf::from("ip"),
             &[

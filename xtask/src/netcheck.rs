@@ -137,10 +137,16 @@ pub fn teardown(n: &NetSetup) {
 }
 
 /// Run on a thread of its own (it moves that thread into the namespace): answer the guest's
-/// first frame and return its source MAC; give up when `stop` is set.
-pub fn respond(n: &NetSetup, stop: &AtomicBool) -> Result<[u8; 6], String> {
+/// first frame and return its source MAC; give up when `stop` is set. `ready` hears once the
+/// responder listens: boot the guest only then.
+pub fn respond(
+    n: &NetSetup,
+    stop: &AtomicBool,
+    ready: std::sync::mpsc::Sender<()>,
+) -> Result<[u8; 6], String> {
     // No deadline of its own: the cell's boot timeout sets `stop`.
-    fugu_common::frame::respond(&n.ns, &n.tap, Duration::MAX, Some(stop)).map_err(|e| e.to_string())
+    fugu_common::frame::respond(&n.ns, &n.tap, Duration::MAX, Some(stop), Some(ready))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -78,8 +78,14 @@ pub fn respond(
     ifname: &str,
     wait: Duration,
     stop: Option<&AtomicBool>,
+    ready: Option<std::sync::mpsc::Sender<()>>,
 ) -> Result<[u8; 6], FrameError> {
     let fd = open_raw(ns, ifname)?;
+    // The socket is bound: the caller may start the guest now. A frame sent before this point
+    // would be lost (a tiny guest sends its frame within milliseconds of its start).
+    if let Some(r) = ready {
+        let _ = r.send(());
+    }
     let mut first = None;
     serve(&fd, wait, stop, &mut |mac| {
         first = Some(mac);
@@ -226,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_missing_namespace_is_an_error_not_a_hang() {
-        let e = respond("fugu-no-such-ns", "x", Duration::from_secs(1), None)
+        let e = respond("fugu-no-such-ns", "x", Duration::from_secs(1), None, None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("/run/netns/fugu-no-such-ns"), "{e}");

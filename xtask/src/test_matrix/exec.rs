@@ -54,7 +54,12 @@ pub fn execute(spec: &BootSpec, interrupted: &AtomicBool) -> Outcome {
     // The frame responder: the guest's frame must come from its MAC and get an answer.
     let stop = AtomicBool::new(false);
     let (outcome, seen) = std::thread::scope(|s| {
-        let host = s.spawn(|| netcheck::respond(net, &stop));
+        let (ready, listening) = std::sync::mpsc::channel();
+        let host = s.spawn(|| netcheck::respond(net, &stop, ready));
+        // Under load the responder's thread may start late; a frame the guest sends before
+        // the socket is bound is lost (seen once on 3 December: the guest waited 30 s and
+        // failed). A responder that cannot open its socket drops `ready` and says why below.
+        let _ = listening.recv_timeout(Duration::from_secs(30));
         let o = boot(spec, &["ip", "netns", "exec", &net.ns], interrupted);
         stop.store(true, Ordering::SeqCst);
         let seen = host

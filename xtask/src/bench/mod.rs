@@ -16,7 +16,7 @@ use crate::netcheck;
 use crate::targets::Target;
 use crate::util::{self, step, Error, Result};
 use machine::{loadavg, machine};
-use process::{expect_status, time_to_marker, timed, Running};
+use process::{expect_status, last_line, time_to_marker, timed, Running};
 use report::{Outcome, Row};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

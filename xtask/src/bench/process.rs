@@ -135,6 +135,15 @@ impl Running {
     }
 }
 
+/// The last line of a serial log, trimmed (empty when there is none): what a VMM that never
+/// reached its marker printed last.
+pub(super) fn last_line(serial: &Path) -> String {
+    std::fs::read_to_string(serial)
+        .ok()
+        .and_then(|s| s.lines().last().map(|l| l.trim().to_string()))
+        .unwrap_or_default()
+}
+
 /// Start `cmd`, wait until `serial` contains `marker` (or the process ends / `limit` passes),
 /// kill it; the seconds to the marker, or None when it never appeared.
 pub(super) fn time_to_marker(

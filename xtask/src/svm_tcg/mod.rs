@@ -177,14 +177,7 @@ fn run_l1(
         })
         .collect();
     test_matrix::prepare(&wanted, o).map_err(|e| e.msg)?;
-    let xtask = match arch {
-        l1::Arch::Amd64 => {
-            std::env::current_exe().map_err(|e| format!("cannot find this xtask: {e}"))?
-        }
-        // A 32-bit kernel runs only i386 programs: the same xtask, built for i686.
-        l1::Arch::I386 => crate::build::build_xtask(crate::targets::Target::I686)
-            .map_err(|e| format!("the i686 xtask for the L1: {}", e.msg))?,
-    };
+    let xtask = l1_xtask(arch)?;
 
     let base = dir(arch);
     let share = base.join("share");
@@ -234,6 +227,18 @@ fn run_l1(
         }
     }
     Ok(rescue.results(host, cells))
+}
+
+/// The xtask that runs inside the L1 of `arch`: this one for amd64; for i386 (a 32-bit kernel
+/// runs only i386 programs) the same xtask built for i686.
+fn l1_xtask(arch: l1::Arch) -> Result<PathBuf, String> {
+    match arch {
+        l1::Arch::Amd64 => {
+            std::env::current_exe().map_err(|e| format!("cannot find this xtask: {e}"))
+        }
+        l1::Arch::I386 => crate::build::build_xtask(crate::targets::Target::I686)
+            .map_err(|e| format!("the i686 xtask for the L1: {}", e.msg)),
+    }
 }
 
 /// One class's L1: what it boots and where its files live.

@@ -3,7 +3,7 @@
 //! and QEMU side by side on the L1's real kvm_amd). The L1 is the matrix's own (same kernel,
 //! initramfs, shares and silence limits); its files live in `target/test-matrix/<class>/<name>/`.
 
-use super::{boot, dir, l1, Silence, DEBS};
+use super::{boot, dir, l1, l1_xtask, Silence, DEBS};
 use crate::util;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -15,13 +15,7 @@ use std::time::Duration;
 /// an Err too.
 pub fn run(arch: l1::Arch, name: &str, args: &[String], quiet_for: Duration) -> Result<(), String> {
     util::ensure_debs(DEBS, "the svm-tcg L1 (QEMU TCG)").map_err(|e| e.msg)?;
-    let xtask = match arch {
-        l1::Arch::Amd64 => {
-            std::env::current_exe().map_err(|e| format!("cannot find this xtask: {e}"))?
-        }
-        l1::Arch::I386 => crate::build::build_xtask(crate::targets::Target::I686)
-            .map_err(|e| format!("the i686 xtask for the L1: {}", e.msg))?,
-    };
+    let xtask = l1_xtask(arch)?;
     let base = dir(arch);
     let share = share(arch, name);
     let work = base.join(name);

@@ -332,20 +332,7 @@ impl VirtioDevice for Net {
         let link_up = self.link_up.clone();
         self.worker = Some(
             Worker::spawn("virtio-net".into(), move |stop| {
-                let mut w = NetWorker {
-                    tap,
-                    link_up,
-                    mem,
-                    rx,
-                    tx,
-                    signal,
-                    hdr,
-                    pending: None,
-                    starved: false,
-                    buf: vec![0u8; MAX_FRAME + MAX_HDR],
-                    rx_buf: vec![0u8; MAX_FRAME + MAX_HDR],
-                    chain: Chain::default(),
-                };
+                let mut w = NetWorker::new(tap, link_up, mem, rx, tx, signal, hdr);
                 w.run(rxk, txk, stop)
             })
             // The VirtioDevice trait's activate still reports a String.
@@ -371,20 +358,8 @@ pub fn serve_once(
     tx: Box<dyn Virtqueue>,
     hdr: usize,
 ) -> Result<(), QueueError> {
-    let mut w = NetWorker {
-        tap,
-        link_up: Arc::new(AtomicBool::new(true)),
-        mem,
-        rx,
-        tx,
-        signal: Arc::new(super::NoSignal),
-        hdr,
-        pending: None,
-        starved: false,
-        buf: vec![0u8; MAX_FRAME + MAX_HDR],
-        rx_buf: vec![0u8; MAX_FRAME + MAX_HDR],
-        chain: Chain::default(),
-    };
+    let link_up = Arc::new(AtomicBool::new(true));
+    let mut w = NetWorker::new(tap, link_up, mem, rx, tx, Arc::new(super::NoSignal), hdr);
     w.tx_all().and_then(|_| w.rx_all())
 }
 
@@ -410,6 +385,31 @@ struct NetWorker {
 }
 
 impl NetWorker {
+    fn new(
+        tap: Arc<Tap>,
+        link_up: Arc<AtomicBool>,
+        mem: Arc<dyn GuestMemory>,
+        rx: Box<dyn Virtqueue>,
+        tx: Box<dyn Virtqueue>,
+        signal: Arc<dyn Signal>,
+        hdr: usize,
+    ) -> NetWorker {
+        NetWorker {
+            tap,
+            link_up,
+            mem,
+            rx,
+            tx,
+            signal,
+            hdr,
+            pending: None,
+            starved: false,
+            buf: vec![0u8; MAX_FRAME + MAX_HDR],
+            rx_buf: vec![0u8; MAX_FRAME + MAX_HDR],
+            chain: Chain::default(),
+        }
+    }
+
     fn run(&mut self, rxk: EventFd, txk: EventFd, stop: EventFd) {
         loop {
             if self.tx_all().and_then(|_| self.rx_all()).is_err() {

@@ -213,14 +213,10 @@ fn measure(ctx: &Ctx, g: Guest) -> Bench {
                 Some(t) if fugu_side => f.push(t),
                 Some(t) => p.push(t),
                 None => {
-                    let last = std::fs::read_to_string(&serial)
-                        .ok()
-                        .and_then(|s| s.lines().last().map(str::to_string))
-                        .unwrap_or_default();
                     return Err(Failed(format!(
                         "{who} did not reach '{}' (last line: '{}')",
                         g.marker(),
-                        last.trim()
+                        last_line(&serial)
                     )));
                 }
             }

@@ -70,15 +70,12 @@ pub(super) fn boot_linux(ctx: &Ctx) -> Bench {
         match time_to_marker(&mut q, &serial, LINUX_MARKER, LINUX_LIMIT, "QEMU (Linux)")? {
             Some(t) => p.push(t),
             None => {
-                let last = std::fs::read_to_string(&serial)
-                    .ok()
-                    .and_then(|s| s.lines().last().map(str::to_string))
-                    .unwrap_or_default();
+                let last = last_line(&serial);
                 peer_note = format!(
                     "; QEMU never reached the marker here (it stops where the host's KVM cannot \
                      emulate an instruction of the unpatched kernel that fugu completes; its last \
                      line: '{}'), so there is no ratio",
-                    last.trim()
+                    last
                 );
             }
         }

@@ -16,6 +16,17 @@ use std::time::{Duration, Instant};
 
 /// Boot one cell and judge it. Never returns Pass unless the command ran to the expected end.
 pub fn execute(spec: &BootSpec, interrupted: &AtomicBool) -> Outcome {
+    // The cell's files first: dnsmasq checks its TFTP folder when it starts and serves
+    // nothing (no DHCP either) when the folder is missing, as it was on a fresh clone's first
+    // network boot.
+    for (p, data) in &spec.files {
+        if let Some(d) = p.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        if let Err(e) = std::fs::write(p, data) {
+            return Outcome::fail(format!("cannot write {}: {e}", p.display()));
+        }
+    }
     let Some(net) = &spec.net else {
         return boot(spec, &[], interrupted);
     };
@@ -170,14 +181,6 @@ fn boot(spec: &BootSpec, wrapper: &[&str], interrupted: &AtomicBool) -> Outcome 
         let _ = std::fs::remove_file(p);
         if let Some(d) = p.parent() {
             let _ = std::fs::create_dir_all(d);
-        }
-    }
-    for (p, data) in &spec.files {
-        if let Some(d) = p.parent() {
-            let _ = std::fs::create_dir_all(d);
-        }
-        if let Err(e) = std::fs::write(p, data) {
-            return Outcome::fail(format!("cannot write {}: {e}", p.display()));
         }
     }
     let out = match std::fs::File::create(&spec.vmm_log) {

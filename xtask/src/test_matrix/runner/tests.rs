@@ -134,6 +134,9 @@ fn ipxe_runner_serves_the_cells_boot_program_over_tftp() {
         "--tftp-root={}",
         served.parent().unwrap().display()
     )));
+    // iPXE's IPv6 configuration ends only on a router advertisement (netcheck's docs).
+    assert!(dn.contains(&"--enable-ra".to_string()), "{dn:?}");
+    assert!(dn.contains(&format!("--dhcp-range={},ra-only", netcheck::PXE_RA_PREFIX)));
     std::fs::remove_dir_all(d).unwrap();
 }
 

@@ -5,11 +5,28 @@
 
 use crate::arch::x86::{cpuid, regs};
 use crate::backend::Backend;
+use crate::exit_status::ExitStatus;
 use crate::hypervisor::VcpuExit;
 use crate::memory::layout;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
+
+/// The `fugu-bench` binary: one command, its line on stdout.
+pub fn entry() -> ExitCode {
+    let cli = BenchCli::parse();
+    match main(cli.command) {
+        Ok(line) => {
+            println!("{line}");
+            ExitStatus::Success.into()
+        }
+        Err(e) => {
+            eprintln!("fugu-bench: error: {e}");
+            ExitStatus::Failure.into()
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "fugu-bench", disable_help_subcommand = true)]
@@ -18,6 +35,8 @@ pub struct BenchCli {
     pub command: BenchCommand,
 }
 
+// The variants are the subcommands the xtask runs (`bench-exits`, `bench-blk`, `bench-disk`).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Run a kernel on a bare KVM loop (fugu's hypervisor layer, no devices, no threads):

@@ -85,6 +85,7 @@ impl Stop {
     pub fn requested(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
+    #[cfg(test)]
     pub fn get(&self) -> Option<Outcome> {
         lock(&self.inner.0).clone()
     }

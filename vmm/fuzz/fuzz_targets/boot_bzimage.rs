@@ -3,7 +3,7 @@
 //! and the zero page.
 #![no_main]
 
-use fugu::boot::{detect, linux};
+use fugu::fuzzing::boot::{detect, linux};
 use libfuzzer_sys::fuzz_target;
 
 const RAM: u64 = 32 << 20;

@@ -2,7 +2,7 @@
 //! program-header parsing, segment loading with BSS, the note walk, the zero page.
 #![no_main]
 
-use fugu::boot::{detect, elf};
+use fugu::fuzzing::boot::{detect, elf};
 use libfuzzer_sys::fuzz_target;
 
 const RAM: u64 = 32 << 20;

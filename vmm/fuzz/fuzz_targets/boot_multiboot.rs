@@ -2,7 +2,7 @@
 //! ELF loads, the modules, the memory map and the information structure.
 #![no_main]
 
-use fugu::boot::{detect, multiboot};
+use fugu::fuzzing::boot::{detect, multiboot};
 use libfuzzer_sys::fuzz_target;
 
 const RAM: u64 = 32 << 20;

@@ -2,7 +2,7 @@
 //! --initrd: the note walk, the start info, the module list and the memory map.
 #![no_main]
 
-use fugu::boot::{elf, load_kernel};
+use fugu::fuzzing::boot::{elf, load_kernel};
 use libfuzzer_sys::fuzz_target;
 
 const RAM: u64 = 32 << 20;

@@ -2,8 +2,8 @@
 //! registers, and DMA descriptors (control, length, address) in guest RAM from the input.
 #![no_main]
 
-use fugu::devices::bus::BusDevice;
-use fugu::devices::legacy::fw_cfg::{FwCfg, LEN};
+use fugu::fuzzing::fw_cfg::{FwCfg, LEN};
+use fugu::fuzzing::BusDevice;
 use fugu_fuzz::Ops;
 use libfuzzer_sys::fuzz_target;
 

@@ -2,7 +2,7 @@
 //! checks, then what the commands read from a valid one.
 #![no_main]
 
-use fugu::image::fetch::parse_index;
+use fugu::fuzzing::image::parse_index;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = img.kind_roles();
         for f in &img.files {
             let _ = img.file(&f.role);
-            let _ = fugu::image::index::file_name(&f.path);
+            let _ = fugu::fuzzing::image::file_name(&f.path);
         }
         assert!(idx.find(&img.name).is_some());
     }

@@ -2,8 +2,7 @@
 //! enable and function-mask bits through configuration writes, and vectors fired meanwhile.
 #![no_main]
 
-use fugu::devices::pci::config::ConfigSpace;
-use fugu::devices::pci::msix::Msix;
+use fugu::fuzzing::pci::{ConfigSpace, Msix};
 use fugu_fuzz::{NoIrq, Ops};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;

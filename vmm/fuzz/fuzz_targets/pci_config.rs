@@ -4,13 +4,11 @@
 //! access capability, BAR sizing and the MSI-X table behind BAR 1).
 #![no_main]
 
-use fugu::devices::bus::BusDevice;
-use fugu::devices::pci::bus::{ConfigIo, Ecam, PciBus};
-use fugu::devices::pci::i440fx::{I440fx, Piix3};
-use fugu::devices::pci::{PciDevice, IO_BASE, MMIO_BASE};
-use fugu::devices::virtio::queue::{QueueImpl, Virtqueue};
-use fugu::devices::virtio::transport::VirtioPci;
-use fugu::devices::virtio::{Activation, VirtioDevice, COMMON_FEATURES};
+use fugu::fuzzing::pci::{ConfigIo, Ecam, I440fx, PciBus, PciDevice, Piix3, IO_BASE, MMIO_BASE};
+use fugu::fuzzing::virtio::{
+    Activation, QueueImpl, VirtioDevice, VirtioPci, Virtqueue, COMMON_FEATURES,
+};
+use fugu::fuzzing::BusDevice;
 use fugu_fuzz::{NoIrq, Ops};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! write-zeroes that walk and change them (allocation, refcounts, compressed clusters).
 #![no_main]
 
-use fugu::devices::virtio::blk::qcow2::{Header, Qcow2};
+use fugu::fuzzing::qcow2::{Header, Qcow2};
 use fugu_fuzz::Ops;
 use libfuzzer_sys::fuzz_target;
 

@@ -3,9 +3,10 @@
 //! from the input, served by the device model on a raw and on a qcow2 disk.
 #![no_main]
 
-use fugu::devices::virtio::blk::{process_queue, qcow2, Disk, Scratch};
-use fugu::devices::virtio::queue::{new_queue, QueueConfig, QueueImpl};
-use fugu::devices::virtio::NoSignal;
+use fugu::fuzzing::qcow2;
+use fugu::fuzzing::virtio::{
+    new_queue, process_queue, Disk, NoSignal, QueueConfig, QueueImpl, Scratch,
+};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

@@ -3,8 +3,7 @@
 //! into the driver's receive buffers, header included.
 #![no_main]
 
-use fugu::devices::virtio::net::{serve_once, Tap};
-use fugu::devices::virtio::queue::{new_queue, QueueConfig, QueueImpl};
+use fugu::fuzzing::virtio::{new_queue, serve_once, QueueConfig, QueueImpl, Tap};
 use fugu_fuzz::Ops;
 use libfuzzer_sys::fuzz_target;
 use std::os::fd::OwnedFd;

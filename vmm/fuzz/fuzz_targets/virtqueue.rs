@@ -4,7 +4,7 @@
 //! same operations on the same memory and must agree, as the differential tests demand.
 #![no_main]
 
-use fugu::devices::virtio::queue::{new_queue, QueueConfig, QueueImpl, Virtqueue};
+use fugu::fuzzing::virtio::{new_queue, QueueConfig, QueueImpl, Virtqueue};
 use fugu_fuzz::{memory_with, Ops};
 use libfuzzer_sys::fuzz_target;
 
@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
 /// (it goes to NEEDS_RESET).
 fn run(
     q: &mut dyn Virtqueue,
-    mem: &dyn fugu::memory::GuestMemory,
+    mem: &dyn fugu::fuzzing::GuestMemory,
     program: &[u8],
     trace: &mut Vec<String>,
 ) {

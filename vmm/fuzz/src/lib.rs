@@ -3,9 +3,8 @@
 //! The targets themselves are in `fuzz_targets/`; `cargo xtask fuzz` builds and runs them
 //! (docs/fuzzing.md).
 
-use fugu::backend::Backend;
-use fugu::devices::pci::irq::{InterruptController, IntxPending, IntxRaise};
-use fugu::memory::GuestMemory;
+use fugu::fuzzing::pci::{InterruptController, IntxPending, IntxRaise};
+use fugu::fuzzing::{Backend, GuestMemory};
 use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};

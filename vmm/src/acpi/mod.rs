@@ -145,6 +145,7 @@ impl Tables {
     }
 
     /// A table's bytes as they are in the file (pointer fields hold offsets).
+    #[cfg(test)]
     pub fn table(&self, sig: &[u8; 4]) -> Option<&[u8]> {
         self.index
             .iter()

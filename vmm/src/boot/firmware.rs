@@ -122,7 +122,6 @@ pub enum NotAnImage {
 
 /// A firmware image, checked.
 pub struct Firmware {
-    pub path: PathBuf,
     pub image: Vec<u8>,
 }
 
@@ -140,11 +139,8 @@ impl Firmware {
             }
             Err(err) => return Err(FirmwareError::Read { path, err }),
         };
-        Self::check(&image).map_err(|why| FirmwareError::Invalid {
-            path: path.clone(),
-            why,
-        })?;
-        Ok(Firmware { path, image })
+        Self::check(&image).map_err(|why| FirmwareError::Invalid { path, why })?;
+        Ok(Firmware { image })
     }
 
     /// A BIOS image is a multiple of 64 KiB, at least 128 KiB, at most [`MAX_SIZE`], and has
@@ -327,7 +323,6 @@ mod tests {
             .to_string()
             .contains("reset vector"));
         let fw = Firmware {
-            path: "x".into(),
             image: image(256 << 10),
         };
         assert_eq!(fw.base(), 0xfffc_0000);

@@ -79,10 +79,6 @@ impl ConsoleLog {
         lock(&self.inner).buf.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The bytes after position `*pos`, waiting up to `wait` for some; advances `*pos`.
     pub fn read(&self, pos: &mut u64, wait: Duration) -> Chunk {
         let mut i = lock(&self.inner);

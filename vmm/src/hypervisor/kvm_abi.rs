@@ -242,12 +242,6 @@ pub struct kvm_xcrs {
 
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
-pub struct kvm_mp_state {
-    pub mp_state: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
 pub struct kvm_irqfd {
     pub fd: u32,
     pub gsi: u32,
@@ -360,10 +354,7 @@ pub struct kvm_run_system_event {
     pub data: [u64; 16],
 }
 
-pub const KVM_EXIT_UNKNOWN: u32 = 0;
-pub const KVM_EXIT_EXCEPTION: u32 = 1;
 pub const KVM_EXIT_IO: u32 = 2;
-pub const KVM_EXIT_DEBUG: u32 = 4;
 pub const KVM_EXIT_HLT: u32 = 5;
 pub const KVM_EXIT_MMIO: u32 = 6;
 pub const KVM_EXIT_SHUTDOWN: u32 = 8;
@@ -371,26 +362,20 @@ pub const KVM_EXIT_FAIL_ENTRY: u32 = 9;
 pub const KVM_EXIT_INTR: u32 = 10;
 pub const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
 pub const KVM_EXIT_SYSTEM_EVENT: u32 = 24;
-pub const KVM_EXIT_IO_IN: u8 = 0;
 pub const KVM_EXIT_IO_OUT: u8 = 1;
 
 pub const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
-pub const KVM_INTERNAL_ERROR_SIMUL_EX: u32 = 2;
-pub const KVM_INTERNAL_ERROR_DELIVERY_EV: u32 = 3;
-pub const KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: u32 = 4;
 
 pub const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 pub const KVM_SYSTEM_EVENT_RESET: u32 = 2;
-pub const KVM_SYSTEM_EVENT_CRASH: u32 = 3;
 
-pub const KVM_CAP_IRQCHIP: u32 = 0;
+#[cfg(test)]
 pub const KVM_CAP_USER_MEMORY: u32 = 3;
-pub const KVM_CAP_SET_TSS_ADDR: u32 = 4;
-pub const KVM_CAP_EXT_CPUID: u32 = 7;
-pub const KVM_CAP_NR_VCPUS: u32 = 9;
-pub const KVM_CAP_PIT2: u32 = 33;
+#[cfg(all(test, target_arch = "x86_64"))]
 pub const KVM_CAP_IOEVENTFD: u32 = 36;
+#[cfg(all(test, target_arch = "x86_64"))]
 pub const KVM_CAP_IRQFD: u32 = 32;
+#[cfg(all(test, target_arch = "x86_64"))]
 pub const KVM_CAP_MAX_VCPUS: u32 = 66;
 pub const KVM_CAP_TSC_DEADLINE_TIMER: u32 = 72;
 
@@ -417,16 +402,16 @@ pub const KVM_GET_REGS: u32 = ior::<kvm_regs>(0x81);
 pub const KVM_SET_REGS: u32 = iow::<kvm_regs>(0x82);
 pub const KVM_GET_SREGS: u32 = ior::<kvm_sregs>(0x83);
 pub const KVM_SET_SREGS: u32 = iow::<kvm_sregs>(0x84);
+#[cfg(all(test, target_arch = "x86_64"))]
 pub const KVM_GET_MSRS: u32 = iowr::<kvm_msrs>(0x88);
+#[cfg(all(test, target_arch = "x86_64"))]
 pub const KVM_SET_MSRS: u32 = iow::<kvm_msrs>(0x89);
 pub const KVM_GET_FPU: u32 = ior::<kvm_fpu>(0x8c);
 pub const KVM_SET_FPU: u32 = iow::<kvm_fpu>(0x8d);
+#[cfg(all(test, target_arch = "x86_64"))]
 pub const KVM_GET_LAPIC: u32 = ior::<kvm_lapic_state>(0x8e);
-pub const KVM_SET_LAPIC: u32 = iow::<kvm_lapic_state>(0x8f);
 pub const KVM_SET_CPUID2: u32 = iow::<kvm_cpuid2>(0x90);
-pub const KVM_GET_CPUID2: u32 = iowr::<kvm_cpuid2>(0x91);
-pub const KVM_GET_MP_STATE: u32 = ior::<kvm_mp_state>(0x98);
-pub const KVM_SET_MP_STATE: u32 = iow::<kvm_mp_state>(0x99);
+#[cfg(all(test, target_arch = "x86_64"))]
 pub const KVM_SIGNAL_MSI: u32 = iow::<kvm_msi>(0xa5);
 pub const KVM_GET_VCPU_EVENTS: u32 = ior::<kvm_vcpu_events>(0x9f);
 pub const KVM_GET_XCRS: u32 = ior::<kvm_xcrs>(0xa6);

@@ -15,8 +15,8 @@ use std::fmt;
 use std::os::fd::RawFd;
 
 pub use kvm_abi::{
-    kvm_cpuid_entry2 as CpuidEntry, kvm_fpu as Fpu, kvm_msr_entry as MsrEntry, kvm_regs as Regs,
-    kvm_segment as Segment, kvm_sregs as Sregs,
+    kvm_cpuid_entry2 as CpuidEntry, kvm_fpu as Fpu, kvm_regs as Regs, kvm_segment as Segment,
+    kvm_sregs as Sregs,
 };
 
 /// A failed KVM operation: what was attempted and the OS error.

@@ -92,11 +92,6 @@ impl Kvm {
             run_size: run_size as usize,
         })
     }
-
-    /// Size of the shared `kvm_run` mapping per vCPU.
-    pub fn vcpu_mmap_size(&self) -> usize {
-        self.run_size
-    }
 }
 
 impl super::Hypervisor for Kvm {

@@ -406,7 +406,6 @@ pub fn rm(opts: &Options, names: &[String]) -> Result<(), ImageError> {
 /// depends on its kind; see [`index::KINDS`]).
 #[derive(Debug, Clone)]
 pub struct RunImage {
-    pub name: String,
     pub kind: String,
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
@@ -424,7 +423,6 @@ pub fn resolve(cache_dir: Option<PathBuf>, name: &str) -> Result<RunImage, Image
     let cache = Cache::open(cache_dir)?;
     let c = cache.load_verified(name)?;
     Ok(RunImage {
-        name: name.into(),
         kind: c.entry.image.kind.clone(),
         kernel: c.path("kernel"),
         initrd: c.path("initrd"),

@@ -1,4 +1,4 @@
-//! `fugu image ...` and `fugu run --image NAME`, as called from main.rs.
+//! `fugu image ...` and `fugu run --image NAME`, as called from `app`.
 
 use super::commands::{self, Options};
 use super::signature::Policy;

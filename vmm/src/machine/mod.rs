@@ -100,12 +100,14 @@ pub enum VmError {
 }
 
 pub struct Machine {
-    pub vm: Arc<dyn hypervisor::Vm>,
+    // Never read: the VM's descriptor stays open as long as the Machine (its vCPUs, RAM
+    // slots and interrupt routes belong to it).
+    #[allow(dead_code)]
+    vm: Arc<dyn hypervisor::Vm>,
     pub mem: Arc<dyn GuestMemory>,
     pub buses: Arc<Buses>,
     pub stop: Stop,
     pub serial: Arc<Mutex<serial::Serial>>,
-    pub plan: crate::boot::BootPlan,
     vcpus: Vec<Box<dyn hypervisor::Vcpu>>,
     serial_in: bool,
     compat: bool,
@@ -167,7 +169,6 @@ impl Machine {
             buses: Arc::new(buses),
             stop,
             serial,
-            plan: guest.plan,
             vcpus: vcpus.vcpus,
             serial_in: cfg.serial_in,
             compat,

@@ -53,7 +53,6 @@ pub struct PciConfig<'a> {
 
 /// Bus 0 once built: the bus and the slot of every virtio device.
 pub struct PciMap {
-    pub bus: Arc<PciBus>,
     pub disk_slots: Vec<u8>,
     pub net_slots: Vec<u8>,
 }
@@ -128,7 +127,6 @@ pub fn attach(
     let bus = Arc::new(bus);
     claim_windows(&bus, cfg.chipset, buses)?;
     Ok(PciMap {
-        bus,
         disk_slots,
         net_slots,
     })

@@ -3,7 +3,7 @@
 //! test guests that `cargo xtask test` builds, target/guests/; without it the ELF and
 //! Multiboot seeds are synthetic only). Built without the coverage instrumentation.
 
-use fugu::devices::virtio::blk::qcow2;
+use fugu::fuzzing::qcow2;
 use std::path::{Path, PathBuf};
 
 fn put(target: &str, name: &str, bytes: &[u8]) {
@@ -162,7 +162,7 @@ fn index() {
 {{"role":"disk","path":"k/disk.img","size":30,"sha256":"{sha}","compression":"gzip"}}],
 "provenance":{{"recipe":"r","recipe_sha256":"{sha}","packages":[],"config_sha256":"{sha}"}}}}]}}"#
     );
-    fugu::image::fetch::parse_index("seed", doc.as_bytes()).expect("the seed index is valid");
+    fugu::fuzzing::image::parse_index("seed", doc.as_bytes()).expect("the seed index is valid");
     put("image_index", "index.json", doc.as_bytes());
 }
 
@@ -341,7 +341,7 @@ fn fw_cfg() {
 }
 
 fn qcow2_seeds() {
-    use fugu::devices::virtio::blk::qcow2::{Header, Qcow2};
+    use fugu::fuzzing::qcow2::{Header, Qcow2};
     let steer = [0u8, 0x80, 1, 0, 0, 0, 0xa0, 2, 0, 0, 0, 0xe0, 3, 0, 0, 0];
     let path = std::env::temp_dir().join(format!("fugu-make-seeds-{}.qcow2", std::process::id()));
     for (name, write) in [("empty-1M", false)] {

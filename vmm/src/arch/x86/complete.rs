@@ -97,6 +97,7 @@ pub struct Decoded {
 
 /// Decode the instructions this module completes; None for anything else. Addresses are
 /// 32-bit outside long mode (see [`decode_in`]).
+#[cfg(test)]
 pub fn decode(bytes: &[u8], long_mode: bool) -> Option<Decoded> {
     decode_in(bytes, long_mode, true)
 }

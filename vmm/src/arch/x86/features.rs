@@ -135,6 +135,7 @@ pub struct Edit {
 }
 
 impl Edit {
+    #[cfg(test)]
     pub fn name(&self) -> &'static str {
         self.feature.name
     }

@@ -24,7 +24,6 @@ pub const COMMAND_IO: u16 = 1 << 0;
 pub const COMMAND_MEMORY: u16 = 1 << 1;
 pub const COMMAND_MASTER: u16 = 1 << 2;
 pub const COMMAND_INTX_DISABLE: u16 = 1 << 10;
-pub const STATUS_INTERRUPT: u16 = 1 << 3;
 pub const STATUS_CAP_LIST: u16 = 1 << 4;
 
 /// What a BAR decodes.

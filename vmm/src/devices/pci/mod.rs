@@ -13,7 +13,7 @@ pub mod irq;
 pub mod msix;
 
 pub use bus::{ConfigIo, Ecam, IoWindow, MmioWindow, PciBus};
-pub use config::{Bar, BarKind, ConfigSpace};
+pub use config::ConfigSpace;
 
 use crate::memory::layout::PCI_HOLE_START;
 

@@ -22,10 +22,14 @@ use queue::Virtqueue;
 use std::sync::Arc;
 use sys::EventFd;
 
+#[cfg(test)]
 pub use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE as S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER as S_DRIVER,
-    VIRTIO_CONFIG_S_DRIVER_OK as S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED as S_FAILED,
-    VIRTIO_CONFIG_S_FEATURES_OK as S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET as S_NEEDS_RESET,
+    VIRTIO_CONFIG_S_FAILED as S_FAILED,
+};
+pub use virtio_bindings::virtio_config::{
+    VIRTIO_CONFIG_S_DRIVER_OK as S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK as S_FEATURES_OK,
+    VIRTIO_CONFIG_S_NEEDS_RESET as S_NEEDS_RESET,
 };
 
 /// Feature bits every fugu device offers.

@@ -10,7 +10,7 @@ use fugu::devices::pci::i440fx::{I440fx, Piix3};
 use fugu::devices::pci::{PciDevice, IO_BASE, MMIO_BASE};
 use fugu::devices::virtio::queue::{QueueImpl, Virtqueue};
 use fugu::devices::virtio::transport::VirtioPci;
-use fugu::devices::virtio::{Activation, VirtioDevice, COMMON_FEATURES};
+use fugu::devices::virtio::{ActivateError, Activation, VirtioDevice, COMMON_FEATURES};
 use fugu_fuzz::{NoIrq, Ops};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,7 @@ impl VirtioDevice for Null {
             }
         }
     }
-    fn activate(&mut self, a: Activation) -> Result<(), String> {
+    fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
         self.queues = a.queues;
         for q in self.queues.iter_mut().flatten() {
             let _ = q.pop();

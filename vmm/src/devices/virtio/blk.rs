@@ -10,7 +10,7 @@
 
 use super::queue::{io, Chain, QueueError, Virtqueue};
 use super::sys::{file_io_vectored, poll, Direction, EventFd};
-use super::{Activation, NoSignal, Signal, VirtioDevice, Worker, COMMON_FEATURES};
+use super::{ActivateError, Activation, NoSignal, Signal, VirtioDevice, Worker, COMMON_FEATURES};
 use crate::memory::GuestMemory;
 use std::io::Seek;
 use std::os::fd::AsRawFd;
@@ -241,7 +241,7 @@ impl VirtioDevice for Block {
         c[56] = 1; // write_zeroes_may_unmap
         c
     }
-    fn activate(&mut self, a: Activation) -> Result<(), String> {
+    fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
         self.reset();
         let Activation {
             mem,
@@ -251,17 +251,16 @@ impl VirtioDevice for Block {
             ..
         } = a;
         let Some(Some(q)) = queues.pop() else {
-            return Err("virtio-blk needs its request queue".into());
+            return Err(ActivateError::Queues {
+                device: "virtio-blk",
+                queues: "request queue",
+            });
         };
-        let kick = kicks.pop().ok_or("no kick eventfd")?;
+        let kick = kicks.pop().ok_or(ActivateError::NoKick)?;
         let disk = self.disk.clone();
-        self.worker = Some(
-            Worker::spawn("virtio-blk".into(), move |stop| {
-                run(disk, mem, q, kick, signal, stop)
-            })
-            // The VirtioDevice trait's activate still reports a String.
-            .map_err(|e| e.to_string())?,
-        );
+        self.worker = Some(Worker::spawn("virtio-blk".into(), move |stop| {
+            run(disk, mem, q, kick, signal, stop)
+        })?);
         Ok(())
     }
     fn reset(&mut self) {

@@ -7,7 +7,9 @@
 
 use super::queue::{io, Chain, QueueError, Virtqueue};
 use super::sys::{poll, EventFd};
-use super::{Activation, Signal, VirtioDevice, Worker, COMMON_FEATURES, F_VERSION_1};
+use super::{
+    ActivateError, Activation, Signal, VirtioDevice, Worker, COMMON_FEATURES, F_VERSION_1,
+};
 use crate::memory::GuestMemory;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -290,13 +292,17 @@ impl VirtioDevice for Net {
         c[10..12].copy_from_slice(&1500u16.to_le_bytes()); // mtu
         c
     }
-    fn activate(&mut self, a: Activation) -> Result<(), String> {
+    fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
         self.reset();
         let f = a.features;
         let hdr = if f & F_VERSION_1 != 0 { 12 } else { 10 };
         self.tap
             .set_vnet_hdr_size(hdr as u32)
-            .map_err(|e| format!("tap {}: TUNSETVNETHDRSZ: {e}", self.tap.name))?;
+            .map_err(|source| ActivateError::Tap {
+                tap: self.tap.name.clone(),
+                op: "TUNSETVNETHDRSZ",
+                source,
+            })?;
         let mut off = 0;
         if f & bit(VIRTIO_NET_F_GUEST_CSUM) != 0 {
             off |= TUN_F_CSUM;
@@ -312,7 +318,11 @@ impl VirtioDevice for Net {
         }
         self.tap
             .set_offload(off)
-            .map_err(|e| format!("tap {}: TUNSETOFFLOAD: {e}", self.tap.name))?;
+            .map_err(|source| ActivateError::Tap {
+                tap: self.tap.name.clone(),
+                op: "TUNSETOFFLOAD",
+                source,
+            })?;
         let Activation {
             mem,
             queues,
@@ -322,22 +332,21 @@ impl VirtioDevice for Net {
         } = a;
         let mut qs = queues.into_iter();
         let (Some(Some(rx)), Some(Some(tx))) = (qs.next(), qs.next()) else {
-            return Err("virtio-net needs its receive and transmit queues".into());
+            return Err(ActivateError::Queues {
+                device: "virtio-net",
+                queues: "receive and transmit queues",
+            });
         };
         let mut ks = kicks.into_iter();
         let (Some(rxk), Some(txk)) = (ks.next(), ks.next()) else {
-            return Err("no kick eventfds".into());
+            return Err(ActivateError::NoKicks);
         };
         let tap = self.tap.clone();
         let link_up = self.link_up.clone();
-        self.worker = Some(
-            Worker::spawn("virtio-net".into(), move |stop| {
-                let mut w = NetWorker::new(tap, link_up, mem, rx, tx, signal, hdr);
-                w.run(rxk, txk, stop)
-            })
-            // The VirtioDevice trait's activate still reports a String.
-            .map_err(|e| e.to_string())?,
-        );
+        self.worker = Some(Worker::spawn("virtio-net".into(), move |stop| {
+            let mut w = NetWorker::new(tap, link_up, mem, rx, tx, signal, hdr);
+            w.run(rxk, txk, stop)
+        })?);
         Ok(())
     }
     fn reset(&mut self) {

@@ -7,8 +7,6 @@ pub mod arch;
 pub mod backend;
 pub mod bench;
 pub mod bits;
-// Not yet converted to checked conversions (issue 19).
-#[allow(clippy::cast_possible_truncation)]
 pub mod boot;
 pub mod cli;
 pub mod console;

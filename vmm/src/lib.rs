@@ -11,8 +11,6 @@ pub mod boot;
 pub mod cli;
 pub mod console;
 pub mod control;
-// Not yet converted to checked conversions (issue 19).
-#[allow(clippy::cast_possible_truncation)]
 pub mod devices;
 pub mod exit_status;
 pub mod host_compat;

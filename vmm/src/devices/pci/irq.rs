@@ -161,8 +161,8 @@ impl InterruptController for KvmIrqs {
             type_: ROUTING_MSI,
             ..Default::default()
         };
-        e.u[0] = addr as u32;
-        e.u[1] = (addr >> 32) as u32;
+        e.u[0] = crate::bits::lo32(addr);
+        e.u[1] = crate::bits::hi32(addr);
         e.u[2] = data;
         st.msi.insert(gsi, e);
         Ok(self.push_routes(&st)?)

@@ -3,8 +3,6 @@
 pub mod bus;
 pub mod legacy;
 pub mod pci;
-// Not yet converted to checked conversions (issue 19).
-#[allow(clippy::cast_possible_truncation)]
 pub mod virtio;
 
 /// What a device calls to reset the machine (i8042 command 0xFE, the PIIX reset control

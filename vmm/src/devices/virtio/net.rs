@@ -136,7 +136,8 @@ impl Tap {
             if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS as _, req.as_mut_ptr()) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let flags = u16::from_le_bytes([req[16], req[17]]) | libc::IFF_UP as u16;
+            let flags = u16::from_le_bytes([req[16], req[17]])
+                | const { crate::bits::const_u16(libc::IFF_UP as u64) };
             req[16..18].copy_from_slice(&flags.to_le_bytes());
             if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS as _, req.as_mut_ptr()) < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -230,8 +231,9 @@ pub fn check_tap_name(name: &str) -> Result<(), NetError> {
 
 /// A locally administered MAC for NIC `index` of this process.
 pub fn default_mac(index: u8) -> [u8; 6] {
-    let pid = std::process::id();
-    [0x52, 0x54, 0x00, (pid >> 8) as u8, pid as u8, index]
+    // The pid's low 16 bits, big-endian.
+    let pid = std::process::id().to_le_bytes();
+    [0x52, 0x54, 0x00, pid[1], pid[0], index]
 }
 
 /// The virtio-net device model.
@@ -283,7 +285,7 @@ impl VirtioDevice for Net {
         let mut c = vec![0u8; 12];
         c[..6].copy_from_slice(&self.mac);
         let status = if self.link_up.load(Ordering::SeqCst) {
-            VIRTIO_NET_S_LINK_UP as u16
+            const { crate::bits::const_u16(VIRTIO_NET_S_LINK_UP as u64) }
         } else {
             0
         };
@@ -297,7 +299,7 @@ impl VirtioDevice for Net {
         let f = a.features;
         let hdr = if f & F_VERSION_1 != 0 { 12 } else { 10 };
         self.tap
-            .set_vnet_hdr_size(hdr as u32)
+            .set_vnet_hdr_size(crate::bits::lo32(hdr as u64)) // 10 or 12
             .map_err(|source| ActivateError::Tap {
                 tap: self.tap.name.clone(),
                 op: "TUNSETVNETHDRSZ",
@@ -470,7 +472,8 @@ impl NetWorker {
             self.chain = chain;
             served?;
             if used && self.tx.needs_notification()? {
-                self.signal.used(TX as u16);
+                self.signal
+                    .used(const { crate::bits::const_u16(TX as u64) });
             }
             if !self.tx.enable_notification()? {
                 return Ok(());
@@ -496,7 +499,9 @@ impl NetWorker {
         if chain.writable_len() != 0 || len < self.hdr as u64 || len > self.buf.len() as u64 {
             return;
         }
-        let n = len as usize;
+        let Ok(n) = usize::try_from(len) else {
+            return; // cannot happen: at most the buffer's length (checked above)
+        };
         if io::read(&*self.mem, &chain.descs, 0, &mut self.buf[..n]).is_err() {
             return;
         }
@@ -535,7 +540,9 @@ impl NetWorker {
             } else {
                 0 // too small or wrong direction: the frame is dropped
             };
-            self.rx.add_used(chain.head, written as u32)?;
+            // At most a frame's length: the fallback is never taken.
+            let written = u32::try_from(written).unwrap_or(u32::MAX);
+            self.rx.add_used(chain.head, written)?;
             *used = true;
         }
     }
@@ -551,7 +558,8 @@ impl NetWorker {
         self.chain = chain;
         served?;
         if used && self.rx.needs_notification()? {
-            self.signal.used(RX as u16);
+            self.signal
+                .used(const { crate::bits::const_u16(RX as u64) });
         }
         Ok(())
     }

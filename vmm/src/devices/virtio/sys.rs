@@ -99,6 +99,7 @@ pub fn file_io_vectored(
         i += 1;
     }
     while i < iov.len() {
+        #[allow(clippy::cast_possible_truncation)] // at most IOV_MAX (1024)
         let count = (iov.len() - i).min(IOV_MAX) as libc::c_int;
         let at = i64::try_from(off)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset beyond 2^63"))?;

@@ -69,6 +69,7 @@ mod tests {
         assert_eq!(lo16(0x1_2345u32), 0x2345);
         assert_eq!(lo32(0x1234_5678_9abc_def0), 0x9abc_def0);
         assert_eq!(hi32(0x1234_5678_9abc_def0), 0x1234_5678);
-        assert_eq!(const { const_u16(0xcf8) }, 0xcf8);
+        let cf8 = const { const_u16(0xcf8) };
+        assert_eq!(cf8, 0xcf8);
     }
 }

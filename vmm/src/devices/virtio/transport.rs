@@ -200,8 +200,8 @@ impl VirtioPci {
         for (ty, off, len) in caps {
             let bar = const { bits::const_u8(MODERN_BAR as u64) };
             let mut body = vec![if ty == CAP_NOTIFY { 20 } else { 16 }, ty, bar];
-            body.extend_from_slice(&[0, 0, 0]); // id, padding
-                                                // Within the 16 KiB modern BAR.
+            // id, padding; then the offset and length, within the 16 KiB modern BAR.
+            body.extend_from_slice(&[0, 0, 0]);
             body.extend_from_slice(&bits::lo32(off).to_le_bytes());
             body.extend_from_slice(&bits::lo32(len).to_le_bytes());
             if ty == CAP_NOTIFY {

@@ -37,7 +37,7 @@ pub mod pci {
     pub use crate::devices::pci::bus::{ConfigIo, Ecam, PciBus};
     pub use crate::devices::pci::config::ConfigSpace;
     pub use crate::devices::pci::i440fx::{I440fx, Piix3};
-    pub use crate::devices::pci::irq::{InterruptController, IntxPending, IntxRaise};
+    pub use crate::devices::pci::irq::{InterruptController, IntxPending, IntxRaise, IrqError};
     pub use crate::devices::pci::msix::Msix;
     pub use crate::devices::pci::{PciDevice, IO_BASE, MMIO_BASE};
 }
@@ -48,7 +48,9 @@ pub mod virtio {
     pub use crate::devices::virtio::net::{serve_once, Tap};
     pub use crate::devices::virtio::queue::{new_queue, QueueConfig, QueueImpl, Virtqueue};
     pub use crate::devices::virtio::transport::VirtioPci;
-    pub use crate::devices::virtio::{Activation, NoSignal, VirtioDevice, COMMON_FEATURES};
+    pub use crate::devices::virtio::{
+        ActivateError, Activation, NoSignal, VirtioDevice, COMMON_FEATURES,
+    };
 }
 
 /// qcow2 image files.

@@ -5,24 +5,16 @@
 //! The crate root exports the entry points of the two binaries and the fuzz targets' facade
 //! only; every module is private, so rustc reports the code nothing uses as dead.
 
-// Not yet converted to checked conversions (casts that may truncate in the table and AML
-// encoders; issue 19): remove this allow once the module is clean, as the other modules are.
-#[allow(clippy::cast_possible_truncation)]
 mod acpi;
 mod app;
 mod arch;
 mod backend;
 mod bench;
-// Not yet converted to checked conversions (37 casts that may truncate; issue 19): remove
-// this allow once the module is clean, as the other modules are.
-#[allow(clippy::cast_possible_truncation)]
+mod bits;
 mod boot;
 mod cli;
 mod console;
 mod control;
-// Not yet converted to checked conversions (169 casts that may truncate; issue 19): remove
-// this allow once the module is clean, as the other modules are.
-#[allow(clippy::cast_possible_truncation)]
 mod devices;
 mod exit_status;
 #[doc(hidden)]

@@ -6,7 +6,7 @@
 
 use fugu::fuzzing::pci::{ConfigIo, Ecam, I440fx, PciBus, PciDevice, Piix3, IO_BASE, MMIO_BASE};
 use fugu::fuzzing::virtio::{
-    Activation, QueueImpl, VirtioDevice, VirtioPci, Virtqueue, COMMON_FEATURES,
+    ActivateError, Activation, QueueImpl, VirtioDevice, VirtioPci, Virtqueue, COMMON_FEATURES,
 };
 use fugu::fuzzing::BusDevice;
 use fugu_fuzz::{NoIrq, Ops};
@@ -40,7 +40,7 @@ impl VirtioDevice for Null {
             }
         }
     }
-    fn activate(&mut self, a: Activation) -> Result<(), String> {
+    fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
         self.queues = a.queues;
         for q in self.queues.iter_mut().flatten() {
             let _ = q.pop();

@@ -3,7 +3,7 @@
 //! The targets themselves are in `fuzz_targets/`; `cargo xtask fuzz` builds and runs them
 //! (docs/fuzzing.md).
 
-use fugu::fuzzing::pci::{InterruptController, IntxPending, IntxRaise};
+use fugu::fuzzing::pci::{InterruptController, IntxPending, IntxRaise, IrqError};
 use fugu::fuzzing::{Backend, GuestMemory};
 use std::fs::File;
 use std::os::fd::FromRawFd;
@@ -95,23 +95,27 @@ pub struct NoIrq {
 }
 
 impl InterruptController for NoIrq {
-    fn msi_alloc(&self) -> Result<u32, String> {
+    fn msi_alloc(&self) -> Result<u32, IrqError> {
         let g = self.next.fetch_add(1, Ordering::SeqCst);
         if g < 6 {
             Ok(24 + g)
         } else {
-            Err("no more GSIs (fuzz stand-in)".into())
+            Err(IrqError::OutOfRoutes)
         }
     }
-    fn msi_route(&self, gsi: u32, _addr: u64, _data: u32) -> Result<(), String> {
+    fn msi_route(&self, gsi: u32, _addr: u64, _data: u32) -> Result<(), IrqError> {
         if gsi % 5 == 4 {
-            Err("route refused (fuzz stand-in)".into())
+            // What KVM answers when it refuses a routing table.
+            Err(IrqError::Kvm(fugu::hypervisor::Error::from_errno(
+                "KVM_SET_GSI_ROUTING",
+                libc::EINVAL,
+            )))
         } else {
             Ok(())
         }
     }
     fn msi_fire(&self, _gsi: u32) {}
-    fn intx(&self, _gsi: u32, _pending: IntxPending) -> Result<IntxRaise, String> {
+    fn intx(&self, _gsi: u32, _pending: IntxPending) -> Result<IntxRaise, IrqError> {
         Ok(Arc::new(|| {}))
     }
 }

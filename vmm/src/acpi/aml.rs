@@ -27,15 +27,15 @@ pub fn int(v: u64) -> Vec<u8> {
     match v {
         0 => vec![ZERO_OP],
         1 => vec![ONE_OP],
-        2..=0xff => vec![BYTE_PREFIX, v as u8],
+        2..=0xff => vec![BYTE_PREFIX, v.to_le_bytes()[0]],
         0x100..=0xffff => {
             let mut b = vec![WORD_PREFIX];
-            b.extend_from_slice(&(v as u16).to_le_bytes());
+            b.extend_from_slice(&v.to_le_bytes()[..2]);
             b
         }
         0x1_0000..=0xffff_ffff => {
             let mut b = vec![DWORD_PREFIX];
-            b.extend_from_slice(&(v as u32).to_le_bytes());
+            b.extend_from_slice(&v.to_le_bytes()[..4]);
             b
         }
         _ => {
@@ -62,7 +62,8 @@ pub fn name_string(path: &str) -> Vec<u8> {
         2 => out.push(DUAL_NAME_PREFIX),
         n => {
             out.push(MULTI_NAME_PREFIX);
-            out.push(n as u8);
+            // fugu's own paths have a few segments; the encoding holds up to 255.
+            out.push(u8::try_from(n).unwrap_or(u8::MAX));
         }
     }
     for s in segs {
@@ -80,7 +81,7 @@ fn pkg_length(len: usize) -> Vec<u8> {
     // One byte holds up to 63; n bytes hold 4 + 8 * (n - 1) bits.
     let total = |n: usize| len + n;
     if total(1) < 1 << 6 {
-        return vec![total(1) as u8];
+        return vec![total(1).to_le_bytes()[0]];
     }
     let n = if total(2) < 1 << 12 {
         2
@@ -90,9 +91,10 @@ fn pkg_length(len: usize) -> Vec<u8> {
         4
     };
     let t = total(n);
-    let mut out = vec![(((n - 1) as u8) << 6) | (t & 0xf) as u8];
+    // n is 2..=4 and the low nibble is masked: the low bytes are the encoding.
+    let mut out = vec![((n - 1).to_le_bytes()[0] << 6) | (t & 0xf).to_le_bytes()[0]];
     for i in 1..n {
-        out.push((t >> (4 + 8 * (i - 1))) as u8);
+        out.push((t >> (4 + 8 * (i - 1))).to_le_bytes()[0]);
     }
     out
 }
@@ -129,7 +131,8 @@ pub fn device(path: &str, children: &[Vec<u8>]) -> Vec<u8> {
 
 /// `Package () { elements }` (at most 255 elements).
 pub fn package(elements: &[Vec<u8>]) -> Vec<u8> {
-    let mut body = vec![elements.len() as u8];
+    // fugu's packages are short; the count byte holds up to 255.
+    let mut body = vec![u8::try_from(elements.len()).unwrap_or(u8::MAX)];
     elements.iter().for_each(|e| body.extend_from_slice(e));
     with_pkg_length(&[PACKAGE_OP], &body)
 }
@@ -234,7 +237,8 @@ pub fn sdt_header(sig: &[u8; 4], revision: u8, oem: &super::Oem) -> Vec<u8> {
 
 /// Set a table's length field and checksum from its contents.
 pub fn finish(table: &mut [u8]) {
-    let len = table.len() as u32;
+    // Tables are a few KiB at most.
+    let len = u32::try_from(table.len()).unwrap_or(u32::MAX);
     table[4..8].copy_from_slice(&len.to_le_bytes());
     table[9] = 0;
     table[9] = 0u8.wrapping_sub(table.iter().fold(0u8, |a, b| a.wrapping_add(*b)));

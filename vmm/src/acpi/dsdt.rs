@@ -14,6 +14,7 @@
 
 use super::aml::{self, int, name};
 use super::Config;
+use crate::bits;
 use crate::devices::legacy::{cmos, fw_cfg, pm, serial};
 use crate::devices::pci;
 
@@ -50,21 +51,29 @@ pub fn aml(cfg: &Config) -> Vec<u8> {
         }
     }
     let (mmio_lo, mmio_hi) = cfg.pci_mmio;
-    let cf8 = pci::CONFIG_IO_BASE as u16;
+    let cf8 = const { bits::const_u16(pci::CONFIG_IO_BASE) };
     let pci_crs = aml::resource_template(&[
         aml::word_bus_number(0, 0),
-        aml::io(cf8, cf8, 1, pci::CONFIG_IO_LEN as u8),
+        aml::io(cf8, cf8, 1, const { bits::const_u8(pci::CONFIG_IO_LEN) }),
         aml::word_io(0, cf8 - 1),
         aml::word_io(0x0d00, 0xffff),
         aml::dword_memory(mmio_lo, mmio_hi),
     ]);
 
     let mut mres = vec![
-        aml::io(pm::BASE, pm::BASE, 1, pm::LEN as u8),
-        aml::io(fw_cfg::BASE, fw_cfg::BASE, 1, fw_cfg::LEN as u8),
+        aml::io(pm::BASE, pm::BASE, 1, const { bits::const_u8(pm::LEN) }),
+        aml::io(
+            fw_cfg::BASE,
+            fw_cfg::BASE,
+            1,
+            const { bits::const_u8(fw_cfg::LEN) },
+        ),
     ];
     if let Some((base, len)) = cfg.ecam {
-        mres.push(aml::memory32_fixed(true, base as u32, len as u32));
+        // The ECAM window sits below 4 GiB (Memory32Fixed cannot describe one above).
+        if let (Ok(base), Ok(len)) = (u32::try_from(base), u32::try_from(len)) {
+            mres.push(aml::memory32_fixed(true, base, len));
+        }
     }
     let motherboard = aml::device(
         "MRES",
@@ -90,10 +99,16 @@ pub fn aml(cfg: &Config) -> Vec<u8> {
                 "PNP0501",
                 1,
                 &[(serial::COM1, 8)],
-                serial::COM1_IRQ as u8,
+                const { bits::const_u8(serial::COM1_IRQ as u64) },
             ),
             isa_device("KBD_", "PNP0303", 0, &[(0x60, 1), (0x64, 1)], 1),
-            isa_device("RTC_", "PNP0B00", 0, &[(cmos::BASE, cmos::LEN as u8)], 8),
+            isa_device(
+                "RTC_",
+                "PNP0B00",
+                0,
+                &[(cmos::BASE, const { bits::const_u8(cmos::LEN) })],
+                8,
+            ),
             motherboard,
         ],
     );

@@ -89,16 +89,16 @@ impl Loader {
         self.commands.push(Command::AddPointer {
             dest,
             src,
-            offset: offset as u32,
+            offset: super::off32(offset),
             size,
         });
     }
     pub fn add_checksum(&mut self, file: &'static str, offset: usize, start: usize, length: usize) {
         self.commands.push(Command::AddChecksum {
             file,
-            offset: offset as u32,
-            start: start as u32,
-            length: length as u32,
+            offset: super::off32(offset),
+            start: super::off32(start),
+            length: super::off32(length),
         });
     }
 

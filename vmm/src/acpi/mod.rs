@@ -24,6 +24,7 @@ pub mod aml;
 pub mod dsdt;
 pub mod loader;
 
+use crate::bits;
 use crate::memory::GuestMemory;
 use loader::{LinkError, Loader, Zone};
 
@@ -72,7 +73,10 @@ impl Config {
         use crate::devices::pci::{ECAM_BASE, ECAM_SIZE, MMIO_BASE, MMIO_SIZE};
         Config {
             cpus,
-            pci_mmio: (MMIO_BASE as u32, (MMIO_BASE + MMIO_SIZE - 1) as u32),
+            pci_mmio: (
+                const { bits::const_u32(MMIO_BASE) },
+                const { bits::const_u32(MMIO_BASE + MMIO_SIZE - 1) },
+            ),
             ecam: Some((ECAM_BASE, ECAM_SIZE)),
         }
     }
@@ -84,7 +88,8 @@ impl Config {
         let low_ram_end = mem_size.min(crate::memory::layout::PCI_HOLE_START);
         Config {
             cpus,
-            pci_mmio: (lo.max(low_ram_end) as u32, (hi - 1) as u32),
+            // Both ends are at most the PCI hole's start or the window's end: below 4 GiB.
+            pci_mmio: (bits::lo32(lo.max(low_ram_end)), bits::lo32(hi - 1)),
             ecam: None,
         }
     }
@@ -178,14 +183,24 @@ impl Tables {
     }
 }
 
+/// An offset in the tables blob as a 32-bit pointer field holds it before the loader
+/// relocates it (the blob is a few KiB).
+pub(crate) fn off32(off: usize) -> u32 {
+    u32::try_from(off).unwrap_or(u32::MAX)
+}
+
 fn fadt(facs: usize, dsdt: usize) -> (Vec<u8>, Vec<(usize, u8)>) {
     use crate::devices::legacy::pm;
     let mut t = table(b"FACP", 6, 276);
     // FIRMWARE_CTRL (X_FIRMWARE_CTRL stays 0) and DSDT: offsets, relocated by the loader.
-    put(&mut t, 36, &(facs as u32).to_le_bytes());
-    put(&mut t, 40, &(dsdt as u32).to_le_bytes());
+    put(&mut t, 36, &off32(facs).to_le_bytes());
+    put(&mut t, 40, &off32(dsdt).to_le_bytes());
     // Preferred PM profile 0 (unspecified); the SCI.
-    put(&mut t, 46, &(pm::SCI_IRQ as u16).to_le_bytes());
+    put(
+        &mut t,
+        46,
+        &const { bits::const_u16(pm::SCI_IRQ as u64) }.to_le_bytes(),
+    );
     // SMI_CMD 0: always in ACPI mode (SCI_EN reads 1), no ACPI_ENABLE handshake.
     put(&mut t, 56, &(pm::PM1_EVT as u32).to_le_bytes());
     put(&mut t, 64, &(pm::PM1_CNT as u32).to_le_bytes());
@@ -240,7 +255,12 @@ fn madt(cfg: &Config) -> Vec<u8> {
     // IRQ 0 stays on GSI 0 (KVM's routing; a PC BIOS would say 2), conforming.
     iso(&mut body, 0, 0, 0);
     // The SCI: level-triggered, active high.
-    iso(&mut body, pm::SCI_IRQ as u8, pm::SCI_IRQ, 0x000d);
+    iso(
+        &mut body,
+        const { bits::const_u8(pm::SCI_IRQ as u64) },
+        pm::SCI_IRQ,
+        0x000d,
+    );
     // Local APIC NMI on LINT1 of every processor (UID 0xFF).
     body.extend_from_slice(&[4, 6, 0xff, 0, 0, 1]);
     t.extend(body);
@@ -303,7 +323,7 @@ pub fn build(cfg: &Config) -> Tables {
     let mut rsdt = table(b"RSDT", 1, 36);
     for &off in &listed {
         xsdt.extend_from_slice(&(off as u64).to_le_bytes());
-        rsdt.extend_from_slice(&(off as u32).to_le_bytes());
+        rsdt.extend_from_slice(&off32(off).to_le_bytes());
     }
     aml::finish(&mut xsdt);
     aml::finish(&mut rsdt);
@@ -319,7 +339,7 @@ pub fn build(cfg: &Config) -> Tables {
     rsdp.push(0); // checksum of the first 20 bytes, by the loader
     rsdp.extend_from_slice(&OEM.id);
     rsdp.push(2); // revision: ACPI 2.0+, has the XSDT
-    rsdp.extend_from_slice(&(rsdt_off as u32).to_le_bytes());
+    rsdp.extend_from_slice(&off32(rsdt_off).to_le_bytes());
     rsdp.extend_from_slice(&36u32.to_le_bytes());
     rsdp.extend_from_slice(&(xsdt_off as u64).to_le_bytes());
     rsdp.extend_from_slice(&[0; 4]); // extended checksum, reserved

@@ -173,7 +173,7 @@ fn rsdp_is_announced_in_the_boot_protocols() {
         entry: 0x10_0000,
         mode: EntryMode::Protected32 {
             eax: 0,
-            ebx: addr::PVH_START_INFO as u32,
+            ebx: const { crate::bits::const_u32(addr::PVH_START_INFO) },
             esi: 0,
         },
         kind: "PVH",

@@ -2,6 +2,7 @@
 //! only, which is all a loader needs.
 
 use super::{addr, place, BootPlan, EntryMode, LoadError};
+use crate::bits;
 use crate::memory::GuestMemory;
 
 const PT_LOAD: u32 = 1;
@@ -168,7 +169,12 @@ fn find_pvh_note(b: &[u8], off: u64, size: u64) -> Result<Option<u64>, LoadError
         if next > end {
             return Err(bad("a note runs past the end of its segment"));
         }
-        let name = &b[name_at as usize..(name_at + namesz) as usize];
+        // Within `end`, itself within `b`: fits a usize (checked all the same).
+        let name = usize::try_from(name_at)
+            .ok()
+            .zip(usize::try_from(name_at + namesz).ok())
+            .and_then(|(s, e)| b.get(s..e))
+            .ok_or_else(|| bad("a note runs past the end of the file"))?;
         if ntype == XEN_ELFNOTE_PHYS32_ENTRY && name.strip_suffix(b"\0").unwrap_or(name) == b"Xen" {
             let entry = match descsz {
                 4 => u32at(b, desc_at)? as u64,
@@ -195,9 +201,21 @@ pub fn load_segments(mem: &dyn GuestMemory, b: &[u8], elf: &Elf) -> Result<u64, 
                 ram: mem.end() >> 20,
             });
         }
-        let data = &b[s.offset as usize..(s.offset + s.filesz) as usize];
+        // Within `b` (checked in parse()): fits a usize (checked all the same).
+        let data = usize::try_from(s.offset)
+            .ok()
+            .zip(usize::try_from(s.offset + s.filesz).ok())
+            .and_then(|(from, to)| b.get(from..to))
+            .ok_or_else(|| bad("a segment runs past the end of the file"))?;
         place(mem, "ELF segment", s.paddr, data)?;
-        let zeros = vec![0u8; (s.memsz - s.filesz) as usize];
+        // Fits guest RAM (checked above), so a usize on every host (checked all the same).
+        let bss = usize::try_from(s.memsz - s.filesz).map_err(|_| LoadError::DoesNotFit {
+            what: "ELF BSS",
+            addr: s.paddr + s.filesz,
+            len: s.memsz - s.filesz,
+            ram: mem.end() >> 20,
+        })?;
+        let zeros = vec![0u8; bss];
         place(mem, "ELF BSS", s.paddr + s.filesz, &zeros)?;
         high = high.max(s.paddr + s.memsz);
     }
@@ -249,8 +267,9 @@ pub fn load_direct(
             entry: elf.entry,
             mode: EntryMode::Protected32 {
                 eax: 0,
-                ebx: cmd as u32,
-                esi: addr::ZERO_PAGE as u32,
+                // The command line is at addr::CMDLINE, below 1 MiB.
+                ebx: bits::lo32(cmd),
+                esi: const { bits::const_u32(addr::ZERO_PAGE) },
             },
             kind: "ELF32",
         })
@@ -279,7 +298,7 @@ pub(crate) mod tests {
         b[ph + 4..ph + 8].copy_from_slice(&0x54u32.to_le_bytes());
         b[ph + 8..ph + 12].copy_from_slice(&paddr.to_le_bytes());
         b[ph + 12..ph + 16].copy_from_slice(&paddr.to_le_bytes());
-        b[ph + 16..ph + 20].copy_from_slice(&(code.len() as u32).to_le_bytes());
+        b[ph + 16..ph + 20].copy_from_slice(&u32::try_from(code.len()).unwrap().to_le_bytes());
         b[ph + 20..ph + 24].copy_from_slice(&memsz.to_le_bytes());
         b.extend_from_slice(code);
         b

@@ -147,7 +147,8 @@ impl Firmware {
     /// an x86 instruction at its reset vector (16 bytes from its end): a far or near jump.
     pub fn check(image: &[u8]) -> Result<(), NotAnImage> {
         let n = image.len();
-        if n < SHADOW_SIZE as usize || n > MAX_SIZE || n % 0x1_0000 != 0 {
+        if n < const { crate::bits::const_usize(SHADOW_SIZE) } || n > MAX_SIZE || n % 0x1_0000 != 0
+        {
             return Err(NotAnImage::Size(n));
         }
         let reset = image[n - 16];
@@ -219,7 +220,7 @@ pub fn install(
         vm.set_user_memory_region(slot, fw.base(), len as u64, ptr as u64, readonly_supported)
     }
     .map_err(|e| FirmwareError::Map(e.to_string()))?;
-    let tail = &fw.image[len - SHADOW_SIZE as usize..];
+    let tail = &fw.image[len - const { crate::bits::const_usize(SHADOW_SIZE) }..];
     mem.write(SHADOW_START, tail)
         .map_err(|e| FirmwareError::Map(format!("the legacy BIOS shadow: {e}")))?;
     reset_vector(boot_vcpu).map_err(|e| FirmwareError::Map(e.to_string()))?;

@@ -214,7 +214,7 @@ pub fn load(
             mode: EntryMode::Protected32 {
                 eax: 0,
                 ebx: 0,
-                esi: addr::ZERO_PAGE as u32,
+                esi: const { crate::bits::const_u32(addr::ZERO_PAGE) },
             },
             kind: "Linux bzImage (32-bit entry)",
         })
@@ -239,7 +239,8 @@ pub(crate) mod tests {
         b[0x22c..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
         b[0x236..0x238].copy_from_slice(&xloadflags.to_le_bytes());
         b[0x238..0x23c].copy_from_slice(&2048u32.to_le_bytes());
-        b[0x1f4..0x1f8].copy_from_slice(&(payload.len() as u32 / 16).to_le_bytes());
+        b[0x1f4..0x1f8]
+            .copy_from_slice(&(u32::try_from(payload.len()).unwrap() / 16).to_le_bytes());
         b.extend_from_slice(payload);
         b
     }
@@ -342,7 +343,7 @@ pub(crate) mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn differential_against_linux_loader() {
-        let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let payload: Vec<u8> = (0..10_000u32).map(|i| crate::bits::lo8(i * 7)).collect();
         let img = bzimage(&payload, XLF_KERNEL_64);
         let bz = parse(&img).unwrap();
         let ours = MmapMemory::new(&[(0, 4 << 20)]).unwrap();

@@ -208,7 +208,7 @@ pub fn write_cmdline(mem: &dyn GuestMemory, cmdline: &str) -> Result<u64, LoadEr
     if cmdline.len() as u64 >= addr::CMDLINE_MAX {
         return Err(LoadError::CmdlineTooLong(
             cmdline.len(),
-            addr::CMDLINE_MAX as usize - 1,
+            const { crate::bits::const_usize(addr::CMDLINE_MAX) } - 1,
         ));
     }
     let mut b = cmdline.as_bytes().to_vec();

@@ -2,6 +2,7 @@
 //! structure (memory map, command line, modules) the kernel finds through EBX.
 
 use super::{addr, place, BootPlan, EntryMode, LoadError};
+use crate::bits;
 use crate::memory::layout::{e820_map, E820Kind};
 use crate::memory::GuestMemory;
 
@@ -137,15 +138,18 @@ pub fn load(
         s.push(0);
         if strings + s.len() as u64 >= addr::CMDLINE + addr::CMDLINE_MAX {
             return Err(LoadError::CmdlineTooLong(
-                strings as usize,
-                addr::CMDLINE_MAX as usize,
+                // Just above addr::CMDLINE: fits a usize.
+                usize::try_from(strings).unwrap_or(usize::MAX),
+                const { bits::const_usize(addr::CMDLINE_MAX) },
             ));
         }
         place(mem, "module name", strings, &s)?;
+        // The module ends below the PCI hole (checked above) and its name below
+        // addr::CMDLINE + addr::CMDLINE_MAX: 32-bit addresses.
         for v in [
-            next as u32,
-            (next + data.len() as u64) as u32,
-            strings as u32,
+            bits::lo32(next),
+            bits::lo32(next + data.len() as u64),
+            bits::lo32(strings),
             0,
         ] {
             mods.extend_from_slice(&v.to_le_bytes());
@@ -155,21 +159,26 @@ pub fn load(
     }
     place(mem, "Multiboot module list", addr::MULTIBOOT_MODS, &mods)?;
 
-    let mem_lower_kb = (crate::memory::layout::EBDA_START / 1024) as u32;
-    let mem_upper_kb = (mem_size
-        .min(crate::memory::layout::PCI_HOLE_START)
-        .saturating_sub(1 << 20)
-        / 1024) as u32;
+    let mem_lower_kb = const { bits::const_u32(crate::memory::layout::EBDA_START / 1024) };
+    // At most the PCI hole's start in KiB: fits.
+    let mem_upper_kb = bits::lo32(
+        mem_size
+            .min(crate::memory::layout::PCI_HOLE_START)
+            .saturating_sub(1 << 20)
+            / 1024,
+    );
     let mut info = [0u32; 22];
     info[0] = 1 | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 9); // mem, cmdline, mods, mmap, loader name
     info[1] = mem_lower_kb;
     info[2] = mem_upper_kb;
-    info[4] = cmd as u32;
-    info[5] = modules.len() as u32;
-    info[6] = addr::MULTIBOOT_MODS as u32;
-    info[11] = mmap.len() as u32;
-    info[12] = addr::MULTIBOOT_MMAP as u32;
-    info[16] = addr::MULTIBOOT_LOADER_NAME as u32;
+    // The command line is at addr::CMDLINE, below 1 MiB; at most 64 modules (checked above);
+    // the memory map is a few 24-byte entries.
+    info[4] = bits::lo32(cmd);
+    info[5] = bits::lo32(modules.len() as u64);
+    info[6] = const { bits::const_u32(addr::MULTIBOOT_MODS) };
+    info[11] = bits::lo32(mmap.len() as u64);
+    info[12] = const { bits::const_u32(addr::MULTIBOOT_MMAP) };
+    info[16] = const { bits::const_u32(addr::MULTIBOOT_LOADER_NAME) };
     let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_le_bytes()).collect();
     place(mem, "Multiboot information", addr::MULTIBOOT_INFO, &bytes)?;
 
@@ -177,7 +186,7 @@ pub fn load(
         entry,
         mode: EntryMode::Protected32 {
             eax: BOOTLOADER_MAGIC,
-            ebx: addr::MULTIBOOT_INFO as u32,
+            ebx: const { bits::const_u32(addr::MULTIBOOT_INFO) },
             esi: 0,
         },
         kind: if h.flags & FLAG_AOUT_KLUDGE != 0 {
@@ -196,7 +205,9 @@ fn load_aout(mem: &dyn GuestMemory, image: &[u8], h: &Header) -> Result<(u64, u6
     // The file offset of load_addr follows from where the header sits in the file.
     let start = (h.offset as u64)
         .checked_sub((h.header_addr - h.load_addr) as u64)
-        .ok_or_else(|| bad("load_addr precedes the start of the file"))? as usize;
+        // At most h.offset, a usize: the conversion cannot fail.
+        .and_then(|s| usize::try_from(s).ok())
+        .ok_or_else(|| bad("load_addr precedes the start of the file"))?;
     let end = if h.load_end_addr == 0 {
         image.len()
     } else {
@@ -230,7 +241,16 @@ fn load_aout(mem: &dyn GuestMemory, image: &[u8], h: &Header) -> Result<(u64, u6
                 ram: mem.end() >> 20,
             });
         }
-        let zeros = vec![0u8; len as usize];
+        // Fits guest RAM (checked above), so a usize on every host (checked all the same).
+        let zeros = vec![
+            0u8;
+            usize::try_from(len).map_err(|_| LoadError::DoesNotFit {
+                what: "kernel BSS",
+                addr: high,
+                len,
+                ram: mem.end() >> 20,
+            })?
+        ];
         place(mem, "kernel BSS", high, &zeros)?;
         high = h.bss_end_addr as u64;
     }

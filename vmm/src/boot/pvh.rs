@@ -3,6 +3,7 @@
 //! `hvm_start_info` that carries the memory map, command line and modules.
 
 use super::{addr, place, BootPlan, EntryMode, LoadError};
+use crate::bits;
 use crate::memory::layout::{e820_map, PCI_HOLE_START};
 use crate::memory::GuestMemory;
 
@@ -68,14 +69,15 @@ pub fn boot(
     ] {
         si.extend_from_slice(&v.to_le_bytes());
     }
-    si.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    // The E820 map has a handful of entries.
+    si.extend_from_slice(&bits::lo32(map.len() as u64).to_le_bytes());
     si.extend_from_slice(&0u32.to_le_bytes());
     place(mem, "PVH start info", addr::PVH_START_INFO, &si)?;
     Ok(BootPlan {
         entry,
         mode: EntryMode::Protected32 {
             eax: 0,
-            ebx: addr::PVH_START_INFO as u32,
+            ebx: const { bits::const_u32(addr::PVH_START_INFO) },
             esi: 0,
         },
         kind: "ELF (PVH entry)",
@@ -138,7 +140,7 @@ mod tests {
             plan.mode,
             EntryMode::Protected32 {
                 eax: 0,
-                ebx: addr::PVH_START_INFO as u32,
+                ebx: const { crate::bits::const_u32(addr::PVH_START_INFO) },
                 esi: 0
             }
         );

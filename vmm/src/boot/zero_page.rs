@@ -3,6 +3,7 @@
 //! paths and by both loaders (in-house and linux-loader).
 
 use super::{addr, place, LoadError};
+use crate::bits;
 use crate::memory::layout::e820_map;
 use crate::memory::GuestMemory;
 
@@ -47,25 +48,32 @@ pub fn write(mem: &dyn GuestMemory, p: &Params) -> Result<(), LoadError> {
             zp[SETUP_HEADER_START..end].copy_from_slice(&h[..end - SETUP_HEADER_START]);
             zp[LOADFLAGS] |= CAN_USE_HEAP;
             zp[HEAP_END_PTR..HEAP_END_PTR + 2].copy_from_slice(&0xfe00u16.to_le_bytes());
-            put32(&mut zp, CODE32_START, p.kernel_load as u32);
+            // The loaders place the kernel, the command line and the initrd below the PCI hole:
+            // 32-bit addresses and sizes.
+            put32(&mut zp, CODE32_START, bits::lo32(p.kernel_load));
         }
         None => {
             // A vmlinux has no setup header: write the fields the kernel checks.
             zp[BOOT_FLAG..BOOT_FLAG + 2].copy_from_slice(&0xaa55u16.to_le_bytes());
             zp[HEADER_MAGIC..HEADER_MAGIC + 4].copy_from_slice(b"HdrS");
             put32(&mut zp, KERNEL_ALIGNMENT, 0x0100_0000);
-            put32(&mut zp, CMDLINE_SIZE, addr::CMDLINE_MAX as u32 - 1);
+            put32(
+                &mut zp,
+                CMDLINE_SIZE,
+                const { bits::const_u32(addr::CMDLINE_MAX) } - 1,
+            );
         }
     }
     zp[TYPE_OF_LOADER] = 0xff;
-    put32(&mut zp, CMD_LINE_PTR, p.cmdline_addr as u32);
+    put32(&mut zp, CMD_LINE_PTR, bits::lo32(p.cmdline_addr));
     if let Some((a, len)) = p.initrd {
-        put32(&mut zp, RAMDISK_IMAGE, a as u32);
-        put32(&mut zp, RAMDISK_SIZE, len as u32);
+        put32(&mut zp, RAMDISK_IMAGE, bits::lo32(a));
+        put32(&mut zp, RAMDISK_SIZE, bits::lo32(len));
     }
     let map = e820_map(p.mem_size);
     let n = map.len().min(E820_MAX);
-    zp[E820_ENTRIES] = n as u8;
+    // At most E820_MAX (128) entries.
+    zp[E820_ENTRIES] = bits::lo8(n as u64);
     for (i, e) in map.iter().take(n).enumerate() {
         let o = E820_TABLE + i * 20;
         zp[o..o + 8].copy_from_slice(&e.addr.to_le_bytes());

@@ -12,8 +12,9 @@ pub struct Cmos {
     nvram: [u8; 128],
 }
 
+/// Two BCD digits: every clock field is below 100, so the encoding is a byte.
 fn bcd(v: u32) -> u8 {
-    (((v / 10) << 4) | (v % 10)) as u8
+    crate::bits::lo8(((v / 10) << 4) | (v % 10))
 }
 
 impl Cmos {
@@ -43,16 +44,17 @@ impl Cmos {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let (y, m, d) = civil_from_days(now.div_euclid(86_400));
-        let secs = now.rem_euclid(86_400) as u32;
+        // The clock fields below are small and non-negative: the fallbacks are never taken.
+        let secs = u32::try_from(now.rem_euclid(86_400)).unwrap_or(0);
         Some(match index {
             0x00 => bcd(secs % 60),
             0x02 => bcd(secs / 60 % 60),
             0x04 => bcd(secs / 3600),
-            0x06 => bcd(((now.div_euclid(86_400) + 4).rem_euclid(7) + 1) as u32),
+            0x06 => bcd(u32::try_from((now.div_euclid(86_400) + 4).rem_euclid(7) + 1).unwrap_or(0)),
             0x07 => bcd(d),
             0x08 => bcd(m),
-            0x09 => bcd((y % 100) as u32),
-            0x32 => bcd((y / 100) as u32),
+            0x09 => bcd(u32::try_from(y % 100).unwrap_or(0)),
+            0x32 => bcd(u32::try_from(y / 100).unwrap_or(0)),
             _ => return None,
         })
     }

@@ -153,10 +153,11 @@ impl FwCfg {
         let key = match self.files.iter().find(|(n, _)| n == name) {
             Some((_, k)) => *k,
             None => {
-                let k = FILE_FIRST + self.files.len() as u16;
-                if k > 0x3fff {
-                    return Err(FileError::Full);
-                }
+                let k = u16::try_from(self.files.len())
+                    .ok()
+                    .and_then(|n| FILE_FIRST.checked_add(n))
+                    .filter(|k| *k <= 0x3fff)
+                    .ok_or(FileError::Full)?;
                 self.files.push((name.to_string(), k));
                 k
             }
@@ -170,9 +171,14 @@ impl FwCfg {
     fn rebuild_dir(&mut self) {
         let mut files = self.files.clone();
         files.sort();
-        let mut d = (files.len() as u32).to_be_bytes().to_vec();
+        // At most 0x3fff files (checked in add_file); the fallbacks are never taken.
+        let mut d = u32::try_from(files.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes()
+            .to_vec();
         for (name, key) in files {
-            let size = self.items.get(&key).map_or(0, |v| v.len()) as u32;
+            let size =
+                u32::try_from(self.items.get(&key).map_or(0, |v| v.len())).unwrap_or(u32::MAX);
             d.extend_from_slice(&size.to_be_bytes());
             d.extend_from_slice(&key.to_be_bytes());
             d.extend_from_slice(&0u16.to_be_bytes());
@@ -190,10 +196,7 @@ impl BusDevice for FwCfg {
         if (DMA_HIGH..DMA_HIGH + 8).contains(&offset) && self.dma_mem.is_some() {
             let sig = DMA_SIGNATURE.to_be_bytes();
             for (k, b) in data.iter_mut().enumerate() {
-                *b = sig
-                    .get((offset - DMA_HIGH) as usize + k)
-                    .copied()
-                    .unwrap_or(0);
+                *b = crate::devices::reg_byte(&sig, offset - DMA_HIGH, k).unwrap_or(0);
             }
             return;
         }

@@ -70,6 +70,8 @@ impl Pm {
     }
 
     /// The PM timer's current count.
+    // The counter wraps at 32 bits, as the hardware's does: truncation is the point.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn timer(&self) -> u32 {
         (self.start.elapsed().as_nanos() * TIMER_HZ / 1_000_000_000) as u32
     }
@@ -95,8 +97,8 @@ impl Pm {
         }
     }
 
-    fn regs(&self) -> [u8; LEN as usize] {
-        let mut r = [0u8; LEN as usize];
+    fn regs(&self) -> [u8; crate::bits::const_usize(LEN)] {
+        let mut r = [0u8; crate::bits::const_usize(LEN)];
         r[0..2].copy_from_slice(&self.sts.to_le_bytes());
         r[2..4].copy_from_slice(&self.en.to_le_bytes());
         r[4..6].copy_from_slice(&(self.cnt & !SLP_EN).to_le_bytes());
@@ -122,7 +124,7 @@ impl BusDevice for Pm {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let r = self.regs();
         for (i, b) in data.iter_mut().enumerate() {
-            *b = r.get(offset as usize + i).copied().unwrap_or(0xff);
+            *b = crate::devices::reg_byte(&r, offset, i).unwrap_or(0xff);
         }
     }
 

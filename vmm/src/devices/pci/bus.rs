@@ -46,7 +46,8 @@ impl PciBus {
 
     /// The slot the next [`add`](Self::add) will use.
     pub fn next_slot(&self) -> u8 {
-        self.slots.len() as u8
+        // At most 32 slots (add() refuses more): the fallback is never taken.
+        u8::try_from(self.slots.len()).unwrap_or(u8::MAX)
     }
 
     pub fn devices(&self) -> &[SharedDevice] {
@@ -72,7 +73,7 @@ impl PciBus {
         if self.slots.len() >= 32 {
             return Err(PciError::BusFull);
         }
-        let slot = self.slots.len() as u8;
+        let slot = u8::try_from(self.slots.len()).map_err(|_| PciError::BusFull)?;
         {
             let mut d = lock(&dev);
             let bars: Vec<_> = d.config().bars().collect();
@@ -86,7 +87,8 @@ impl PciBus {
                 d.config_mut().set_rom_address(at);
             }
             if d.config().u8(INTERRUPT_PIN) != 0 {
-                let gsi = super::intx_gsi(slot) as u8;
+                // An IOAPIC input (below 24); 0xff is PCI's "unknown" should it not fit.
+                let gsi = u8::try_from(super::intx_gsi(slot)).unwrap_or(0xff);
                 d.config_mut().set_bytes(INTERRUPT_LINE, &[gsi]);
             }
             d.placed();
@@ -240,16 +242,16 @@ impl ConfigIo {
         self
     }
 
-    fn target(&self, byte: u64) -> Option<(u8, u8, u8, usize)> {
+    fn target(&self, byte: usize) -> Option<(u8, u8, u8, usize)> {
         let a = self.address;
         if a & 0x8000_0000 == 0 {
             return None;
         }
         Some((
-            (a >> 16) as u8,
+            a.to_le_bytes()[2], // bits 23:16, the bus
             ((a >> 11) & 0x1f) as u8,
             ((a >> 8) & 7) as u8,
-            (a & 0xfc) as usize + byte as usize,
+            (a & 0xfc) as usize + byte,
         ))
     }
 }
@@ -259,12 +261,13 @@ impl BusDevice for ConfigIo {
         if offset < 4 {
             let v = self.address.to_le_bytes();
             for (k, b) in data.iter_mut().enumerate() {
-                *b = v.get(offset as usize + k).copied().unwrap_or(0xff);
+                *b = crate::devices::reg_byte(&v, offset, k).unwrap_or(0xff);
             }
             return;
         }
-        match self.target(offset - 4) {
-            Some((b, d, f, off)) if (offset - 4) as usize + data.len() <= 4 => {
+        let byte = usize::try_from(offset - 4).ok();
+        match byte.and_then(|byte| Some((byte, self.target(byte)?))) {
+            Some((byte, (b, d, f, off))) if byte + data.len() <= 4 => {
                 self.bus.config_read(b, d, f, off, data)
             }
             _ => data.fill(0xff),
@@ -284,8 +287,11 @@ impl BusDevice for ConfigIo {
         if offset < 4 {
             return; // byte writes to 0xCF8-0xCFB are not the address register
         }
-        if let Some((b, d, f, off)) = self.target(offset - 4) {
-            if (offset - 4) as usize + data.len() <= 4 {
+        let Ok(byte) = usize::try_from(offset - 4) else {
+            return;
+        };
+        if let Some((b, d, f, off)) = self.target(byte) {
+            if byte + data.len() <= 4 {
                 self.bus.config_write(b, d, f, off, data);
             }
         }
@@ -308,7 +314,7 @@ impl Ecam {
             return None;
         }
         Some((
-            (off >> 20) as u8,
+            crate::bits::lo8(off >> 20), // the bus: the window covers bus 0 only
             ((off >> 15) & 0x1f) as u8,
             ((off >> 12) & 7) as u8,
             reg,
@@ -429,12 +435,14 @@ mod tests {
         }
         fn bar_read(&mut self, bar: usize, off: u64, data: &mut [u8]) {
             for (k, b) in data.iter_mut().enumerate() {
-                *b = self.mem.get(off as usize + k).copied().unwrap_or(0) ^ bar as u8;
+                *b = crate::devices::reg_byte(&self.mem, off, k).unwrap_or(0)
+                    ^ crate::bits::lo8(bar as u64);
             }
         }
         fn bar_write(&mut self, _bar: usize, off: u64, data: &[u8]) {
             for (k, b) in data.iter().enumerate() {
-                if let Some(m) = self.mem.get_mut(off as usize + k) {
+                let at = usize::try_from(off).unwrap() + k;
+                if let Some(m) = self.mem.get_mut(at) {
                     *m = *b;
                 }
             }
@@ -567,7 +575,7 @@ mod tests {
         let mut rng = crate::devices::virtio::testutil::Rng(7);
         for _ in 0..20_000 {
             let off = rng.below(ECAM_SIZE + 64);
-            let len = 1 + rng.below(8) as usize;
+            let len = 1 + usize::try_from(rng.below(8)).unwrap();
             let data = rng.next_u64().to_le_bytes();
             e.write(off, &data[..len]);
             let mut r = vec![0u8; len];

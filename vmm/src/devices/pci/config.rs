@@ -2,6 +2,8 @@
 //! expansion-ROM BAR, and a capability list. Writes only change bits the register defines as
 //! writable; everything else the guest writes is ignored.
 
+use crate::bits;
+
 /// Bytes of conventional configuration space (ECAM reads beyond it return zero).
 pub const CONFIG_SIZE: usize = 256;
 
@@ -67,9 +69,8 @@ impl ConfigSpace {
         c.set_u16(VENDOR_ID, vendor);
         c.set_u16(DEVICE_ID, device);
         c.data[REVISION] = revision;
-        c.data[CLASS_PROG] = class as u8;
-        c.data[CLASS_PROG + 1] = (class >> 8) as u8;
-        c.data[CLASS_PROG + 2] = (class >> 16) as u8;
+        // Programming interface, subclass, class: the low three bytes of `class`.
+        c.data[CLASS_PROG..CLASS_PROG + 3].copy_from_slice(&class.to_le_bytes()[..3]);
         let cmd = COMMAND_IO | COMMAND_MEMORY | COMMAND_MASTER | COMMAND_INTX_DISABLE;
         c.wmask[COMMAND..COMMAND + 2].copy_from_slice(&cmd.to_le_bytes());
         // Status: the error bits are write-one-to-clear.
@@ -134,7 +135,9 @@ impl ConfigSpace {
     pub fn set_bar_address(&mut self, i: usize, addr: u64) {
         if let Some(b) = self.bar(i) {
             let flags = if b.kind == BarKind::Io { 1 } else { 0 };
-            self.set_u32(BAR0 + 4 * i, (addr as u32 & !(b.size as u32 - 1)) | flags);
+            // A 32-bit BAR: its register holds the low 32 bits.
+            let v = bits::lo32(addr) & !(bits::lo32(b.size) - 1);
+            self.set_u32(BAR0 + 4 * i, v | flags);
         }
     }
 
@@ -147,7 +150,9 @@ impl ConfigSpace {
     pub fn set_rom_address(&mut self, addr: u64) {
         if self.rom_size != 0 {
             let keep = self.u32(ROM_BAR) & 1;
-            self.set_u32(ROM_BAR, (addr as u32 & !(self.rom_size as u32 - 1)) | keep);
+            // The ROM BAR is a 32-bit register.
+            let v = bits::lo32(addr) & !(bits::lo32(self.rom_size) - 1);
+            self.set_u32(ROM_BAR, v | keep);
         }
     }
 
@@ -169,9 +174,11 @@ impl ConfigSpace {
         for (i, m) in wmask.iter().enumerate().take(body.len()) {
             self.wmask[at + 2 + i] = *m;
         }
+        // Below CONFIG_SIZE (256, checked above): a byte.
+        let ptr = bits::lo8(at as u64);
         match self.last_cap {
-            Some(prev) => self.data[prev + 1] = at as u8,
-            None => self.data[CAP_PTR] = at as u8,
+            Some(prev) => self.data[prev + 1] = ptr,
+            None => self.data[CAP_PTR] = ptr,
         }
         self.last_cap = Some(at);
         self.next_cap = at + len;
@@ -247,7 +254,7 @@ impl ConfigSpace {
             if self.rom_size == 0 {
                 return;
             }
-            let mask = !(self.rom_size as u32 - 1);
+            let mask = !(bits::lo32(self.rom_size) - 1);
             self.set_u32(ROM_BAR, (v & mask) | (v & 1));
             return;
         }
@@ -255,7 +262,7 @@ impl ConfigSpace {
         match self.bars[i] {
             None => {}
             Some(b) => {
-                let mask = !(b.size as u32 - 1);
+                let mask = !(bits::lo32(b.size) - 1);
                 let flags = if b.kind == BarKind::Io { 1 } else { 0 };
                 self.set_u32(dword, (v & mask) | flags);
             }

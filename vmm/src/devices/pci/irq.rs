@@ -16,13 +16,29 @@ pub type IntxPending = Arc<dyn Fn() -> bool + Send + Sync>;
 /// Where PCI interrupts go. Implemented over KVM by [`KvmIrqs`].
 pub trait InterruptController: Send + Sync {
     /// A new MSI route (a GSI on KVM) with nothing routed yet.
-    fn msi_alloc(&self) -> Result<u32, String>;
+    fn msi_alloc(&self) -> Result<u32, IrqError>;
     /// Point route `gsi` at the message `addr`/`data`.
-    fn msi_route(&self, gsi: u32, addr: u64, data: u32) -> Result<(), String>;
+    fn msi_route(&self, gsi: u32, addr: u64, data: u32) -> Result<(), IrqError>;
     /// Deliver route `gsi`'s message.
     fn msi_fire(&self, gsi: u32);
     /// A level-triggered INTx source on IOAPIC input `gsi`.
-    fn intx(&self, gsi: u32, pending: IntxPending) -> Result<IntxRaise, String>;
+    fn intx(&self, gsi: u32, pending: IntxPending) -> Result<IntxRaise, IrqError>;
+}
+
+/// Why an interrupt route or line could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum IrqError {
+    #[error("out of interrupt routes")]
+    OutOfRoutes,
+    #[error("eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
+    /// KVM refused an irqfd.
+    #[error(transparent)]
+    Kvm(#[from] crate::hypervisor::Error),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    #[error("cannot start the INTx thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 const ROUTING_IRQCHIP: u32 = 1;
@@ -125,34 +141,31 @@ impl KvmIrqs {
 }
 
 impl InterruptController for KvmIrqs {
-    fn msi_alloc(&self) -> Result<u32, String> {
+    fn msi_alloc(&self) -> Result<u32, IrqError> {
         let mut st = crate::sync::lock(&self.state);
         if st.next_gsi >= MAX_GSI {
-            return Err("out of interrupt routes".into());
+            return Err(IrqError::OutOfRoutes);
         }
         let gsi = st.next_gsi;
-        let fd = EventFd::new().map_err(|e| format!("eventfd: {e}"))?;
-        self.vm
-            .register_irqfd(fd.as_raw_fd(), gsi, None)
-            .map_err(|e| e.to_string())?;
+        let fd = EventFd::new().map_err(IrqError::EventFd)?;
+        self.vm.register_irqfd(fd.as_raw_fd(), gsi, None)?;
         st.next_gsi += 1;
         st.irqfds.insert(gsi, fd);
         Ok(gsi)
     }
 
-    fn msi_route(&self, gsi: u32, addr: u64, data: u32) -> Result<(), String> {
+    fn msi_route(&self, gsi: u32, addr: u64, data: u32) -> Result<(), IrqError> {
         let mut st = crate::sync::lock(&self.state);
         let mut e = kvm_irq_routing_entry {
             gsi,
             type_: ROUTING_MSI,
             ..Default::default()
         };
-        e.u[0] = addr as u32;
-        e.u[1] = (addr >> 32) as u32;
+        e.u[0] = crate::bits::lo32(addr);
+        e.u[1] = crate::bits::hi32(addr);
         e.u[2] = data;
         st.msi.insert(gsi, e);
-        // The InterruptController trait still reports Strings.
-        self.push_routes(&st).map_err(|e| e.to_string())
+        Ok(self.push_routes(&st)?)
     }
 
     fn msi_fire(&self, gsi: u32) {
@@ -162,12 +175,11 @@ impl InterruptController for KvmIrqs {
         }
     }
 
-    fn intx(&self, gsi: u32, pending: IntxPending) -> Result<IntxRaise, String> {
-        let irqfd = EventFd::new().map_err(|e| format!("eventfd: {e}"))?;
-        let resample = EventFd::new().map_err(|e| format!("eventfd: {e}"))?;
+    fn intx(&self, gsi: u32, pending: IntxPending) -> Result<IntxRaise, IrqError> {
+        let irqfd = EventFd::new().map_err(IrqError::EventFd)?;
+        let resample = EventFd::new().map_err(IrqError::EventFd)?;
         self.vm
-            .register_irqfd(irqfd.as_raw_fd(), gsi, Some(resample.as_raw_fd()))
-            .map_err(|e| e.to_string())?;
+            .register_irqfd(irqfd.as_raw_fd(), gsi, Some(resample.as_raw_fd()))?;
         let irqfd = Arc::new(irqfd);
         let again = irqfd.clone();
         // The guest's EOI lowers the line and signals `resample`; raise it again while the
@@ -182,7 +194,7 @@ impl InterruptController for KvmIrqs {
                     again.signal();
                 }
             })
-            .map_err(|e| format!("cannot start the INTx thread: {e}"))?;
+            .map_err(IrqError::Thread)?;
         Ok(Arc::new(move || irqfd.signal()))
     }
 }
@@ -210,12 +222,12 @@ pub mod tests {
     }
 
     impl InterruptController for Recorder {
-        fn msi_alloc(&self) -> Result<u32, String> {
+        fn msi_alloc(&self) -> Result<u32, IrqError> {
             let mut n = self.next.lock().unwrap();
             *n += 1;
             Ok(IOAPIC_PINS + *n)
         }
-        fn msi_route(&self, gsi: u32, addr: u64, data: u32) -> Result<(), String> {
+        fn msi_route(&self, gsi: u32, addr: u64, data: u32) -> Result<(), IrqError> {
             self.routes.lock().unwrap().insert(gsi, (addr, data));
             Ok(())
         }
@@ -224,7 +236,7 @@ pub mod tests {
                 self.fired.lock().unwrap().push(*m);
             }
         }
-        fn intx(&self, _gsi: u32, _pending: IntxPending) -> Result<IntxRaise, String> {
+        fn intx(&self, _gsi: u32, _pending: IntxPending) -> Result<IntxRaise, IrqError> {
             let c = self.intx_raised.clone();
             Ok(Arc::new(move || {
                 c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -79,7 +79,8 @@ impl Msix {
     }
 
     pub fn len(&self) -> u16 {
-        self.entries.len() as u16
+        // At most 2048 entries (new() clamps): the fallback is never taken.
+        u16::try_from(self.entries.len()).unwrap_or(u16::MAX)
     }
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

@@ -10,7 +10,7 @@
 
 use super::queue::{io, Chain, QueueError, Virtqueue};
 use super::sys::{file_io_vectored, poll, Direction, EventFd};
-use super::{Activation, NoSignal, Signal, VirtioDevice, Worker, COMMON_FEATURES};
+use super::{ActivateError, Activation, NoSignal, Signal, VirtioDevice, Worker, COMMON_FEATURES};
 use crate::memory::GuestMemory;
 use std::io::Seek;
 use std::os::fd::AsRawFd;
@@ -231,7 +231,7 @@ impl VirtioDevice for Block {
         let mut c = vec![0u8; 60];
         c[0..8].copy_from_slice(&self.disk.sectors.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
-        c[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
+        c[20..24].copy_from_slice(&const { crate::bits::const_u32(SECTOR) }.to_le_bytes());
         c[34..36].copy_from_slice(&1u16.to_le_bytes()); // num_queues
         c[36..40].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
         c[40..44].copy_from_slice(&MAX_DISCARD_SEG.to_le_bytes());
@@ -241,7 +241,7 @@ impl VirtioDevice for Block {
         c[56] = 1; // write_zeroes_may_unmap
         c
     }
-    fn activate(&mut self, a: Activation) -> Result<(), String> {
+    fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
         self.reset();
         let Activation {
             mem,
@@ -251,17 +251,16 @@ impl VirtioDevice for Block {
             ..
         } = a;
         let Some(Some(q)) = queues.pop() else {
-            return Err("virtio-blk needs its request queue".into());
+            return Err(ActivateError::Queues {
+                device: "virtio-blk",
+                queues: "request queue",
+            });
         };
-        let kick = kicks.pop().ok_or("no kick eventfd")?;
+        let kick = kicks.pop().ok_or(ActivateError::NoKick)?;
         let disk = self.disk.clone();
-        self.worker = Some(
-            Worker::spawn("virtio-blk".into(), move |stop| {
-                run(disk, mem, q, kick, signal, stop)
-            })
-            // The VirtioDevice trait's activate still reports a String.
-            .map_err(|e| e.to_string())?,
-        );
+        self.worker = Some(Worker::spawn("virtio-blk".into(), move |stop| {
+            run(disk, mem, q, kick, signal, stop)
+        })?);
         Ok(())
     }
     fn reset(&mut self) {
@@ -376,8 +375,10 @@ fn handle(
         Ok(n) => (VIRTIO_BLK_S_OK, n),
         Err(s) => (s, 0),
     };
-    mem.write_u8(status_at, status as u8).map_err(|_| bad)?;
-    Ok((data_written + 1).min(u32::MAX as u64) as u32)
+    // VIRTIO_BLK_S_OK, _IOERR or _UNSUPP: a byte.
+    mem.write_u8(status_at, crate::bits::lo8(status))
+        .map_err(|_| bad)?;
+    Ok(u32::try_from(data_written + 1).unwrap_or(u32::MAX))
 }
 
 /// Do the work; the error is the virtio status to report. Ok is the bytes written to
@@ -430,7 +431,9 @@ fn request(
             if data_out != 0 {
                 return Err(VIRTIO_BLK_S_IOERR);
             }
-            let n = (data_in as usize).min(disk.id.len());
+            let n = usize::try_from(data_in)
+                .unwrap_or(usize::MAX)
+                .min(disk.id.len());
             io::write(mem, &chain.descs, 0, &disk.id[..n]).map_err(|_| VIRTIO_BLK_S_IOERR)?;
             Ok(n as u64)
         }
@@ -578,6 +581,7 @@ pub fn bench_4k(
 ) -> Result<BenchResult, String> {
     use std::time::Instant;
     const BATCH: u64 = 64;
+    const BATCH_LEN: usize = crate::bits::const_usize(BATCH);
     const RING: u64 = 0x10000;
     const HDR: u64 = 0x100000;
     const DATA: u64 = 0x200000;
@@ -609,7 +613,8 @@ pub fn bench_4k(
             mem.write_u64(d, addr).map_err(err)?;
             mem.write_u32(d + 8, len).map_err(err)?;
             mem.write_u16(d + 12, flags).map_err(err)?;
-            mem.write_u16(d + 14, (3 * i + k as u64 + 1) as u16)
+            // Descriptor indices: below the queue size.
+            mem.write_u16(d + 14, crate::bits::lo16(3 * i + k as u64 + 1))
                 .map_err(err)?;
         }
     }
@@ -634,19 +639,19 @@ pub fn bench_4k(
     // The peer reads into the very guest buffers the device fills (one pread per request,
     // no queue): the difference is the device model's cost, not where the bytes land.
     let fd = disk.image().raw_fd().ok_or("the bench image must be raw")?;
-    let mut targets = Vec::with_capacity(BATCH as usize);
+    let mut targets = Vec::with_capacity(BATCH_LEN);
     for i in 0..BATCH {
         crate::memory::host_iovecs(&*mem, DATA + 4096 * i, 4096, &mut targets).map_err(err)?;
     }
-    if targets.len() != BATCH as usize {
+    if targets.len() != BATCH_LEN {
         return Err("a bench buffer crosses a RAM region boundary".into());
     }
     // Device and pread batches alternate, so that both sides see the same load on a shared
     // machine; each side's time is the sum of its batches.
     let (mut device, mut pread) = (0f64, 0f64);
     let batches = offsets
-        .chunks(BATCH as usize)
-        .zip(pread_offsets.chunks(BATCH as usize));
+        .chunks(BATCH_LEN)
+        .zip(pread_offsets.chunks(BATCH_LEN));
     for (chunk, pread_chunk) in batches {
         // The driver's side (request headers, the available ring and its index: what the
         // guest writes before it notifies) is not timed: the figure is the device model's.
@@ -655,8 +660,11 @@ pub fn bench_4k(
             mem.write_u32(h, VIRTIO_BLK_T_IN).map_err(err)?;
             mem.write_u64(h + 8, *sector).map_err(err)?;
             let slot = (avail % QUEUE_SIZE) as u64;
-            mem.write_u16(RING + 0x1000 + 4 + 2 * slot, 3 * i as u16)
-                .map_err(err)?;
+            mem.write_u16(
+                RING + 0x1000 + 4 + 2 * slot,
+                3 * crate::bits::lo16(i as u64),
+            )
+            .map_err(err)?;
             avail = avail.wrapping_add(1);
         }
         mem.write_u16(RING + 0x1000 + 2, avail).map_err(err)?;

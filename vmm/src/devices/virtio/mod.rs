@@ -85,9 +85,34 @@ pub trait VirtioDevice: Send {
     /// A driver write into the device configuration; ignored unless a field is writable.
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// Start working on the queues.
-    fn activate(&mut self, a: Activation) -> Result<(), String>;
+    fn activate(&mut self, a: Activation) -> Result<(), ActivateError>;
     /// Stop working (joins the worker); the device can be activated again afterwards.
     fn reset(&mut self);
+}
+
+/// Why a device could not start working on its queues.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver left off a queue the device needs.
+    #[error("{device} needs its {queues}")]
+    Queues {
+        device: &'static str,
+        queues: &'static str,
+    },
+    #[error("no kick eventfd")]
+    NoKick,
+    #[error("no kick eventfds")]
+    NoKicks,
+    /// A tap ioctl failed.
+    #[error("tap {tap}: {op}: {source}")]
+    Tap {
+        tap: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
 }
 
 /// Why a device worker thread could not be started.

@@ -7,7 +7,9 @@
 
 use super::queue::{io, Chain, QueueError, Virtqueue};
 use super::sys::{poll, EventFd};
-use super::{Activation, Signal, VirtioDevice, Worker, COMMON_FEATURES, F_VERSION_1};
+use super::{
+    ActivateError, Activation, Signal, VirtioDevice, Worker, COMMON_FEATURES, F_VERSION_1,
+};
 use crate::memory::GuestMemory;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -134,7 +136,8 @@ impl Tap {
             if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS as _, req.as_mut_ptr()) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let flags = u16::from_le_bytes([req[16], req[17]]) | libc::IFF_UP as u16;
+            let flags = u16::from_le_bytes([req[16], req[17]])
+                | const { crate::bits::const_u16(libc::IFF_UP as u64) };
             req[16..18].copy_from_slice(&flags.to_le_bytes());
             if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS as _, req.as_mut_ptr()) < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -228,8 +231,9 @@ pub fn check_tap_name(name: &str) -> Result<(), NetError> {
 
 /// A locally administered MAC for NIC `index` of this process.
 pub fn default_mac(index: u8) -> [u8; 6] {
-    let pid = std::process::id();
-    [0x52, 0x54, 0x00, (pid >> 8) as u8, pid as u8, index]
+    // The pid's low 16 bits, big-endian.
+    let pid = std::process::id().to_le_bytes();
+    [0x52, 0x54, 0x00, pid[1], pid[0], index]
 }
 
 /// The virtio-net device model.
@@ -281,7 +285,7 @@ impl VirtioDevice for Net {
         let mut c = vec![0u8; 12];
         c[..6].copy_from_slice(&self.mac);
         let status = if self.link_up.load(Ordering::SeqCst) {
-            VIRTIO_NET_S_LINK_UP as u16
+            const { crate::bits::const_u16(VIRTIO_NET_S_LINK_UP as u64) }
         } else {
             0
         };
@@ -290,13 +294,17 @@ impl VirtioDevice for Net {
         c[10..12].copy_from_slice(&1500u16.to_le_bytes()); // mtu
         c
     }
-    fn activate(&mut self, a: Activation) -> Result<(), String> {
+    fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
         self.reset();
         let f = a.features;
         let hdr = if f & F_VERSION_1 != 0 { 12 } else { 10 };
         self.tap
-            .set_vnet_hdr_size(hdr as u32)
-            .map_err(|e| format!("tap {}: TUNSETVNETHDRSZ: {e}", self.tap.name))?;
+            .set_vnet_hdr_size(crate::bits::lo32(hdr as u64)) // 10 or 12
+            .map_err(|source| ActivateError::Tap {
+                tap: self.tap.name.clone(),
+                op: "TUNSETVNETHDRSZ",
+                source,
+            })?;
         let mut off = 0;
         if f & bit(VIRTIO_NET_F_GUEST_CSUM) != 0 {
             off |= TUN_F_CSUM;
@@ -312,7 +320,11 @@ impl VirtioDevice for Net {
         }
         self.tap
             .set_offload(off)
-            .map_err(|e| format!("tap {}: TUNSETOFFLOAD: {e}", self.tap.name))?;
+            .map_err(|source| ActivateError::Tap {
+                tap: self.tap.name.clone(),
+                op: "TUNSETOFFLOAD",
+                source,
+            })?;
         let Activation {
             mem,
             queues,
@@ -322,22 +334,21 @@ impl VirtioDevice for Net {
         } = a;
         let mut qs = queues.into_iter();
         let (Some(Some(rx)), Some(Some(tx))) = (qs.next(), qs.next()) else {
-            return Err("virtio-net needs its receive and transmit queues".into());
+            return Err(ActivateError::Queues {
+                device: "virtio-net",
+                queues: "receive and transmit queues",
+            });
         };
         let mut ks = kicks.into_iter();
         let (Some(rxk), Some(txk)) = (ks.next(), ks.next()) else {
-            return Err("no kick eventfds".into());
+            return Err(ActivateError::NoKicks);
         };
         let tap = self.tap.clone();
         let link_up = self.link_up.clone();
-        self.worker = Some(
-            Worker::spawn("virtio-net".into(), move |stop| {
-                let mut w = NetWorker::new(tap, link_up, mem, rx, tx, signal, hdr);
-                w.run(rxk, txk, stop)
-            })
-            // The VirtioDevice trait's activate still reports a String.
-            .map_err(|e| e.to_string())?,
-        );
+        self.worker = Some(Worker::spawn("virtio-net".into(), move |stop| {
+            let mut w = NetWorker::new(tap, link_up, mem, rx, tx, signal, hdr);
+            w.run(rxk, txk, stop)
+        })?);
         Ok(())
     }
     fn reset(&mut self) {
@@ -461,7 +472,8 @@ impl NetWorker {
             self.chain = chain;
             served?;
             if used && self.tx.needs_notification()? {
-                self.signal.used(TX as u16);
+                self.signal
+                    .used(const { crate::bits::const_u16(TX as u64) });
             }
             if !self.tx.enable_notification()? {
                 return Ok(());
@@ -487,7 +499,9 @@ impl NetWorker {
         if chain.writable_len() != 0 || len < self.hdr as u64 || len > self.buf.len() as u64 {
             return;
         }
-        let n = len as usize;
+        let Ok(n) = usize::try_from(len) else {
+            return; // cannot happen: at most the buffer's length (checked above)
+        };
         if io::read(&*self.mem, &chain.descs, 0, &mut self.buf[..n]).is_err() {
             return;
         }
@@ -526,7 +540,9 @@ impl NetWorker {
             } else {
                 0 // too small or wrong direction: the frame is dropped
             };
-            self.rx.add_used(chain.head, written as u32)?;
+            // At most a frame's length: the fallback is never taken.
+            let written = u32::try_from(written).unwrap_or(u32::MAX);
+            self.rx.add_used(chain.head, written)?;
             *used = true;
         }
     }
@@ -542,7 +558,8 @@ impl NetWorker {
         self.chain = chain;
         served?;
         if used && self.rx.needs_notification()? {
-            self.signal.used(RX as u16);
+            self.signal
+                .used(const { crate::bits::const_u16(RX as u64) });
         }
         Ok(())
     }

@@ -236,7 +236,10 @@ impl SplitQueue {
             let flags = u16::from_le_bytes([raw[12], raw[13]]) as u32;
             let next = u16::from_le_bytes([raw[14], raw[15]]) as u32;
             if flags & VRING_DESC_F_INDIRECT != 0 {
-                if indirect || len % DESC_SIZE as u32 != 0 || len / 16 > u16::MAX as u32 {
+                if indirect
+                    || len % const { crate::bits::const_u32(DESC_SIZE) } != 0
+                    || len / 16 > u16::MAX as u32
+                {
                     return Err(bad);
                 }
                 indirect = true;
@@ -326,8 +329,10 @@ impl Virtqueue for SplitQueue {
 
     fn disable_notification(&mut self) -> Result<(), QueueError> {
         if !self.event_idx {
-            self.mem
-                .write_u16(self.used_ring, VRING_USED_F_NO_NOTIFY as u16)?;
+            self.mem.write_u16(
+                self.used_ring,
+                const { crate::bits::const_u16(VRING_USED_F_NO_NOTIFY as u64) },
+            )?;
         }
         Ok(())
     }
@@ -358,12 +363,14 @@ pub mod rustvmm {
     pub fn view(mem: &dyn GuestMemory) -> Result<GuestMemoryMmap<()>, QueueError> {
         let mut regions = Vec::new();
         for r in mem.regions() {
+            // A live host mapping: its size fits a usize.
+            let size = usize::try_from(r.size).map_err(|_| QueueError::OutsideMemory)?;
             // SAFETY: the pointer and size describe a live mapping of guest RAM that the
             // caller keeps alive (the queue holds the Arc); a raw-pointer region never unmaps.
             let m = unsafe {
                 MmapRegion::<()>::build_raw(
                     r.host_addr as *mut u8,
-                    r.size as usize,
+                    size,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
                 )
@@ -526,7 +533,10 @@ pub mod io {
                 skip -= len;
                 continue;
             }
-            let n = ((len - skip) as usize).min(buf.len() - done);
+            // At most a descriptor's u32 length: the fallback is never taken.
+            let n = usize::try_from(len - skip)
+                .unwrap_or(usize::MAX)
+                .min(buf.len() - done);
             let at = d.addr.checked_add(skip).ok_or(OutOfRange {
                 addr: d.addr,
                 len: n,
@@ -556,7 +566,10 @@ pub mod io {
                 skip -= len;
                 continue;
             }
-            let n = ((len - skip) as usize).min(buf.len() - done);
+            // At most a descriptor's u32 length: the fallback is never taken.
+            let n = usize::try_from(len - skip)
+                .unwrap_or(usize::MAX)
+                .min(buf.len() - done);
             let at = d.addr.checked_add(skip).ok_or(OutOfRange {
                 addr: d.addr,
                 len: n,

@@ -60,9 +60,12 @@ pub fn poll(fds: &[(RawFd, i16)], timeout_ms: i32) -> io::Result<Vec<i16>> {
             revents: 0,
         })
         .collect();
+    // A few descriptors; nfds_t is 32 bits on i686.
+    let n = libc::nfds_t::try_from(p.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors to poll"))?;
     loop {
-        // SAFETY: `p` is a live array of `p.len()` pollfd structs.
-        let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+        // SAFETY: `p` is a live array of `n` pollfd structs.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), n, timeout_ms) };
         if r >= 0 {
             return Ok(p.iter().map(|x| x.revents).collect());
         }
@@ -99,6 +102,7 @@ pub fn file_io_vectored(
         i += 1;
     }
     while i < iov.len() {
+        #[allow(clippy::cast_possible_truncation)] // at most IOV_MAX (1024)
         let count = (iov.len() - i).min(IOV_MAX) as libc::c_int;
         let at = i64::try_from(off)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset beyond 2^63"))?;

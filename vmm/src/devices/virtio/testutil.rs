@@ -64,7 +64,10 @@ impl Driver {
             used_seen: 0,
         };
         d.mem
-            .write(base, &vec![0u8; (used + 6 + 8 * n - base) as usize])
+            .write(
+                base,
+                &vec![0u8; usize::try_from(used + 6 + 8 * n - base).unwrap()],
+            )
             .unwrap();
         d
     }
@@ -85,15 +88,21 @@ impl Driver {
         let size = self.cfg.size;
         let head = self.next_desc % size;
         for (i, &(addr, len, write)) in bufs.iter().enumerate() {
-            let idx = (self.next_desc + i as u16) % size;
+            let idx = (self.next_desc + crate::bits::lo16(i as u64)) % size;
             let last = i + 1 == bufs.len();
-            let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
+            let mut flags = if write {
+                const { crate::bits::const_u16(VRING_DESC_F_WRITE as u64) }
+            } else {
+                0
+            };
             if !last {
-                flags |= VRING_DESC_F_NEXT as u16;
+                flags |= const { crate::bits::const_u16(VRING_DESC_F_NEXT as u64) };
             }
             self.write_desc(idx, addr, len, flags, (idx + 1) % size);
         }
-        self.next_desc = self.next_desc.wrapping_add(bufs.len() as u16);
+        self.next_desc = self
+            .next_desc
+            .wrapping_add(crate::bits::lo16(bufs.len() as u64));
         head
     }
 

@@ -13,7 +13,8 @@
 
 use super::queue::{self, QueueConfig, QueueImpl};
 use super::sys::EventFd;
-use super::{Activation, Signal, VirtioDevice, S_DRIVER_OK, S_FEATURES_OK, S_NEEDS_RESET};
+use super::{Activation, Signal, VirtioDevice};
+use crate::bits;
 use crate::devices::pci::config::{
     Bar, BarKind, ConfigSpace, COMMAND_IO, COMMAND_MEMORY, INTERRUPT_PIN,
 };
@@ -26,6 +27,11 @@ use crate::sync::lock;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The device status bits, as the status byte holds them.
+const S_DRIVER_OK: u8 = bits::const_u8(super::S_DRIVER_OK as u64);
+const S_FEATURES_OK: u8 = bits::const_u8(super::S_FEATURES_OK as u64);
+const S_NEEDS_RESET: u8 = bits::const_u8(super::S_NEEDS_RESET as u64);
 
 pub const VENDOR: u16 = 0x1af4;
 pub const LEGACY_BAR: usize = 0;
@@ -98,8 +104,8 @@ impl Signal for Shared {
     }
     fn needs_reset(&self) {
         let s = self.status.load(Ordering::SeqCst);
-        if s & S_DRIVER_OK as u8 != 0 && s & S_NEEDS_RESET as u8 == 0 {
-            self.status.fetch_or(S_NEEDS_RESET as u8, Ordering::SeqCst);
+        if s & S_DRIVER_OK != 0 && s & S_NEEDS_RESET == 0 {
+            self.status.fetch_or(S_NEEDS_RESET, Ordering::SeqCst);
             self.config_changed();
         }
     }
@@ -144,10 +150,11 @@ impl VirtioPci {
         let (device_id, class) = match ty {
             1 => (0x1000, 0x02_00_00),
             2 => (0x1001, 0x01_00_00),
-            t => (0x1040 + t as u16, 0xff_00_00),
+            // Virtio device types are small numbers.
+            t => (0x1040 + bits::lo16(t), 0xff_00_00),
         };
         let mut cfg = ConfigSpace::new(VENDOR, device_id, class, 0);
-        cfg.set_subsystem(VENDOR, ty as u16);
+        cfg.set_subsystem(VENDOR, bits::lo16(ty));
         cfg.set_bytes(INTERRUPT_PIN, &[1]);
         cfg.set_bar(
             LEGACY_BAR,
@@ -173,10 +180,11 @@ impl VirtioPci {
         // One vector per queue plus one for configuration changes.
         let msix = Msix::new(
             &mut cfg,
-            nq as u16 + 1,
-            MSIX_BAR as u8,
+            // A few queues (Msix::new clamps to 2048 vectors anyway).
+            u16::try_from(nq + 1).unwrap_or(u16::MAX),
+            const { bits::const_u8(MSIX_BAR as u64) },
             0,
-            MSIX_PBA_OFFSET as u32,
+            const { bits::const_u32(MSIX_PBA_OFFSET) },
             irq.clone(),
         );
         let caps: [(u8, u64, u64); 4] = [
@@ -190,10 +198,12 @@ impl VirtioPci {
             ),
         ];
         for (ty, off, len) in caps {
-            let mut body = vec![if ty == CAP_NOTIFY { 20 } else { 16 }, ty, MODERN_BAR as u8];
-            body.extend_from_slice(&[0, 0, 0]); // id, padding
-            body.extend_from_slice(&(off as u32).to_le_bytes());
-            body.extend_from_slice(&(len as u32).to_le_bytes());
+            let bar = const { bits::const_u8(MODERN_BAR as u64) };
+            let mut body = vec![if ty == CAP_NOTIFY { 20 } else { 16 }, ty, bar];
+            // id, padding; then the offset and length, within the 16 KiB modern BAR.
+            body.extend_from_slice(&[0, 0, 0]);
+            body.extend_from_slice(&bits::lo32(off).to_le_bytes());
+            body.extend_from_slice(&bits::lo32(len).to_le_bytes());
             if ty == CAP_NOTIFY {
                 body.extend_from_slice(&NOTIFY_MULTIPLIER.to_le_bytes());
             }
@@ -332,16 +342,16 @@ impl VirtioPci {
             return;
         }
         let old = self.status();
-        let mut new = v | (old & S_NEEDS_RESET as u8);
-        if new & S_FEATURES_OK as u8 != 0
-            && old & S_FEATURES_OK as u8 == 0
+        let mut new = v | (old & S_NEEDS_RESET);
+        if new & S_FEATURES_OK != 0
+            && old & S_FEATURES_OK == 0
             && self.driver_features & !self.offered != 0
         {
             // The driver accepted features that were not offered: refuse FEATURES_OK.
-            new &= !(S_FEATURES_OK as u8);
+            new &= !S_FEATURES_OK;
         }
         self.shared.status.store(new, Ordering::SeqCst);
-        if new & S_DRIVER_OK as u8 != 0 && old & S_DRIVER_OK as u8 == 0 {
+        if new & S_DRIVER_OK != 0 && old & S_DRIVER_OK == 0 {
             self.activate();
         }
     }
@@ -458,7 +468,7 @@ impl VirtioPci {
     }
 
     fn notify(&self, q: u64) {
-        if let Some(k) = self.kicks.get(q as usize) {
+        if let Some(k) = usize::try_from(q).ok().and_then(|q| self.kicks.get(q)) {
             k.signal();
         }
     }
@@ -475,20 +485,20 @@ impl VirtioPci {
         }
     }
 
-    fn common_bytes(&self) -> [u8; COMMON_SIZE as usize] {
-        let mut b = [0u8; COMMON_SIZE as usize];
+    fn common_bytes(&self) -> [u8; bits::const_usize(COMMON_SIZE)] {
+        let mut b = [0u8; bits::const_usize(COMMON_SIZE)];
         let put = |b: &mut [u8], off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
         put(&mut b, 0x00, &self.device_feature_select.to_le_bytes());
         let f = match self.device_feature_select {
-            0 => self.offered as u32,
-            1 => (self.offered >> 32) as u32,
+            0 => bits::lo32(self.offered),
+            1 => bits::hi32(self.offered),
             _ => 0,
         };
         put(&mut b, 0x04, &f.to_le_bytes());
         put(&mut b, 0x08, &self.driver_feature_select.to_le_bytes());
         let d = match self.driver_feature_select {
-            0 => self.driver_features as u32,
-            1 => (self.driver_features >> 32) as u32,
+            0 => bits::lo32(self.driver_features),
+            1 => bits::hi32(self.driver_features),
             _ => 0,
         };
         put(&mut b, 0x0c, &d.to_le_bytes());
@@ -501,7 +511,9 @@ impl VirtioPci {
                 .load(Ordering::SeqCst)
                 .to_le_bytes(),
         );
-        put(&mut b, 0x12, &(self.queues.len() as u16).to_le_bytes());
+        // A few queues: the fallback is never taken.
+        let nq = u16::try_from(self.queues.len()).unwrap_or(u16::MAX);
+        put(&mut b, 0x12, &nq.to_le_bytes());
         b[0x14] = self.status();
         b[0x15] = self.shared.generation.load(Ordering::SeqCst);
         put(&mut b, 0x16, &self.queue_select.to_le_bytes());
@@ -522,7 +534,7 @@ impl VirtioPci {
     fn read_common(&self, off: u64, data: &mut [u8]) {
         let b = self.common_bytes();
         for (k, d) in data.iter_mut().enumerate() {
-            *d = b.get(off as usize + k).copied().unwrap_or(0);
+            *d = crate::devices::reg_byte(&b, off, k).unwrap_or(0);
         }
     }
 
@@ -531,28 +543,29 @@ impl VirtioPci {
         let n = data.len().min(8);
         raw[..n].copy_from_slice(&data[..n]);
         let v = u64::from_le_bytes(raw);
-        let locked = self.status() & (S_FEATURES_OK as u8 | S_DRIVER_OK as u8) != 0;
+        let locked = self.status() & (S_FEATURES_OK | S_DRIVER_OK) != 0;
+        // `v` holds the data.len() bytes written: each arm takes the width it matched.
         match (off, data.len()) {
-            (0x00, 4) => self.device_feature_select = v as u32,
-            (0x08, 4) => self.driver_feature_select = v as u32,
+            (0x00, 4) => self.device_feature_select = bits::lo32(v),
+            (0x08, 4) => self.driver_feature_select = bits::lo32(v),
             (0x0c, 4) if !locked => match self.driver_feature_select {
                 0 => self.driver_features = (self.driver_features & !0xffff_ffff) | v,
                 1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (v << 32),
                 _ => {}
             },
             (0x10, 2) => {
-                let v = self.valid_vector(v as u16);
+                let v = self.valid_vector(bits::lo16(v));
                 self.shared.config_vector.store(v, Ordering::SeqCst);
             }
-            (0x14, 1) => self.set_status(v as u8),
-            (0x16, 2) => self.queue_select = v as u16,
+            (0x14, 1) => self.set_status(bits::lo8(v)),
+            (0x16, 2) => self.queue_select = bits::lo16(v),
             (0x18, 2) if !self.active => {
                 if let Some(q) = self.selected() {
-                    q.size = v as u16;
+                    q.size = bits::lo16(v);
                 }
             }
             (0x1a, 2) => {
-                let vec = self.valid_vector(v as u16);
+                let vec = self.valid_vector(bits::lo16(v));
                 if let Some(qv) = self.shared.queue_vectors.get(self.queue_select as usize) {
                     qv.store(vec, Ordering::SeqCst);
                 }
@@ -581,7 +594,7 @@ impl VirtioPci {
         }
     }
 
-    fn legacy_header_len(&self) -> u64 {
+    fn legacy_header_len(&self) -> usize {
         if lock(&self.shared.msix).enabled() {
             0x18
         } else {
@@ -595,11 +608,13 @@ impl VirtioPci {
             return;
         }
         let hdr = self.legacy_header_len();
-        let mut b = vec![0u8; hdr as usize];
-        b[0..4].copy_from_slice(&(self.offered as u32).to_le_bytes());
-        b[4..8].copy_from_slice(&(self.driver_features as u32).to_le_bytes());
+        let mut b = vec![0u8; hdr];
+        // Legacy devices have the low 32 feature bits only.
+        b[0..4].copy_from_slice(&bits::lo32(self.offered).to_le_bytes());
+        b[4..8].copy_from_slice(&bits::lo32(self.driver_features).to_le_bytes());
         if let Some(q) = self.queues.get(self.queue_select as usize) {
-            b[8..12].copy_from_slice(&((q.desc_table >> 12) as u32).to_le_bytes());
+            // The 32-bit page frame number register.
+            b[8..12].copy_from_slice(&bits::lo32(q.desc_table >> 12).to_le_bytes());
             b[12..14].copy_from_slice(&q.max_size.to_le_bytes());
         }
         b[14..16].copy_from_slice(&self.queue_select.to_le_bytes());
@@ -617,7 +632,7 @@ impl VirtioPci {
         }
         b.extend_from_slice(&self.dev.config());
         for (k, d) in data.iter_mut().enumerate() {
-            *d = b.get(off as usize + k).copied().unwrap_or(0xff);
+            *d = crate::devices::reg_byte(&b, off, k).unwrap_or(0xff);
         }
     }
 
@@ -628,7 +643,7 @@ impl VirtioPci {
         let v = u32::from_le_bytes(raw);
         let hdr = self.legacy_header_len();
         match (off, data.len()) {
-            (0x04, 4) if self.status() & S_DRIVER_OK as u8 == 0 => {
+            (0x04, 4) if self.status() & S_DRIVER_OK == 0 => {
                 self.driver_features = v as u64 & self.offered;
             }
             (0x08, 4) if !self.active => {
@@ -645,20 +660,20 @@ impl VirtioPci {
                     q.ready = v != 0;
                 }
             }
-            (0x0e, 2) => self.queue_select = v as u16,
+            (0x0e, 2) => self.queue_select = bits::lo16(v),
             (LEGACY_NOTIFY, 2) => self.notify(v as u64),
-            (0x12, 1) => self.set_status(v as u8),
+            (0x12, 1) => self.set_status(bits::lo8(v)),
             (0x14, 2) if hdr == 0x18 => {
-                let v = self.valid_vector(v as u16);
+                let v = self.valid_vector(bits::lo16(v));
                 self.shared.config_vector.store(v, Ordering::SeqCst);
             }
             (0x16, 2) if hdr == 0x18 => {
-                let vec = self.valid_vector(v as u16);
+                let vec = self.valid_vector(bits::lo16(v));
                 if let Some(qv) = self.shared.queue_vectors.get(self.queue_select as usize) {
                     qv.store(vec, Ordering::SeqCst);
                 }
             }
-            _ if off >= hdr => self.dev.write_config(off - hdr, data),
+            _ if off >= hdr as u64 => self.dev.write_config(off - hdr as u64, data),
             _ => {}
         }
     }
@@ -720,9 +735,8 @@ impl PciDevice for VirtioPci {
                 }
                 o if (DEVICE_OFFSET..NOTIFY_OFFSET).contains(&o) => {
                     let c = self.dev.config();
-                    let at = (o - DEVICE_OFFSET) as usize;
                     for (k, d) in data.iter_mut().enumerate() {
-                        *d = c.get(at + k).copied().unwrap_or(0);
+                        *d = crate::devices::reg_byte(&c, o - DEVICE_OFFSET, k).unwrap_or(0);
                     }
                 }
                 _ => data.fill(0),

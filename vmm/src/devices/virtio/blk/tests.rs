@@ -35,7 +35,10 @@ pub fn image(dir: &str, sectors: u64) -> PathBuf {
     let p = d.join("disk.img");
     let mut v = Vec::new();
     for s in 0..sectors {
-        v.extend(std::iter::repeat_n(s as u8, SECTOR as usize));
+        v.extend(std::iter::repeat_n(
+            crate::bits::lo8(s),
+            const { crate::bits::const_usize(SECTOR) },
+        ));
     }
     std::fs::write(&p, v).unwrap();
     p
@@ -69,7 +72,7 @@ impl Setup {
             &mut Scratch::default(),
         ) {
             Ok(()) => {}
-            Err(e) => return (u32::MAX, e.to_string().len() as u8),
+            Err(e) => return (u32::MAX, crate::bits::lo8(e.to_string().len() as u64)),
         }
         let (id, len) = self.d.take_used().expect("a used entry");
         assert_eq!(id, h as u32);
@@ -95,9 +98,9 @@ fn each(name: &str, ro: bool, mut f: impl FnMut(&mut Setup)) {
     }
 }
 
-const S_OK: u8 = VIRTIO_BLK_S_OK as u8;
-const S_IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
-const S_UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
+const S_OK: u8 = crate::bits::const_u8(VIRTIO_BLK_S_OK as u64);
+const S_IOERR: u8 = crate::bits::const_u8(VIRTIO_BLK_S_IOERR as u64);
+const S_UNSUPP: u8 = crate::bits::const_u8(VIRTIO_BLK_S_UNSUPP as u64);
 
 #[test]
 fn reads_writes_and_flushes_a_file() {

@@ -51,13 +51,13 @@ impl Packet {
             let ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
             assert!(ifindex > 0);
             let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_family = u16::try_from(libc::AF_PACKET).unwrap();
             sll.sll_protocol = ETHERTYPE.to_be();
             sll.sll_ifindex = ifindex;
             let r = libc::bind(
                 fd.as_raw_fd(),
                 &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap(),
             );
             assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
             let tv = libc::timeval {
@@ -69,7 +69,7 @@ impl Packet {
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
                 &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
+                u32::try_from(std::mem::size_of::<libc::timeval>()).unwrap(),
             );
             Packet { fd, ifindex }
         }
@@ -78,7 +78,7 @@ impl Packet {
         // SAFETY: as above.
         unsafe {
             let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_family = u16::try_from(libc::AF_PACKET).unwrap();
             sll.sll_protocol = ETHERTYPE.to_be();
             sll.sll_ifindex = self.ifindex;
             sll.sll_halen = 6;
@@ -88,7 +88,7 @@ impl Packet {
                 frame.len(),
                 0,
                 &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap(),
             );
             assert_eq!(
                 r,
@@ -187,7 +187,10 @@ fn exchange(
     let out = frame([0xff; 6], guest_mac, b"fugu guest to host");
     mem.write(0x100000, &[0u8; 12]).unwrap();
     mem.write(0x100100, &out).unwrap();
-    let h = txd.add_chain(&[(0x100000, 12, false), (0x100100, out.len() as u32, false)]);
+    let h = txd.add_chain(&[
+        (0x100000, 12, false),
+        (0x100100, u32::try_from(out.len()).unwrap(), false),
+    ]);
     txd.publish(h);
     // A hostile transmit chain too: a buffer outside RAM is dropped, not sent.
     let bad = txd.add_chain(&[(MEM - 4, 64, false)]);
@@ -240,7 +243,10 @@ fn exchange(
         assert_eq!(sig.config.load(Ordering::SeqCst), 1, "{name}");
         assert_eq!(dev.config()[6] as u32 & VIRTIO_NET_S_LINK_UP, 0, "{name}");
         // Transmit still completes (frames are dropped) instead of stalling the driver.
-        let h = txd.add_chain(&[(0x100000, 12, false), (0x100100, out.len() as u32, false)]);
+        let h = txd.add_chain(&[
+            (0x100000, 12, false),
+            (0x100100, u32::try_from(out.len()).unwrap(), false),
+        ]);
         txd.publish(h);
         txk.signal();
         let mut done = false;

@@ -5,9 +5,9 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
 const MEM: u64 = 4 << 20;
 const RING: u64 = 0x10000;
 const DATA: u64 = 0x100000;
-const NEXT: u16 = VRING_DESC_F_NEXT as u16;
-const WRITE: u16 = VRING_DESC_F_WRITE as u16;
-const INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
+const NEXT: u16 = crate::bits::const_u16(VRING_DESC_F_NEXT as u64);
+const WRITE: u16 = crate::bits::const_u16(VRING_DESC_F_WRITE as u64);
+const INDIRECT: u16 = crate::bits::const_u16(VRING_DESC_F_INDIRECT as u64);
 
 /// Run `f` for every (memory backend, queue implementation) pair on a fresh queue of `size`.
 fn each(size: u16, mut f: impl FnMut(&str, &mut Driver, &mut dyn Virtqueue)) {
@@ -321,7 +321,7 @@ fn implementations_agree_on_random_rings() {
                 for _ in 0..40 {
                     let fill = |base: u64, n: u64, rng: &mut Rng| {
                         for i in 0..n {
-                            let flags = rng.below(8) as u16;
+                            let flags = crate::bits::lo16(rng.below(8));
                             let addr = match rng.below(5) {
                                 0 => itab,
                                 1 => MEM - rng.below(64),
@@ -330,11 +330,11 @@ fn implementations_agree_on_random_rings() {
                             };
                             let len = match rng.below(6) {
                                 0 => 0,
-                                1 => u32::MAX - rng.below(4) as u32,
-                                2 => 16 * rng.below(5) as u32,
-                                _ => rng.below(0x2000) as u32,
+                                1 => u32::MAX - crate::bits::lo32(rng.below(4)),
+                                2 => 16 * crate::bits::lo32(rng.below(5)),
+                                _ => crate::bits::lo32(rng.below(0x2000)),
                             };
-                            let next = rng.below(size as u64 + 2) as u16;
+                            let next = crate::bits::lo16(rng.below(size as u64 + 2));
                             let mut raw = [0u8; 16];
                             raw[0..8].copy_from_slice(&addr.to_le_bytes());
                             raw[8..12].copy_from_slice(&len.to_le_bytes());
@@ -345,15 +345,15 @@ fn implementations_agree_on_random_rings() {
                     };
                     fill(RING, size as u64, &mut rng);
                     fill(itab, 4, &mut rng);
-                    let heads = rng.below(size as u64 + 1) as u16;
+                    let heads = crate::bits::lo16(rng.below(size as u64 + 1));
                     for _ in 0..heads {
-                        let head = rng.below(size as u64 + 1) as u16;
+                        let head = crate::bits::lo16(rng.below(size as u64 + 1));
                         d.publish(head);
                     }
                     if rng.below(20) == 0 {
                         d.set_avail_idx(d.avail_idx.wrapping_add(size + 1));
                     }
-                    d.set_used_event(rng.below(8) as u16);
+                    d.set_used_event(crate::bits::lo16(rng.below(8)));
                     loop {
                         let r = q.pop();
                         trace.push(format!("{r:?}"));
@@ -361,7 +361,7 @@ fn implementations_agree_on_random_rings() {
                             Ok(Some(c)) => {
                                 trace.push(format!(
                                     "{:?}",
-                                    q.add_used(c.head, c.descs.len() as u32)
+                                    q.add_used(c.head, u32::try_from(c.descs.len()).unwrap())
                                 ));
                                 trace.push(format!("{:?}", q.needs_notification()));
                             }

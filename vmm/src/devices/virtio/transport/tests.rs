@@ -2,7 +2,7 @@ use super::*;
 use crate::devices::pci::irq::tests::Recorder;
 use crate::devices::virtio::blk::{Block, Disk};
 use crate::devices::virtio::testutil::{impls, memories, Driver};
-use crate::devices::virtio::{S_ACKNOWLEDGE, S_DRIVER, S_FAILED};
+use crate::devices::virtio::{S_ACKNOWLEDGE, S_DRIVER, S_DRIVER_OK, S_FAILED, S_FEATURES_OK};
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT};
 
 const MEM: u64 = 8 << 20;
@@ -45,7 +45,7 @@ impl T {
         u64::from_le_bytes(b)
     }
     fn status(&mut self) -> u8 {
-        self.r(0x14, 1) as u8
+        bits::lo8(self.r(0x14, 1))
     }
     /// Negotiate features and set up queue 0 from `d` (with `size`).
     fn bring_up(&mut self, d: &Driver, size: u16, features: u64) {
@@ -73,13 +73,13 @@ impl T {
         // Vector 0: config, vector 1: queue 0.
         for v in 0..2u64 {
             let mut e = [0u8; 16];
-            e[0..4].copy_from_slice(&(0xfee0_0000u32 + v as u32).to_le_bytes());
-            e[8..12].copy_from_slice(&(0x40 + v as u32).to_le_bytes());
+            e[0..4].copy_from_slice(&(0xfee0_0000u32 + bits::lo32(v)).to_le_bytes());
+            e[8..12].copy_from_slice(&(0x40 + bits::lo32(v)).to_le_bytes());
             for k in 0..4 {
                 self.pci.bar_write(
                     MSIX_BAR,
                     16 * v + 4 * k,
-                    &e[4 * k as usize..4 * k as usize + 4],
+                    &e[usize::try_from(4 * k).unwrap()..usize::try_from(4 * k + 4).unwrap()],
                 );
             }
         }
@@ -114,7 +114,7 @@ fn pci_identity_and_capabilities() {
         if c.u8(at) == 0x09 {
             types.push(c.u8(at + 3));
             if c.u8(at + 3) != CAP_PCI_CFG {
-                assert_eq!(c.u8(at + 4), MODERN_BAR as u8);
+                assert_eq!(c.u8(at + 4), bits::lo8(MODERN_BAR as u64));
             }
         } else {
             assert_eq!(c.u8(at), 0x11);
@@ -132,7 +132,7 @@ fn the_pci_cfg_capability_reaches_the_bars_through_configuration_space() {
     let (_, mem) = memories(MEM).remove(0);
     let mut t = setup(mem, QueueImpl::InHouse, "pcicfg");
     let cap = t.pci.pci_cfg_cap;
-    let ack = S_ACKNOWLEDGE as u8;
+    let ack = bits::lo8(S_ACKNOWLEDGE as u64);
     assert_eq!(t.pci.config().u8(cap + 2), 20, "cap_len");
     let select = |t: &mut T, bar: u8, off: u32, len: u32| {
         t.pci.config_write(cap + PCI_CFG_BAR, &[bar]);
@@ -145,26 +145,31 @@ fn the_pci_cfg_capability_reaches_the_bars_through_configuration_space() {
         u32::from_le_bytes(v)
     };
     // Read: the block device's capacity (32 sectors) from the device configuration.
-    select(&mut t, MODERN_BAR as u8, DEVICE_OFFSET as u32, 4);
+    select(
+        &mut t,
+        bits::lo8(MODERN_BAR as u64),
+        bits::lo32(DEVICE_OFFSET),
+        4,
+    );
     assert_eq!(window(&mut t), 32);
     // Write: device_status (common configuration 0x14, one byte) through the window.
-    select(&mut t, MODERN_BAR as u8, 0x14, 1);
+    select(&mut t, bits::lo8(MODERN_BAR as u64), 0x14, 1);
     t.pci
         .config_write(cap + PCI_CFG_DATA, &[ack, 0xaa, 0xbb, 0xcc]);
     assert_eq!(t.status(), ack, "only cap.length bytes are written");
     assert_eq!(window(&mut t) & 0xff, S_ACKNOWLEDGE);
     // The legacy I/O BAR is reachable too (device status at 0x12).
-    select(&mut t, LEGACY_BAR as u8, 0x12, 1);
+    select(&mut t, bits::lo8(LEGACY_BAR as u64), 0x12, 1);
     assert_eq!(window(&mut t) & 0xff, S_ACKNOWLEDGE);
     // Invalid selections are ignored: a bad length, a misaligned offset, a missing BAR.
     for (bar, off, len) in [
-        (MODERN_BAR as u8, 0x14, 3),
-        (MODERN_BAR as u8, 0x15, 2),
+        (bits::lo8(MODERN_BAR as u64), 0x14, 3),
+        (bits::lo8(MODERN_BAR as u64), 0x15, 2),
         (2, 0, 4),
         (0xff, 0, 4),
-        (MODERN_BAR as u8, MODERN_BAR_SIZE as u32, 4),
-        (MSIX_BAR as u8, 0xffff_fffc, 4),
-        (LEGACY_BAR as u8, 0xfffe, 2),
+        (bits::lo8(MODERN_BAR as u64), bits::lo32(MODERN_BAR_SIZE), 4),
+        (bits::lo8(MSIX_BAR as u64), 0xffff_fffc, 4),
+        (bits::lo8(LEGACY_BAR as u64), 0xfffe, 2),
     ] {
         select(&mut t, bar, off, len);
         t.pci.config_write(cap + PCI_CFG_DATA, &[0, 0, 0, 0]);
@@ -193,8 +198,8 @@ fn modern_driver_reads_and_writes_through_msix() {
             t.w(0x10, 0, 2);
             assert_eq!(t.r(0x1a, 2), 1);
             assert_eq!(
-                t.status() & S_DRIVER_OK as u8,
-                S_DRIVER_OK as u8,
+                t.status() & bits::lo8(S_DRIVER_OK as u64),
+                bits::lo8(S_DRIVER_OK as u64),
                 "{which:?}"
             );
             // A read of sector 5 and a write to sector 6.
@@ -226,7 +231,7 @@ fn modern_driver_reads_and_writes_through_msix() {
             assert_eq!(img[6 * 512..7 * 512], [5u8; 512]);
             let fired = t.irq.fired();
             assert!(!fired.is_empty() && fired.iter().all(|&f| f == (0xfee0_0001, 0x41)));
-            assert_eq!(t.r(ISR_OFFSET, 1) as u8 & ISR_QUEUE, ISR_QUEUE);
+            assert_eq!(bits::lo8(t.r(ISR_OFFSET, 1)) & ISR_QUEUE, ISR_QUEUE);
             assert_eq!(t.r(ISR_OFFSET, 1), 0, "ISR clears on read");
             // Device configuration: capacity.
             assert_eq!(t.r(DEVICE_OFFSET, 8), 32);
@@ -262,7 +267,7 @@ fn an_option_rom_sits_behind_the_rom_bar() {
     lock(&dev).config_write(0x04, &[2, 0]);
     let mut b = [0u8; 4];
     assert!(!bus.mmio_read(rom, &mut b[..2]), "ROM not enabled yet");
-    lock(&dev).config_write(0x30, &((rom as u32) | 1).to_le_bytes());
+    lock(&dev).config_write(0x30, &(bits::lo32(rom) | 1).to_le_bytes());
     assert!(bus.mmio_read(rom, &mut b));
     assert_eq!(&b, b"\x55\xaafu");
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
@@ -276,7 +281,7 @@ fn unoffered_features_are_refused() {
     t.w(0x08, 1, 4);
     t.w(0x0c, 1 << 20, 4); // bit 52: not offered
     t.w(0x14, (S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK) as u64, 1);
-    assert_eq!(t.status() & S_FEATURES_OK as u8, 0);
+    assert_eq!(t.status() & bits::lo8(S_FEATURES_OK as u64), 0);
     t.w(0x14, (S_ACKNOWLEDGE | S_DRIVER | S_FAILED) as u64, 1);
     t.w(0x14, 0, 1);
     assert_eq!(t.status(), 0);
@@ -294,15 +299,19 @@ fn bad_queue_sizes_and_layouts_set_needs_reset() {
                 }
                 t.bring_up(&d, [12, 1024, 16][bad], t.pci.offered);
                 let st = t.status();
-                assert_ne!(st & S_NEEDS_RESET as u8, 0, "{which:?} case {bad}");
-                assert_eq!(t.r(ISR_OFFSET, 1) as u8 & ISR_CONFIG, ISR_CONFIG);
+                assert_ne!(
+                    st & bits::lo8(S_NEEDS_RESET as u64),
+                    0,
+                    "{which:?} case {bad}"
+                );
+                assert_eq!(bits::lo8(t.r(ISR_OFFSET, 1)) & ISR_CONFIG, ISR_CONFIG);
                 assert!(t.irq.intx_count() > 0, "config interrupt over INTx");
                 // The driver resets and the device works again.
                 t.w(0x14, 0, 1);
                 assert_eq!(t.status(), 0);
                 let d = Driver::new(mem.clone(), RING, 16);
                 t.bring_up(&d, 16, t.pci.offered);
-                assert_eq!(t.status() & S_NEEDS_RESET as u8, 0);
+                assert_eq!(t.status() & bits::lo8(S_NEEDS_RESET as u64), 0);
             }
         }
     }
@@ -340,9 +349,9 @@ fn read_only_registers_ignore_writes() {
     // Random garbage on every BAR never panics.
     let mut rng = crate::devices::virtio::testutil::Rng(99);
     for _ in 0..20_000 {
-        let bar = [0, 1, 2, 4, 5][rng.below(5) as usize];
+        let bar = [0, 1, 2, 4, 5][usize::try_from(rng.below(5)).unwrap()];
         let off = rng.below(0x4100);
-        let len = [1, 2, 4, 8][rng.below(4) as usize];
+        let len = [1, 2, 4, 8][usize::try_from(rng.below(4)).unwrap()];
         if rng.below(2) == 0 {
             t.pci
                 .bar_write(bar, off, &rng.next_u64().to_le_bytes()[..len]);
@@ -367,7 +376,7 @@ fn legacy_driver_uses_the_io_bar() {
             let wr = |t: &mut T, off: u64, v: u32, len: usize| {
                 t.pci.bar_write(LEGACY_BAR, off, &v.to_le_bytes()[..len])
             };
-            assert_eq!(rd(&mut t, 0, 4), t.pci.offered as u32);
+            assert_eq!(rd(&mut t, 0, 4), bits::lo32(t.pci.offered));
             assert_eq!(rd(&mut t, 0x0c, 2), 256, "queue size");
             assert_eq!(rd(&mut t, 0x14, 4), 32, "capacity follows the header");
             // The rings the PFN below describes, zeroed before the device starts.
@@ -392,7 +401,7 @@ fn legacy_driver_uses_the_io_bar() {
             assert_eq!(wait_used(&mut d), Some((head as u32, 513)), "{which:?}");
             assert_eq!(mem.read_u8(0x200000).unwrap(), 2);
             assert!(t.irq.intx_count() > 0);
-            assert_eq!(rd(&mut t, 0x13, 1) as u8 & ISR_QUEUE, ISR_QUEUE);
+            assert_eq!(bits::lo8(rd(&mut t, 0x13, 1)) & ISR_QUEUE, ISR_QUEUE);
             assert_eq!(rd(&mut t, 0x13, 1), 0);
             wr(&mut t, 0x12, 0, 1);
             assert_eq!(t.status(), 0);

@@ -136,6 +136,7 @@ fn ipxe_runner_serves_the_cells_boot_program_over_tftp() {
     )));
     // iPXE's IPv6 configuration ends only on a router advertisement (netcheck's docs).
     assert!(dn.contains(&"--enable-ra".to_string()), "{dn:?}");
+    assert!(dn.contains(&"--dhcp-option=encap:175,176,1b".to_string()));
     assert!(dn.contains(&format!("--dhcp-range={},ra-only", netcheck::PXE_RA_PREFIX)));
     std::fs::remove_dir_all(d).unwrap();
 }

@@ -40,6 +40,8 @@ pub mod pci {
     pub use crate::devices::pci::irq::{InterruptController, IntxPending, IntxRaise, IrqError};
     pub use crate::devices::pci::msix::Msix;
     pub use crate::devices::pci::{PciDevice, IO_BASE, MMIO_BASE};
+    /// What KVM answered, inside `IrqError::Kvm`.
+    pub use crate::hypervisor::Error as KvmError;
 }
 
 /// Virtqueues, the virtio-pci transport, and the virtio-blk and virtio-net models.

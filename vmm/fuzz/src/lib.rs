@@ -106,7 +106,7 @@ impl InterruptController for NoIrq {
     fn msi_route(&self, gsi: u32, _addr: u64, _data: u32) -> Result<(), IrqError> {
         if gsi % 5 == 4 {
             // What KVM answers when it refuses a routing table.
-            Err(IrqError::Kvm(fugu::hypervisor::Error::from_errno(
+            Err(IrqError::Kvm(fugu::fuzzing::pci::KvmError::from_errno(
                 "KVM_SET_GSI_ROUTING",
                 libc::EINVAL,
             )))

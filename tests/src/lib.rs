@@ -190,7 +190,7 @@ pub fn python_server(
 /// bytes) into `dir` (`index.json` and `demo/disk.img`); returns the disk's bytes.
 pub fn publish_demo_image(dir: &std::path::Path, size: u32) -> Vec<u8> {
     let data: Vec<u8> = (0u32..size)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
         .collect();
     std::fs::create_dir_all(dir.join("demo")).expect("create the demo folder");
     std::fs::write(dir.join("demo/disk.img"), &data).expect("write the demo disk");

@@ -143,15 +143,13 @@ fn read_only_disks_and_locked_images() {
             .open(&img)
             .unwrap();
         // SAFETY: flock on a descriptor this test owns.
-        assert_eq!(
-            unsafe {
-                libc::flock(
-                    std::os::fd::AsRawFd::as_raw_fd(&f),
-                    libc::LOCK_EX | libc::LOCK_NB,
-                )
-            },
-            0
-        );
+        let locked = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        assert_eq!(locked, 0);
         let o = boot_with_disk(&bin, &g, &img);
         assert_eq!(o.status, Some(4), "{build}: {o:?}");
         assert!(

@@ -133,7 +133,7 @@ fn open_raw(ns: &str, ifname: &str) -> Result<OwnedFd, FrameError> {
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
     // SAFETY: sockaddr_ll is plain data; all-zero is a valid value to fill in.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+    sll.sll_family = libc::c_ushort::try_from(libc::AF_PACKET)?;
     sll.sll_protocol = proto;
     sll.sll_ifindex = libc::c_int::try_from(ifindex)?;
     let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>())?;

@@ -38,8 +38,11 @@ impl ExitStatus {
                 if v >= 127 {
                     255
                 } else {
-                    // v < 127: (v << 1) | 1 <= 253; the cast cannot truncate.
-                    ((v << 1) | 1) as u8
+                    // v < 127: (v << 1) | 1 <= 253; the cast cannot truncate (a const fn:
+                    // no try_from here).
+                    #[allow(clippy::cast_possible_truncation)]
+                    let code = ((v << 1) | 1) as u8;
+                    code
                 }
             }
         }

@@ -104,13 +104,15 @@ fn write_entry(
         0, // uid
         0, // gid
         nlink,
-        mtime as u32,
-        data.len() as u32,
+        // newc's fields are 32 bits: a date past 2106 is written as the last one it holds,
+        // and a member of 4 GiB or more (never one of the initramfs files) cannot be stored.
+        u32::try_from(mtime).unwrap_or(u32::MAX),
+        u32::try_from(data.len()).expect("a cpio (newc) member is under 4 GiB"),
         0, // dev major
         0, // dev minor
         rmaj,
         rmin,
-        name.len() as u32 + 1,
+        u32::try_from(name.len() + 1).expect("a cpio (newc) member name is under 4 GiB"),
         0, // check
     ];
     out.extend_from_slice(b"070701");

@@ -421,7 +421,7 @@ fn has_interpreter(elf: &[u8]) -> bool {
         };
         return (0..n).any(|i| {
             let at = phoff.saturating_add(i * size);
-            elf.get(at..at + 4) == Some(&3u32.to_le_bytes()[..])
+            at.checked_add(4).and_then(|end| elf.get(at..end)) == Some(&3u32.to_le_bytes()[..])
         });
     }
     let u16_at = |o: usize| {
@@ -439,9 +439,12 @@ fn has_interpreter(elf: &[u8]) -> bool {
     let (Some(phoff), Some(size), Some(n)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
         return false;
     };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return false;
+    };
     (0..n).any(|i| {
-        let at = (phoff as usize).saturating_add(i * size);
-        elf.get(at..at + 4) == Some(&3u32.to_le_bytes()[..])
+        let at = phoff.saturating_add(i * size);
+        at.checked_add(4).and_then(|end| elf.get(at..end)) == Some(&3u32.to_le_bytes()[..])
     })
 }
 

@@ -290,7 +290,8 @@ pub fn execute_with_retries(spec: &BootSpec, retries: u32, interrupted: &AtomicB
     loop {
         match execute(spec, interrupted) {
             Outcome::Fail { reason, tail }
-                if (failures.len() as u32) < retries && !interrupted.load(Ordering::SeqCst) =>
+                if u32::try_from(failures.len()).is_ok_and(|n| n < retries)
+                    && !interrupted.load(Ordering::SeqCst) =>
             {
                 let _ = tail;
                 failures.push(reason);

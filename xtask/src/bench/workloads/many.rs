@@ -33,6 +33,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
+    // The rank lies in 0..=len for p in 0..=100 (clamped below for any other p).
+    #[allow(clippy::cast_possible_truncation)]
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }

@@ -105,8 +105,8 @@ pub(super) fn rr(ctx: &Ctx) -> Bench {
         fugu: f.clone(),
         peer: peer_err.is_none().then_some(p.clone()),
         note: format!(
-            "netbench32 (direct boot, both): {} rounds of a {FRAME}-byte frame guest → tap → echo on the tap's host side → guest, in a private network namespace, counted between the guest's two markers; legacy virtio-net, polled, no offloads, QEMU with vhost=off; higher is better; both directions together: fugu {:.1} MB/s, {peer}",
-            ROUNDS as u64,
+            "netbench32 (direct boot, both): {:.0} rounds of a {FRAME}-byte frame guest → tap → echo on the tap's host side → guest, in a private network namespace, counted between the guest's two markers; legacy virtio-net, polled, no offloads, QEMU with vhost=off; higher is better; both directions together: fugu {:.1} MB/s, {peer}",
+            ROUNDS,
             mb(&f)
         ),
     })

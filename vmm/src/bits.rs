@@ -30,34 +30,20 @@ pub const fn hi32(x: u64) -> u32 {
     lo32(x >> 32)
 }
 
-/// The constant `x` as a u8 (use in `const { }`: a value that does not fit fails the build).
-#[allow(clippy::cast_possible_truncation)] // checked by the assert
-pub const fn const_u8(x: u64) -> u8 {
-    assert!(x <= u8::MAX as u64, "constant does not fit in a u8");
-    x as u8
+/// `const fn NAME(x: u64) -> T`: the constant `x` as a `T`; use it in `const { }`, where a
+/// value that does not fit (on this target, for usize) fails the build.
+macro_rules! const_narrowing {
+    ($($name:ident -> $t:ty),* $(,)?) => {$(
+        #[doc = concat!("The constant `x` as a ", stringify!($t), " (checked when compiled in `const { }`).")]
+        #[allow(clippy::cast_possible_truncation)] // checked by the assert
+        pub const fn $name(x: u64) -> $t {
+            assert!(x <= <$t>::MAX as u64, concat!("constant does not fit in a ", stringify!($t)));
+            x as $t
+        }
+    )*};
 }
 
-/// The constant `x` as a u16 (use in `const { }`: a value that does not fit fails the build).
-#[allow(clippy::cast_possible_truncation)] // checked by the assert
-pub const fn const_u16(x: u64) -> u16 {
-    assert!(x <= u16::MAX as u64, "constant does not fit in a u16");
-    x as u16
-}
-
-/// The constant `x` as a u32 (use in `const { }`: a value that does not fit fails the build).
-#[allow(clippy::cast_possible_truncation)] // checked by the assert
-pub const fn const_u32(x: u64) -> u32 {
-    assert!(x <= u32::MAX as u64, "constant does not fit in a u32");
-    x as u32
-}
-
-/// The constant `x` as a usize (use in `const { }`: a value that does not fit on this target
-/// fails the build).
-#[allow(clippy::cast_possible_truncation)] // checked by the assert
-pub const fn const_usize(x: u64) -> usize {
-    assert!(x <= usize::MAX as u64, "constant does not fit in a usize");
-    x as usize
-}
+const_narrowing!(const_u8 -> u8, const_u16 -> u16, const_u32 -> u32, const_usize -> usize);
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,12 @@ impl From<String> for SetupError {
     }
 }
 
+impl From<crate::boot::InputError> for SetupError {
+    fn from(e: crate::boot::InputError) -> Self {
+        SetupError::Failed(e.to_string())
+    }
+}
+
 impl From<&str> for SetupError {
     fn from(msg: &str) -> Self {
         SetupError::Failed(msg.into())

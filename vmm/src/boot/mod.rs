@@ -150,26 +150,58 @@ pub fn load_kernel(
     Err(LoadError::Unknown)
 }
 
+/// Why a kernel, initrd or module file was refused (`what` names which one).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// `len` is the size in words: a number, or "more than N" for a pipe read up to `limit`.
+    #[error(
+        "{what} {} is {len} bytes, more than guest RAM ({} MiB{}) can hold; give the guest \
+         more --memory, or check that this is the right file",
+        path.display(),
+        limit >> 20,
+        if *what == "kernel" { "" } else { " less what is loaded before it" }
+    )]
+    TooBig {
+        what: &'static str,
+        path: std::path::PathBuf,
+        len: String,
+        limit: u64,
+    },
+    #[error("{what} {} is {kind}: give the path of a {what} file", path.display())]
+    NotAFile {
+        what: &'static str,
+        path: std::path::PathBuf,
+        kind: &'static str,
+    },
+}
+
 /// Read a kernel, initrd or module file of at most `limit` bytes (what guest RAM can hold).
 /// The size of a regular file is checked before anything is read, so that a huge file is
 /// refused at once instead of filling host memory first; devices (`--kernel /dev/zero`),
 /// directories and sockets are refused; a pipe is read, but never past the limit.
-pub fn read_input(what: &str, path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
+pub fn read_input(
+    what: &'static str,
+    path: &std::path::Path,
+    limit: u64,
+) -> Result<Vec<u8>, InputError> {
     use std::io::Read;
     use std::os::unix::fs::FileTypeExt;
-    let cannot = |e: std::io::Error| format!("cannot read {what} {}: {e}", path.display());
-    let too_big = |len: String| {
-        format!(
-            "{what} {} is {len} bytes, more than guest RAM ({} MiB{}) can hold; give the guest \
-             more --memory, or check that this is the right file",
-            path.display(),
-            limit >> 20,
-            if what == "kernel" {
-                ""
-            } else {
-                " less what is loaded before it"
-            }
-        )
+    let cannot = |source: std::io::Error| InputError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let too_big = |len: String| InputError::TooBig {
+        what,
+        path: path.to_path_buf(),
+        len,
+        limit,
     };
     let file = std::fs::File::open(path).map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;
@@ -188,10 +220,11 @@ pub fn read_input(what: &str, path: &std::path::Path, limit: u64) -> Result<Vec<
         } else {
             "not a regular file"
         };
-        return Err(format!(
-            "{what} {} is {kind}: give the path of a {what} file",
-            path.display()
-        ));
+        return Err(InputError::NotAFile {
+            what,
+            path: path.to_path_buf(),
+            kind,
+        });
     }
     let mut data = Vec::new();
     file.take(limit.saturating_add(1))
@@ -238,7 +271,7 @@ mod tests {
         let small = dir.join("small");
         std::fs::write(&small, [7u8; 100]).unwrap();
         assert_eq!(read_input("kernel", &small, 100).unwrap(), [7u8; 100]);
-        let e = read_input("kernel", &small, 99).unwrap_err();
+        let e = read_input("kernel", &small, 99).unwrap_err().to_string();
         assert!(e.contains("100 bytes") && e.contains("--memory"), "{e}");
         // A sparse 1 TiB file: refused by its size, not read.
         let huge = dir.join("huge");
@@ -246,10 +279,14 @@ mod tests {
             .unwrap()
             .set_len(1 << 40)
             .unwrap();
-        let e = read_input("initrd", &huge, 256 << 20).unwrap_err();
+        let e = read_input("initrd", &huge, 256 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("1099511627776 bytes"), "{e}");
         for (p, kind) in [("/dev/zero", "character device"), ("/", "directory")] {
-            let e = read_input("kernel", std::path::Path::new(p), 1 << 30).unwrap_err();
+            let e = read_input("kernel", std::path::Path::new(p), 1 << 30)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(kind), "{p}: {e}");
         }
         // A pipe has no size to check first: it is read up to the limit, not further.
@@ -264,10 +301,12 @@ mod tests {
                 let _ = std::fs::File::create(&fifo).and_then(|mut f| f.write_all(&[1u8; 5000]));
             })
         };
-        let e = read_input("initrd", &fifo, 1000).unwrap_err();
+        let e = read_input("initrd", &fifo, 1000).unwrap_err().to_string();
         assert!(e.contains("more than 1000 bytes"), "{e}");
         writer.join().unwrap();
-        let e = read_input("kernel", &dir.join("missing"), 1).unwrap_err();
+        let e = read_input("kernel", &dir.join("missing"), 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read kernel"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -6,7 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Modules that depend on std, libc and each other only, so that anything may use them.
-const LEAVES: &[&str] = &["bits", "exit_status", "outcome", "signals", "sync", "trace"];
+const LEAVES: &[&str] = &[
+    "bits",
+    "exit_status",
+    "outcome",
+    "seccomp",
+    "signals",
+    "sync",
+    "trace",
+];
 
 /// The only files whose code may depend on the host's architecture or pointer width: the
 /// backend seam, and one message.

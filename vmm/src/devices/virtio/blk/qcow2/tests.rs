@@ -2,9 +2,6 @@
 //! qemu-img check / convert / compare; those tests print SKIP where qemu-img is missing — the
 //! xtask installs qemu-utils), malformed images, and kill -9 during writes.
 
-// Test patterns wrap on purpose (byte patterns from offsets and seeds).
-#![allow(clippy::cast_possible_truncation)]
-
 use super::super::image::{self, detect, Format, Image};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -131,8 +128,8 @@ fn exercise(img: &mut Image, model: &mut [u8], seed: u64, ops: usize) {
                 model[o..o + l].copy_from_slice(&v);
             }
             _ => {
-                let b = (r.next() & 0xff) as u8;
-                let data: Vec<u8> = (0..l).map(|i| b ^ (i as u8)).collect();
+                let b = crate::bits::lo8(r.next());
+                let data: Vec<u8> = (0..l).map(|i| b ^ crate::bits::lo8(i as u64)).collect();
                 img.write_at(&data, off).unwrap();
                 model[o..o + l].copy_from_slice(&data);
             }
@@ -167,7 +164,9 @@ fn overlays_on_raw_and_qcow2_bases() {
     let _serial = serial();
     let d = dir("overlay");
     let base = d.join("base.raw");
-    let mut model: Vec<u8> = (0..(4u32 << 20)).map(|i| (i / 512) as u8).collect();
+    let mut model: Vec<u8> = (0..(4u32 << 20))
+        .map(|i| crate::bits::lo8(i / 512))
+        .collect();
     std::fs::write(&base, &model).unwrap();
     let mid = d.join("mid.qcow2");
     image::create(&mid, None, Some(&base), Format::Qcow2).unwrap();
@@ -230,8 +229,8 @@ fn qemu_img_images_read_the_same_and_take_writes() {
     for (i, b) in data.iter_mut().enumerate() {
         *b = match (i >> 16) % 4 {
             0 => 0,
-            1 => (i / 1000) as u8,
-            _ => (r.next() >> 24) as u8,
+            1 => crate::bits::lo8((i / 1000) as u64),
+            _ => crate::bits::lo8(r.next() >> 24),
         };
     }
     std::fs::write(&src, &data).unwrap();
@@ -351,7 +350,7 @@ fn the_refcount_table_grows() {
             chunk
                 .iter_mut()
                 .enumerate()
-                .for_each(|(k, b)| *b = (i + k / 512) as u8 | 1);
+                .for_each(|(k, b)| *b = crate::bits::lo8((i + k / 512) as u64) | 1);
             img.write_at(chunk, (i as u64) << 20).unwrap();
         }
         exercise(&mut img, &mut model, 3, 100);
@@ -528,7 +527,7 @@ fn corrupted_images_never_panic() {
             // Mostly the header and the tables (first 4 clusters, then L2 and refcounts).
             let span = if r.below(2) == 0 { 128 } else { v.len() as u64 };
             let i = usize::try_from(r.below(span)).unwrap();
-            v[i] = (r.next() >> 32) as u8;
+            v[i] = crate::bits::lo8(r.next() >> 32);
         }
         std::fs::write(&p, &v).unwrap();
         if let Ok(mut img) = open(&p, true) {

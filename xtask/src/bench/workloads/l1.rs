@@ -93,10 +93,7 @@ fn in_l1(ctx: &Ctx, name: &str, image: Option<&str>, inside: fn(&Ctx) -> Bench) 
         )));
     }
     if let Some(image) = image {
-        if !util::root().join("target/images/out").join(image).is_dir() {
-            crate::images::build_only(&[image.to_string()])
-                .map_err(|e| Failed(format!("building the {image} image: {}", e.msg)))?;
-        }
+        super::built_image(image)?;
     }
     let json = oneshot::share(Arch::Amd64, name).join("bench.json");
     let args: Vec<String> = [

@@ -24,11 +24,11 @@ fn qemu_linux_cmdline(emulating: bool) -> String {
 }
 
 pub(super) fn boot_linux(ctx: &Ctx) -> Bench {
-    let dir = util::root().join("target/images/out/linux-amd64");
+    let dir = super::built_image("linux-amd64")?;
     let (kernel, disk_src) = (dir.join("bzImage"), dir.join("disk.ext4"));
     if !kernel.is_file() || !disk_src.is_file() {
-        return Err(Unavailable(format!(
-            "the linux-amd64 image is not built: run cargo xtask images ({} missing)",
+        return Err(Failed(format!(
+            "the linux-amd64 image in {} lacks its bzImage or disk.ext4: rebuild it with cargo xtask images --only linux-amd64",
             dir.display()
         )));
     }

@@ -14,7 +14,20 @@ mod pull;
 mod startup;
 
 use super::report::Goal;
-use super::{Bench, Ctx};
+use super::{Bench, Ctx, NoNumbers};
+use crate::util;
+use std::path::PathBuf;
+
+/// The folder of image `name` (`target/images/out/NAME`), built first when it is missing, as
+/// on a fresh clone: a row that boots an image measures it rather than reporting it absent.
+fn built_image(name: &str) -> Result<PathBuf, NoNumbers> {
+    let dir = util::root().join("target/images/out").join(name);
+    if !dir.is_dir() {
+        crate::images::build_only(&[name.to_string()])
+            .map_err(|e| NoNumbers::Failed(format!("building the {name} image: {}", e.msg)))?;
+    }
+    Ok(dir)
+}
 
 /// The peer name of the workloads that QEMU is measured against (installed when one of them
 /// is selected).

@@ -32,52 +32,71 @@ pub fn run(arch: l1::Arch, name: &str, args: &[String], quiet_for: Duration) -> 
         .map_err(|e| format!("L1 initramfs: {e}"))?;
     std::fs::write(&initrd, bytes).map_err(|e| format!("{}: {e}", initrd.display()))?;
     let console = work.join("l1.console.log");
-    util::step(format!(
-        "{}: booting an L1 for `xtask {}` (Debian {} {}, QEMU TCG; console {})",
-        arch.host(),
-        args.first().map_or("", String::as_str),
-        kernel.package,
-        kernel.version,
-        console.display()
-    ));
     let limits = Silence {
         progress: quiet_for,
         any: Duration::from_secs(l1::BEAT_SECS * 3),
     };
-    let ended = boot(
-        &kernel,
-        &initrd,
-        &share,
-        &console,
-        limits,
-        &AtomicBool::new(false),
-    );
-    let text = std::fs::read(&console)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let tail = || {
-        format!(
-            "L1 console ({}):\n{}",
-            console.display(),
-            util::tail(&text, 12)
-        )
-    };
-    if let Err(e) = ended {
-        return Err(format!("the L1 died: {}\n{}", e.reason, tail()));
+    // An L1 under TCG sometimes freezes or panics on its own (docs/matrix.md): one that dies
+    // before its command ends is booted once more, as the matrix does; a command that fails
+    // is not retried.
+    for attempt in 1..=L1_ATTEMPTS {
+        util::step(format!(
+            "{}: booting an L1 for `xtask {}` (Debian {} {}, QEMU TCG; console {})",
+            arch.host(),
+            args.first().map_or("", String::as_str),
+            kernel.package,
+            kernel.version,
+            console.display()
+        ));
+        let ended = boot(
+            &kernel,
+            &initrd,
+            &share,
+            &console,
+            limits,
+            &AtomicBool::new(false),
+        );
+        let text = std::fs::read(&console)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let tail = || {
+            format!(
+                "L1 console ({}):\n{}",
+                console.display(),
+                util::tail(&text, 12)
+            )
+        };
+        let died = match (ended, exit_status(&text)) {
+            (Err(e), _) => format!("the L1 died: {}", e.reason),
+            (Ok(_), Some(0)) => return Ok(()),
+            (Ok(_), Some(n)) => {
+                return Err(format!(
+                    "`xtask {}` exited {n} in the L1\n{}",
+                    args.join(" "),
+                    tail()
+                ))
+            }
+            (Ok(_), None) => "the L1 ended before its command did (reset or panicked)".into(),
+        };
+        if attempt == L1_ATTEMPTS {
+            return Err(format!(
+                "{died} (attempt {attempt} of {L1_ATTEMPTS})\n{}",
+                tail()
+            ));
+        }
+        let kept = work.join(format!("l1.console.attempt{attempt}.log"));
+        let _ = std::fs::rename(&console, &kept);
+        util::step(format!(
+            "{}: {died}; its console is kept as {}; booting the L1 again",
+            arch.host(),
+            kept.display()
+        ));
     }
-    match exit_status(&text) {
-        Some(0) => Ok(()),
-        Some(n) => Err(format!(
-            "`xtask {}` exited {n} in the L1\n{}",
-            args.join(" "),
-            tail()
-        )),
-        None => Err(format!(
-            "the L1 ended before its command did (reset or panicked)\n{}",
-            tail()
-        )),
-    }
+    Err("no L1 attempt ran".into())
 }
+
+/// How many times an L1 that dies before its command ends is booted.
+const L1_ATTEMPTS: u32 = 2;
 
 /// The writable folder of run `name` (the L1 sees it at the same path): where the command
 /// puts what it leaves.

@@ -5,10 +5,13 @@
 //! picks one. Every access is bounds-checked: guest-controlled addresses never reach an
 //! unchecked pointer. Nothing on the access path allocates.
 
+pub mod host_range;
 pub mod layout;
 pub mod portable;
 #[cfg(target_arch = "x86_64")]
 pub mod rustvmm;
+#[cfg(target_arch = "x86_64")]
+pub mod vm_view;
 
 /// An access outside guest RAM.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +20,8 @@ pub struct OutOfRange {
     pub addr: u64,
     pub len: usize,
 }
+
+pub use host_range::HostRange;
 
 pub type Result<T> = std::result::Result<T, OutOfRange>;
 
@@ -50,6 +55,12 @@ pub trait GuestMemory: Send + Sync {
             .max()
             .unwrap_or(0)
     }
+    /// The region that holds all of `[gpa, gpa+len)`, if one does.
+    fn region_of(&self, gpa: u64, len: u64) -> Option<&Region> {
+        self.regions()
+            .iter()
+            .find(|r| gpa >= r.gpa && gpa - r.gpa < r.size && len <= r.size - (gpa - r.gpa))
+    }
     /// Whether `[gpa, gpa+len)` lies entirely in RAM.
     fn contains(&self, gpa: u64, len: u64) -> bool {
         let Some(end) = gpa.checked_add(len) else {
@@ -68,38 +79,69 @@ pub trait GuestMemory: Send + Sync {
         }
         true
     }
+    // The typed accessors go straight to the host mapping when the bytes lie in one region
+    // (nearly always: they are ring fields, request headers, status bytes), so that a device's
+    // small accesses skip the backend's general copy path.
     fn read_u8(&self, gpa: u64) -> Result<u8> {
-        let mut b = [0u8; 1];
-        self.read(gpa, &mut b)?;
-        Ok(b[0])
+        Ok(read_array::<1, _>(self, gpa)?[0])
     }
     fn read_u16(&self, gpa: u64) -> Result<u16> {
-        let mut b = [0u8; 2];
-        self.read(gpa, &mut b)?;
-        Ok(u16::from_le_bytes(b))
+        Ok(u16::from_le_bytes(read_array(self, gpa)?))
     }
     fn read_u32(&self, gpa: u64) -> Result<u32> {
-        let mut b = [0u8; 4];
-        self.read(gpa, &mut b)?;
-        Ok(u32::from_le_bytes(b))
+        Ok(u32::from_le_bytes(read_array(self, gpa)?))
     }
     fn read_u64(&self, gpa: u64) -> Result<u64> {
-        let mut b = [0u8; 8];
-        self.read(gpa, &mut b)?;
-        Ok(u64::from_le_bytes(b))
+        Ok(u64::from_le_bytes(read_array(self, gpa)?))
     }
     fn write_u8(&self, gpa: u64, v: u8) -> Result<()> {
-        self.write(gpa, &[v])
+        write_array(self, gpa, [v])
     }
     fn write_u16(&self, gpa: u64, v: u16) -> Result<()> {
-        self.write(gpa, &v.to_le_bytes())
+        write_array(self, gpa, v.to_le_bytes())
     }
     fn write_u32(&self, gpa: u64, v: u32) -> Result<()> {
-        self.write(gpa, &v.to_le_bytes())
+        write_array(self, gpa, v.to_le_bytes())
     }
     fn write_u64(&self, gpa: u64, v: u64) -> Result<()> {
-        self.write(gpa, &v.to_le_bytes())
+        write_array(self, gpa, v.to_le_bytes())
     }
+}
+
+/// The host address of `[gpa, gpa+n)` when it lies in one region.
+#[inline]
+fn host_ptr<M: GuestMemory + ?Sized>(mem: &M, gpa: u64, n: usize) -> Option<*mut u8> {
+    let r = mem.region_of(gpa, n as u64)?;
+    Some(usize::try_from(r.host_addr.checked_add(gpa - r.gpa)?).ok()? as *mut u8)
+}
+
+/// `N` bytes at `gpa`: one volatile read from the host mapping when they lie in one region,
+/// [`GuestMemory::read`] (which may span regions) otherwise.
+#[inline]
+pub fn read_array<const N: usize, M: GuestMemory + ?Sized>(mem: &M, gpa: u64) -> Result<[u8; N]> {
+    if let Some(p) = host_ptr(mem, gpa, N) {
+        // SAFETY: `regions()` lists live mappings of guest RAM, and `[p, p+N)` lies inside
+        // one. Volatile: the guest may change the bytes at any time.
+        return Ok(unsafe { host_range::read_volatile_bytes(p) });
+    }
+    let mut b = [0u8; N];
+    mem.read(gpa, &mut b)?;
+    Ok(b)
+}
+
+/// Write `N` bytes at `gpa`, as [`read_array`] reads them.
+#[inline]
+pub fn write_array<const N: usize, M: GuestMemory + ?Sized>(
+    mem: &M,
+    gpa: u64,
+    v: [u8; N],
+) -> Result<()> {
+    if let Some(p) = host_ptr(mem, gpa, N) {
+        // SAFETY: as in `read_array`; guest RAM is mapped writable.
+        unsafe { host_range::write_volatile_bytes(p, v) };
+        return Ok(());
+    }
+    mem.write(gpa, &v)
 }
 
 /// `[gpa, gpa+len)` as host address ranges appended to `out`, for system calls that move file

@@ -101,3 +101,36 @@ fn host_iovecs_split_at_regions_on_both_backends() {
     #[cfg(target_arch = "x86_64")]
     iovecs_of(&super::rustvmm::VmMemory::new(&ranges).unwrap());
 }
+
+#[test]
+fn host_range_stays_inside_one_region_and_its_bounds() {
+    use super::HostRange;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    let mem: Arc<dyn GuestMemory> =
+        Arc::new(MmapMemory::new(&[(0, 0x1000), (0x1000, 0x2000)]).unwrap());
+    assert!(
+        HostRange::new(&mem, 0xff0, 0x20).is_none(),
+        "spans two regions"
+    );
+    assert!(
+        HostRange::new(&mem, 0x2ff0, 0x11).is_none(),
+        "runs past RAM"
+    );
+    assert!(HostRange::new(&mem, 0x8000, 1).is_none(), "not RAM");
+    let r = HostRange::new(&mem, 0x1100, 0x20).unwrap();
+    r.write::<4>(0x1c, *b"abcd").unwrap();
+    assert_eq!(
+        r.write::<4>(0x1d, *b"abcd"),
+        None,
+        "one byte past the range"
+    );
+    assert_eq!(mem.read_u32(0x111c).unwrap(), u32::from_le_bytes(*b"abcd"));
+    mem.write_u16(0x1102, 0xbeef).unwrap();
+    assert_eq!(r.load_u16(2, Ordering::Acquire), Some(0xbeef));
+    assert_eq!(r.load_u16(3, Ordering::Acquire), None, "misaligned");
+    r.store_u16(4, 0x1234, Ordering::Release).unwrap();
+    assert_eq!(mem.read_u16(0x1104).unwrap(), 0x1234);
+    assert_eq!(r.read::<2>(4), Some([0x34, 0x12]));
+    assert_eq!(r.read::<2>(usize::MAX), None);
+}

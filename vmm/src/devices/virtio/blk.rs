@@ -8,7 +8,7 @@
 //! preadv/pwritev per request); qcow2 through a bounded bounce buffer. Serving a request
 //! allocates nothing and takes no lock (the image is locked once per pass over the ring).
 
-use super::queue::{io, Chain, QueueError, Virtqueue};
+use super::queue::{io, Chain, Desc, QueueError, Virtqueue};
 use super::sys::{file_io_vectored, poll, Direction, EventFd};
 use super::{ActivateError, Activation, NoSignal, Signal, VirtioDevice, Worker, COMMON_FEATURES};
 use crate::memory::GuestMemory;
@@ -381,6 +381,25 @@ fn handle(
     Ok(u32::try_from(data_written + 1).unwrap_or(u32::MAX))
 }
 
+/// The request header at the start of the readable buffers: read in place when the first
+/// buffer holds all 16 bytes (what drivers do), gathered across buffers otherwise.
+fn read_header(mem: &dyn GuestMemory, descs: &[Desc]) -> Option<Header> {
+    let first = descs.iter().find(|d| !d.write)?;
+    if first.len >= 16 {
+        let ty = u32::from_le_bytes(crate::memory::read_array(mem, first.addr).ok()?);
+        let sector = u64::from_le_bytes(crate::memory::read_array(mem, first.addr + 8).ok()?);
+        return Some(Header { ty, sector });
+    }
+    let mut h = [0u8; 16];
+    if io::read(mem, descs, 0, &mut h).ok()? != 16 {
+        return None;
+    }
+    Some(Header {
+        ty: u32::from_le_bytes([h[0], h[1], h[2], h[3]]),
+        sector: u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]),
+    })
+}
+
 /// Do the work; the error is the virtio status to report. Ok is the bytes written to
 /// the guest before the status byte.
 fn request(
@@ -391,14 +410,7 @@ fn request(
     data_in: u64,
 ) -> Result<u64, u32> {
     let chain = &scratch.chain;
-    let mut h = [0u8; 16];
-    if io::read(mem, &chain.descs, 0, &mut h).map_err(|_| VIRTIO_BLK_S_IOERR)? != 16 {
-        return Err(VIRTIO_BLK_S_IOERR);
-    }
-    let hdr = Header {
-        ty: u32::from_le_bytes([h[0], h[1], h[2], h[3]]),
-        sector: u64::from_le_bytes(h[8..16].try_into().unwrap_or_default()),
-    };
+    let hdr = read_header(mem, &chain.descs).ok_or(VIRTIO_BLK_S_IOERR)?;
     let data_out = chain.readable_len() - 16;
     match hdr.ty {
         VIRTIO_BLK_T_IN => {

@@ -9,7 +9,7 @@
 //! index running more than `size` ahead of the device is [`QueueError::AvailIndex`]. Every
 //! guest-memory access is bounds-checked: nothing here panics on guest data.
 
-use crate::memory::{GuestMemory, OutOfRange};
+use crate::memory::{GuestMemory, HostRange, OutOfRange};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use virtio_bindings::virtio_ring::{
@@ -139,7 +139,9 @@ fn is_pow2(n: u16) -> bool {
     n != 0 && n & (n - 1) == 0
 }
 
-/// The checks both implementations make before a queue is used.
+/// The checks both implementations make before a queue is used. Each ring must lie inside
+/// one RAM region (fugu's regions are never adjacent, so this is "inside RAM"): the in-house
+/// ring then reaches it at its host address without a lookup per access.
 pub fn validate(mem: &dyn GuestMemory, c: &QueueConfig) -> Result<(), QueueError> {
     if !c.ready {
         return Err(QueueError::NotReady);
@@ -154,14 +156,20 @@ pub fn validate(mem: &dyn GuestMemory, c: &QueueConfig) -> Result<(), QueueError
     if c.desc_table & 0xf != 0 || c.avail_ring & 1 != 0 || c.used_ring & 3 != 0 {
         return Err(QueueError::Misaligned);
     }
-    let n = c.size as u64;
-    if !mem.contains(c.desc_table, DESC_SIZE * n)
-        || !mem.contains(c.avail_ring, 6 + 2 * n)
-        || !mem.contains(c.used_ring, 6 + 8 * n)
+    let (desc, avail, used) = ring_sizes(c.size);
+    if mem.region_of(c.desc_table, desc).is_none()
+        || mem.region_of(c.avail_ring, avail).is_none()
+        || mem.region_of(c.used_ring, used).is_none()
     {
         return Err(QueueError::OutsideMemory);
     }
     Ok(())
+}
+
+/// Bytes of the descriptor table, the avail ring and the used ring (with their event fields).
+fn ring_sizes(size: u16) -> (u64, u64, u64) {
+    let n = size as u64;
+    (DESC_SIZE * n, 6 + 2 * n, 6 + 8 * n)
 }
 
 /// Start a queue with the chosen implementation after checking its layout.
@@ -173,77 +181,121 @@ pub fn new_queue(
 ) -> Result<Box<dyn Virtqueue>, QueueError> {
     validate(&*mem, cfg)?;
     match which {
-        QueueImpl::InHouse => Ok(Box::new(SplitQueue::new(mem, cfg, event_idx))),
+        QueueImpl::InHouse => Ok(Box::new(SplitQueue::new(mem, cfg, event_idx)?)),
         #[cfg(target_arch = "x86_64")]
         QueueImpl::RustVmm => Ok(Box::new(rustvmm::RustVmmQueue::new(mem, cfg, event_idx)?)),
     }
 }
 
-/// The in-house split ring.
+/// The in-house split ring. The three rings are looked up once, when the queue starts, and
+/// reached at their host addresses; the driver's avail index is read again only once the
+/// chains it announced are taken.
 pub struct SplitQueue {
     mem: Arc<dyn GuestMemory>,
     size: u16,
-    desc_table: u64,
-    avail_ring: u64,
-    used_ring: u64,
+    desc: HostRange,
+    avail: HostRange,
+    used: HostRange,
     next_avail: u16,
+    /// The avail index as last read: the chains before it can be taken without reading it.
+    avail_seen: u16,
     next_used: u16,
     num_added: u16,
     event_idx: bool,
 }
 
+/// Where the fields of the avail and used rings are (offsets in the ring).
+const RING_IDX: usize = 2;
+const RING_ENTRIES: usize = 4;
+
 impl SplitQueue {
     /// A queue over a layout that [`validate`] accepted.
-    pub fn new(mem: Arc<dyn GuestMemory>, c: &QueueConfig, event_idx: bool) -> Self {
-        SplitQueue {
-            mem,
+    pub fn new(
+        mem: Arc<dyn GuestMemory>,
+        c: &QueueConfig,
+        event_idx: bool,
+    ) -> Result<Self, QueueError> {
+        let (desc, avail, used) = ring_sizes(c.size);
+        let range = |gpa, len| HostRange::new(&mem, gpa, len).ok_or(QueueError::OutsideMemory);
+        Ok(SplitQueue {
             size: c.size,
-            desc_table: c.desc_table,
-            avail_ring: c.avail_ring,
-            used_ring: c.used_ring,
+            desc: range(c.desc_table, desc)?,
+            avail: range(c.avail_ring, avail)?,
+            used: range(c.used_ring, used)?,
+            mem,
             next_avail: 0,
+            avail_seen: 0,
             next_used: 0,
             num_added: 0,
             event_idx,
-        }
+        })
     }
 
     fn avail_idx(&self) -> Result<u16, QueueError> {
-        Ok(self.mem.read_u16(self.avail_ring + 2)?)
+        self.avail
+            .load_u16(RING_IDX, Ordering::Acquire)
+            .ok_or(QueueError::OutsideMemory)
+    }
+
+    /// Offset of entry `i` of a ring whose entries are `width` bytes (below the queue size).
+    fn entry(&self, i: u16, width: usize) -> usize {
+        RING_ENTRIES + width * usize::from(i % self.size)
+    }
+
+    /// The `idx`th descriptor of the ring's table or, with `indirect`, of the table at that
+    /// address: address, length, flags, next. An indirect table is read entry by entry, as
+    /// the chain needs them (a table may run past RAM after the entries a chain uses).
+    #[inline]
+    fn read_desc(&self, indirect: Option<u64>, idx: u32) -> Option<(u64, u32, u16, u16)> {
+        let raw: [u8; 16] = match indirect {
+            None => {
+                // Below the queue size, so inside the table.
+                let off = usize::try_from(idx).ok()? * 16;
+                let t = &self.desc;
+                return Some((
+                    t.read_u64(off)?,
+                    t.read_u32(off + 8)?,
+                    t.read_u16(off + 12)?,
+                    t.read_u16(off + 14)?,
+                ));
+            }
+            Some(table) => {
+                let at = table.checked_add(u64::from(idx) * DESC_SIZE)?;
+                crate::memory::read_array(&*self.mem, at).ok()?
+            }
+        };
+        let [a0, a1, a2, a3, a4, a5, a6, a7, l0, l1, l2, l3, f0, f1, n0, n1] = raw;
+        Some((
+            u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+            u32::from_le_bytes([l0, l1, l2, l3]),
+            u16::from_le_bytes([f0, f1]),
+            u16::from_le_bytes([n0, n1]),
+        ))
     }
 
     /// The chain at `head` into `out` (cleared first).
     fn walk(&self, head: u16, out: &mut Vec<Desc>) -> Result<(), QueueError> {
         let bad = QueueError::BadChain { head };
         out.clear();
-        let mut table = self.desc_table;
+        let mut table: Option<u64> = None;
         let mut table_len = self.size as u32;
         let mut ttl = self.size as u32;
         let mut idx = head as u32;
-        let mut indirect = false;
         let mut total: u32 = 0;
         loop {
             if ttl == 0 || idx >= table_len {
                 return Err(bad);
             }
-            let at = table
-                .checked_add(idx as u64 * DESC_SIZE)
-                .ok_or(bad.clone())?;
-            let mut raw = [0u8; 16];
-            self.mem.read(at, &mut raw).map_err(|_| bad.clone())?;
-            let addr = u64::from_le_bytes(raw[0..8].try_into().unwrap_or_default());
-            let len = u32::from_le_bytes(raw[8..12].try_into().unwrap_or_default());
-            let flags = u16::from_le_bytes([raw[12], raw[13]]) as u32;
-            let next = u16::from_le_bytes([raw[14], raw[15]]) as u32;
+            let (addr, len, flags, next) = self.read_desc(table, idx).ok_or(bad.clone())?;
+            let (flags, next) = (u32::from(flags), u32::from(next));
             if flags & VRING_DESC_F_INDIRECT != 0 {
-                if indirect
+                if table.is_some()
                     || len % const { crate::bits::const_u32(DESC_SIZE) } != 0
                     || len / 16 > u16::MAX as u32
                 {
                     return Err(bad);
                 }
-                indirect = true;
-                table = addr;
+                table = Some(addr);
                 table_len = len / 16;
                 ttl = table_len;
                 idx = 0;
@@ -266,19 +318,21 @@ impl SplitQueue {
 
 impl Virtqueue for SplitQueue {
     fn pop_into(&mut self, chain: &mut Chain) -> Result<bool, QueueError> {
-        let avail = self.avail_idx()?;
-        fence(Ordering::Acquire);
-        if avail.wrapping_sub(self.next_avail) > self.size {
-            return Err(QueueError::AvailIndex {
-                avail,
-                next: self.next_avail,
-            });
+        if self.avail_seen == self.next_avail {
+            let avail = self.avail_idx()?;
+            if avail.wrapping_sub(self.next_avail) > self.size {
+                return Err(QueueError::AvailIndex {
+                    avail,
+                    next: self.next_avail,
+                });
+            }
+            if avail == self.next_avail {
+                return Ok(false);
+            }
+            self.avail_seen = avail;
         }
-        if avail == self.next_avail {
-            return Ok(false);
-        }
-        let slot = (self.next_avail % self.size) as u64;
-        let head = self.mem.read_u16(self.avail_ring + 4 + 2 * slot)?;
+        let at = self.entry(self.next_avail, 2);
+        let head = self.avail.read_u16(at).ok_or(QueueError::OutsideMemory)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         chain.head = head;
         self.walk(head, &mut chain.descs)?;
@@ -289,50 +343,63 @@ impl Virtqueue for SplitQueue {
         if head >= self.size {
             return Err(QueueError::HeadIndex(head));
         }
-        let slot = (self.next_used % self.size) as u64;
         let mut elem = [0u8; 8];
         elem[..4].copy_from_slice(&(head as u32).to_le_bytes());
         elem[4..].copy_from_slice(&len.to_le_bytes());
-        self.mem.write(self.used_ring + 4 + 8 * slot, &elem)?;
+        let at = self.entry(self.next_used, 8);
+        self.used.write(at, elem).ok_or(QueueError::OutsideMemory)?;
         self.next_used = self.next_used.wrapping_add(1);
         self.num_added = self.num_added.wrapping_add(1);
-        fence(Ordering::Release);
-        self.mem.write_u16(self.used_ring + 2, self.next_used)?;
-        Ok(())
+        // Release: the element is visible before the index that publishes it.
+        self.used
+            .store_u16(RING_IDX, self.next_used, Ordering::Release)
+            .ok_or(QueueError::OutsideMemory)
     }
 
     fn needs_notification(&mut self) -> Result<bool, QueueError> {
         fence(Ordering::SeqCst);
         if self.event_idx {
+            // used_event follows the avail ring's entries.
+            let at = RING_ENTRIES + 2 * usize::from(self.size);
             let used_event = self
-                .mem
-                .read_u16(self.avail_ring + 4 + 2 * self.size as u64)?;
+                .avail
+                .load_u16(at, Ordering::Relaxed)
+                .ok_or(QueueError::OutsideMemory)?;
             let new = self.next_used;
             let old = new.wrapping_sub(self.num_added);
             self.num_added = 0;
             return Ok(new.wrapping_sub(used_event).wrapping_sub(1) < new.wrapping_sub(old));
         }
-        let flags = self.mem.read_u16(self.avail_ring)? as u32;
+        let flags = self
+            .avail
+            .load_u16(0, Ordering::Relaxed)
+            .ok_or(QueueError::OutsideMemory)? as u32;
         Ok(flags & VRING_AVAIL_F_NO_INTERRUPT == 0)
     }
 
     fn enable_notification(&mut self) -> Result<bool, QueueError> {
-        if self.event_idx {
-            self.mem
-                .write_u16(self.used_ring + 4 + 8 * self.size as u64, self.next_avail)?;
+        let stored = if self.event_idx {
+            // avail_event follows the used ring's entries.
+            let at = RING_ENTRIES + 8 * usize::from(self.size);
+            self.used.store_u16(at, self.next_avail, Ordering::Relaxed)
         } else {
-            self.mem.write_u16(self.used_ring, 0)?;
-        }
+            self.used.store_u16(0, 0, Ordering::Relaxed)
+        };
+        stored.ok_or(QueueError::OutsideMemory)?;
         fence(Ordering::SeqCst);
-        Ok(self.avail_idx()? != self.next_avail)
+        let avail = self.avail_idx()?;
+        Ok(avail != self.next_avail)
     }
 
     fn disable_notification(&mut self) -> Result<(), QueueError> {
         if !self.event_idx {
-            self.mem.write_u16(
-                self.used_ring,
-                const { crate::bits::const_u16(VRING_USED_F_NO_NOTIFY as u64) },
-            )?;
+            self.used
+                .store_u16(
+                    0,
+                    const { crate::bits::const_u16(VRING_USED_F_NO_NOTIFY as u64) },
+                    Ordering::Relaxed,
+                )
+                .ok_or(QueueError::OutsideMemory)?;
         }
         Ok(())
     }
@@ -353,42 +420,17 @@ pub mod rustvmm {
     //! The same interface over rust-vmm's `virtio_queue::Queue`.
 
     use super::{Chain, Desc, QueueConfig, QueueError, Virtqueue};
+    use crate::memory::vm_view::VmView;
     use crate::memory::GuestMemory;
     use std::sync::Arc;
     use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
     use virtio_queue::{Queue, QueueOwnedT, QueueT};
-    use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
-
-    /// A vm-memory view of guest RAM over the same host mappings as `mem`.
-    pub fn view(mem: &dyn GuestMemory) -> Result<GuestMemoryMmap<()>, QueueError> {
-        let mut regions = Vec::new();
-        for r in mem.regions() {
-            // A live host mapping: its size fits a usize.
-            let size = usize::try_from(r.size).map_err(|_| QueueError::OutsideMemory)?;
-            // SAFETY: the pointer and size describe a live mapping of guest RAM that the
-            // caller keeps alive (the queue holds the Arc); a raw-pointer region never unmaps.
-            let m = unsafe {
-                MmapRegion::<()>::build_raw(
-                    r.host_addr as *mut u8,
-                    size,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
-                )
-            }
-            .map_err(|e| QueueError::RustVmm(format!("mapping guest RAM: {e}")))?;
-            regions.push(
-                GuestRegionMmap::new(m, GuestAddress(r.gpa)).ok_or(QueueError::OutsideMemory)?,
-            );
-        }
-        GuestMemoryMmap::from_regions(regions)
-            .map_err(|e| QueueError::RustVmm(format!("guest RAM regions: {e}")))
-    }
+    use vm_memory::GuestAddress;
 
     pub struct RustVmmQueue {
-        view: GuestMemoryMmap<()>,
+        /// Guest RAM as virtio-queue reads it (it holds the memory it points into).
+        view: VmView,
         q: Queue,
-        // Keeps the mappings `view` points into alive.
-        _mem: Arc<dyn GuestMemory>,
     }
 
     /// virtio-queue's errors where ours mean the same; the rest keep virtio-queue's message
@@ -411,7 +453,7 @@ pub mod rustvmm {
             c: &QueueConfig,
             event_idx: bool,
         ) -> Result<Self, QueueError> {
-            let view = view(&*mem)?;
+            let view = VmView::new(mem);
             let mut q = Queue::new(c.max_size).map_err(|_| QueueError::InvalidSize(c.max_size))?;
             q.try_set_size(c.size)
                 .map_err(|_| QueueError::InvalidSize(c.size))?;
@@ -426,7 +468,7 @@ pub mod rustvmm {
             if !q.is_valid(&view) {
                 return Err(QueueError::OutsideMemory);
             }
-            Ok(RustVmmQueue { view, q, _mem: mem })
+            Ok(RustVmmQueue { view, q })
         }
     }
 

@@ -216,11 +216,13 @@ impl Machine {
         if self.serial_in {
             crate::console::spawn_input(self.serial.clone(), self.stop.clone());
         }
-        // Wait for an exit, watching for SIGINT/SIGTERM.
+        // Wait for an exit, watching for SIGINT/SIGTERM, and write out console output that
+        // has no newline yet (a prompt) while the guest waits.
         let result = loop {
             if let Some(e) = self.stop.wait(Duration::from_millis(20)) {
                 break e;
             }
+            lock(&self.serial).flush();
             if let Some(s) = signals::terminate_received() {
                 self.stop.request(Outcome::Signal(s));
             }

@@ -1,9 +1,15 @@
 //! An 8250/16550A UART (COM1 at 0x3f8, IRQ 4): transmit to a sink, receive from a queue that
 //! the console thread fills, interrupts for "data ready" and "transmitter empty".
+//!
+//! A guest's console writes one byte per port exit, so the byte's own cost matters: output is
+//! buffered until a newline, a full buffer or [`Serial::flush`] (the machine's main loop calls
+//! it every few milliseconds, so a prompt without a newline still shows at once to a person),
+//! and the interrupt line is only told about changes of its level. Without these each byte
+//! also cost a `write` and a `KVM_IRQ_LINE` system call.
 
 use crate::devices::bus::BusDevice;
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 
 pub const COM1: u16 = 0x3f8;
 pub const COM1_IRQ: u32 = 4;
@@ -37,9 +43,14 @@ pub struct Serial {
     dlm: u8,
     thre_pending: bool,
     rx: VecDeque<u8>,
-    out: Box<dyn Write + Send>,
+    out: BufWriter<Box<dyn Write + Send>>,
     irq: Option<Box<dyn IrqLine>>,
+    /// The level last given to `irq`; None before the first update.
+    irq_level: Option<bool>,
 }
+
+/// Bytes held back before a write to the console's sink (a full screen of text).
+const OUT_BUFFER: usize = 4096;
 
 impl Serial {
     pub fn new(out: Box<dyn Write + Send>, irq: Option<Box<dyn IrqLine>>) -> Self {
@@ -53,8 +64,9 @@ impl Serial {
             dlm: 0,
             thre_pending: false,
             rx: VecDeque::new(),
-            out,
+            out: BufWriter::with_capacity(OUT_BUFFER, out),
             irq,
+            irq_level: None,
         }
     }
 
@@ -66,8 +78,11 @@ impl Serial {
         self.update_irq();
     }
 
+    /// Write out what the guest transmitted since the last newline.
     pub fn flush(&mut self) {
-        let _ = self.out.flush();
+        if !self.out.buffer().is_empty() {
+            let _ = self.out.flush();
+        }
     }
 
     fn iir(&self) -> u8 {
@@ -81,9 +96,16 @@ impl Serial {
         }
     }
 
-    fn update_irq(&self) {
+    /// Drive the interrupt line from the interrupt state. Like the chip's output pin it only
+    /// moves when the state changes: a repeated "high" is not a new edge for an edge-triggered
+    /// IOAPIC pin, and a repeated "low" is a system call for nothing.
+    fn update_irq(&mut self) {
+        let level = self.iir() & IIR_NONE == 0;
         if let Some(irq) = &self.irq {
-            irq.set(self.iir() & IIR_NONE == 0);
+            if self.irq_level != Some(level) {
+                irq.set(level);
+                self.irq_level = Some(level);
+            }
         }
     }
 }
@@ -221,5 +243,51 @@ mod tests {
         s.write(0, b"L");
         assert_eq!(rd(&mut s, 0), b'L');
         assert_eq!(sink.0.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn output_waits_for_a_newline_or_a_flush() {
+        let sink = Sink::default();
+        let mut s = Serial::new(Box::new(sink.clone()), None);
+        for b in b"login: " {
+            s.write(0, &[*b]);
+        }
+        assert!(sink.0.lock().unwrap().is_empty());
+        s.flush();
+        assert_eq!(&*sink.0.lock().unwrap(), b"login: ");
+        for b in b"ok\r\nmore" {
+            s.write(0, &[*b]);
+        }
+        assert_eq!(&*sink.0.lock().unwrap(), b"login: ok\r\n");
+        // A guest that never sends a newline cannot make the buffer grow without bound.
+        for _ in 0..3 * OUT_BUFFER {
+            s.write(0, b"x");
+        }
+        assert!(sink.0.lock().unwrap().len() >= 2 * OUT_BUFFER);
+    }
+
+    #[test]
+    fn the_interrupt_line_is_told_only_about_changes() {
+        let levels = Arc::new(Mutex::new(Vec::new()));
+        let mut s = Serial::new(
+            Box::new(Sink::default()),
+            Some(Box::new(Line(levels.clone()))),
+        );
+        // A polled console (IER = 0): a thousand bytes, the line low throughout.
+        for _ in 0..1000 {
+            rd(&mut s, 5);
+            s.write(0, b"a");
+        }
+        assert_eq!(*levels.lock().unwrap(), [false]);
+        // Interrupt-driven transmit: enabling THRE raises the line once; more bytes written
+        // before the guest reads IIR keep it high without new edges.
+        s.write(1, &[IER_THRE]);
+        s.write(0, b"b");
+        s.write(0, b"c");
+        assert_eq!(*levels.lock().unwrap(), [false, true]);
+        assert_eq!(rd(&mut s, 2) & 0x0f, IIR_THRE);
+        assert_eq!(*levels.lock().unwrap(), [false, true, false]);
+        s.write(0, b"d");
+        assert_eq!(*levels.lock().unwrap(), [false, true, false, true]);
     }
 }

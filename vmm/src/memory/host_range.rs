@@ -37,8 +37,7 @@ impl std::fmt::Debug for HostRange {
 impl HostRange {
     /// `[gpa, gpa+len)` when it lies inside one RAM region, None otherwise.
     pub fn new(mem: &Arc<dyn GuestMemory>, gpa: u64, len: u64) -> Option<Self> {
-        let r = mem.region_of(gpa, len)?;
-        let base = usize::try_from(r.host_addr.checked_add(gpa - r.gpa)?).ok()? as *mut u8;
+        let base = super::host_ptr(&**mem, gpa, len)?;
         Some(HostRange {
             base,
             len: usize::try_from(len).ok()?,

@@ -108,10 +108,10 @@ pub trait GuestMemory: Send + Sync {
     }
 }
 
-/// The host address of `[gpa, gpa+n)` when it lies in one region.
+/// The host address of `[gpa, gpa+len)` when it lies in one region.
 #[inline]
-fn host_ptr<M: GuestMemory + ?Sized>(mem: &M, gpa: u64, n: usize) -> Option<*mut u8> {
-    let r = mem.region_of(gpa, n as u64)?;
+pub(crate) fn host_ptr<M: GuestMemory + ?Sized>(mem: &M, gpa: u64, len: u64) -> Option<*mut u8> {
+    let r = mem.region_of(gpa, len)?;
     Some(usize::try_from(r.host_addr.checked_add(gpa - r.gpa)?).ok()? as *mut u8)
 }
 
@@ -119,7 +119,7 @@ fn host_ptr<M: GuestMemory + ?Sized>(mem: &M, gpa: u64, n: usize) -> Option<*mut
 /// [`GuestMemory::read`] (which may span regions) otherwise.
 #[inline]
 pub fn read_array<const N: usize, M: GuestMemory + ?Sized>(mem: &M, gpa: u64) -> Result<[u8; N]> {
-    if let Some(p) = host_ptr(mem, gpa, N) {
+    if let Some(p) = host_ptr(mem, gpa, N as u64) {
         // SAFETY: `regions()` lists live mappings of guest RAM, and `[p, p+N)` lies inside
         // one. Volatile: the guest may change the bytes at any time.
         return Ok(unsafe { host_range::read_volatile_bytes(p) });
@@ -136,7 +136,7 @@ pub fn write_array<const N: usize, M: GuestMemory + ?Sized>(
     gpa: u64,
     v: [u8; N],
 ) -> Result<()> {
-    if let Some(p) = host_ptr(mem, gpa, N) {
+    if let Some(p) = host_ptr(mem, gpa, N as u64) {
         // SAFETY: as in `read_array`; guest RAM is mapped writable.
         unsafe { host_range::write_volatile_bytes(p, v) };
         return Ok(());
